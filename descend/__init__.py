@@ -1,0 +1,23 @@
+"""descend: first-order training optimizers as drop-in ``torch.optim`` classes."""
+from .optimizer import ChainOptimizer
+from .optimizers import SGD, Adadelta, Adafactor, Adagrad, Adam, AdamW, RMSprop
+from .sam import SAM
+from .schedules import InverseSqrt, MomentumSchedule, WarmupCosine, linear_ramp
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SGD",
+    "Adagrad",
+    "RMSprop",
+    "Adadelta",
+    "Adam",
+    "AdamW",
+    "Adafactor",
+    "SAM",
+    "ChainOptimizer",
+    "WarmupCosine",
+    "InverseSqrt",
+    "MomentumSchedule",
+    "linear_ramp",
+]

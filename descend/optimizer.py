@@ -1,0 +1,169 @@
+"""``ChainOptimizer``: a ``torch.optim.Optimizer`` that runs a chain of named steps.
+
+A subclass says which steps make up its update (``chain``) and which
+hyperparameter values are valid (``validate``); everything torch users rely on
+comes from ``torch.optim.Optimizer`` itself: param groups, ``state_dict`` /
+``load_state_dict``, step hooks, ``zero_grad``, and lr schedulers.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from numbers import Real
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .transforms import StepContext, Transform
+
+NONFINITE_POLICIES = ("raise", "skip", "ignore")
+
+
+# --- hyperparameter checks: each names the argument and the range it must lie in ----------
+
+
+def _as_float(owner: str, name: str, value: Any) -> float:
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{owner}: {name} must be a real number, got {value!r}")
+    return float(value)
+
+
+def check_nonnegative(owner: str, name: str, value: Any) -> None:
+    number = _as_float(owner, name, value)
+    if not (math.isfinite(number) and number >= 0.0):
+        raise ValueError(f"{owner}: {name} must be a finite number >= 0, got {value!r}")
+
+
+def check_positive(owner: str, name: str, value: Any) -> None:
+    number = _as_float(owner, name, value)
+    if not (math.isfinite(number) and number > 0.0):
+        raise ValueError(f"{owner}: {name} must be a finite number > 0, got {value!r}")
+
+
+def check_unit_interval(owner: str, name: str, value: Any) -> None:
+    """A decay rate: ``0 <= value < 1``."""
+    number = _as_float(owner, name, value)
+    if not (0.0 <= number < 1.0):
+        raise ValueError(f"{owner}: {name} must lie in [0, 1), got {value!r}")
+
+
+def check_closed_interval(owner: str, name: str, value: Any, low: float, high: float) -> None:
+    number = _as_float(owner, name, value)
+    if not (low <= number <= high):
+        raise ValueError(f"{owner}: {name} must lie in [{low:g}, {high:g}], got {value!r}")
+
+
+def check_nonfinite_policy(owner: str, policy: Any) -> None:
+    if policy not in NONFINITE_POLICIES:
+        raise ValueError(f"{owner}: nonfinite must be one of {NONFINITE_POLICIES}, got {policy!r}")
+
+
+def all_finite(tensors: Sequence[Tensor]) -> bool:
+    """True when no tensor holds a NaN or an infinity (one host sync for the whole list)."""
+    flags = [torch.isfinite(tensor).all() for tensor in tensors if tensor.numel()]
+    return bool(torch.stack([flag.cpu() for flag in flags]).all()) if flags else True
+
+
+class ChainOptimizer(torch.optim.Optimizer):
+    """Base class: ``θ ← θ + u`` with ``u`` the gradient passed through ``chain(group)``.
+
+    ``nonfinite`` says what a step does when a gradient holds NaN or ±inf:
+    ``"raise"`` (default) raises ``FloatingPointError`` before anything is
+    changed; ``"skip"`` leaves every parameter and all optimizer state untouched
+    and counts the step in ``skipped_steps``; ``"ignore"`` lets the values flow
+    into parameters and state, as torch.optim does.
+    """
+
+    def __init__(self, params: Iterable, defaults: dict[str, Any], nonfinite: str = "raise"):
+        check_nonfinite_policy(type(self).__name__, nonfinite)
+        self.nonfinite = nonfinite
+        self.skipped_steps = 0
+        super().__init__(params, defaults)
+
+    # subclasses -----------------------------------------------------------------------------
+
+    def chain(self, group: dict[str, Any]) -> list[Transform]:
+        """The steps that turn a gradient into the change of a parameter in ``group``."""
+        raise NotImplementedError
+
+    def validate(self, group: dict[str, Any]) -> None:
+        """Raises ``ValueError`` / ``TypeError`` for a hyperparameter out of its range."""
+
+    # torch.optim.Optimizer ------------------------------------------------------------------
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        self.validate(self.param_groups[-1])
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("nonfinite", "raise")
+        self.__dict__.setdefault("skipped_steps", 0)
+
+    def state_dict(self) -> dict[str, Any]:
+        state_dict = super().state_dict()
+        state_dict["skipped_steps"] = self.skipped_steps
+        return state_dict
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        skipped_steps = state_dict.pop("skipped_steps", 0)
+        super().load_state_dict(state_dict)
+        self.skipped_steps = skipped_steps
+
+    def _params_with_grad(self) -> list[tuple[dict[str, Any], list[Tensor]]]:
+        owner = type(self).__name__
+        work = []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            for p in params:
+                if p.grad.is_sparse:
+                    raise TypeError(f"{owner} does not support sparse gradients; use torch.optim.SparseAdam")
+                if p.grad.is_complex() or p.is_complex():
+                    raise TypeError(f"{owner} does not support complex parameters; pass torch.view_as_real(p)")
+            work.append((group, params))
+        return work
+
+    def gradients_are_usable(self, work: list[tuple[dict[str, Any], list[Tensor]]]) -> bool:
+        """Applies the ``nonfinite`` policy; False means: skip this step."""
+        if self.nonfinite == "ignore" or all_finite([p.grad for _, params in work for p in params]):
+            return True
+        if self.nonfinite == "raise":
+            raise FloatingPointError(
+                f"{type(self).__name__}: a gradient holds NaN or inf; nothing was updated. "
+                "Pass nonfinite='skip' to skip such steps (counted in .skipped_steps), "
+                "or nonfinite='ignore' to apply them anyway."
+            )
+        self.skipped_steps += 1
+        return False
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work = self._params_with_grad()
+        if not self.gradients_are_usable(work):
+            return loss
+        for group, params in work:
+            chain = self.chain(group)
+            for param in params:
+                self._update(param, group, chain)
+        return loss
+
+    def _update(self, param: Tensor, group: dict[str, Any], chain: list[Transform]) -> None:
+        state = self.state[param]
+        if "step" not in state:
+            state["step"] = torch.tensor(0.0)
+        for transform in chain:
+            transform.ensure_state(param, state)
+        state["step"] += 1
+        ctx = StepContext(step=int(state["step"].item()))
+        u = param.grad.neg() if group.get("maximize", False) else param.grad.clone()
+        for transform in chain:
+            u = transform(u, param, state, ctx)
+        param.add_(u)

@@ -1,0 +1,143 @@
+"""Sharpness-aware minimization over any base optimizer."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .optimizer import all_finite, check_nonnegative
+
+
+class SAM(torch.optim.Optimizer):
+    r"""Sharpness-aware minimization (Foret et al. 2021) wrapped around ``base_optimizer``.
+
+    .. math::
+        \hat\epsilon &= \rho\,\frac{g}{\lVert g \rVert_2}, \qquad g = \nabla f(\theta)
+            \qquad (\text{adaptive: } \hat\epsilon = \rho\,\frac{T^2 g}{\lVert T g\rVert_2},
+            \ T = |\theta|, \text{ Kwon et al. 2021}) \\
+        \theta &\leftarrow \text{base\_step}\big(\theta,\ \nabla f(\theta + \hat\epsilon)\big)
+
+    The norm is global: one ``‖g‖₂`` over every parameter of every group.  The
+    base optimizer is built from the same param groups (``base_kwargs`` go to
+    it), so lr schedulers and ``param_groups`` edits reach it, and
+    ``state_dict()`` is the base optimizer's.
+
+    Use ``step(closure)`` with a closure that zeroes the gradients, runs forward
+    and backward, and returns the loss; SAM calls it twice (at ``θ`` and at
+    ``θ + ε̂``) and returns the first loss.  Or call ``first_step()`` after the
+    first backward and ``second_step()`` after the second.
+
+    A non-finite first gradient follows the base optimizer's ``nonfinite``
+    policy (``"raise"`` for a base without one): ``"skip"`` leaves ``θ``
+    unperturbed, skips the base step and counts it in ``skipped_steps``.
+    """
+
+    def __init__(
+        self,
+        params,
+        base_optimizer: type[torch.optim.Optimizer],
+        rho: float = 0.05,
+        adaptive: bool = False,
+        **base_kwargs: Any,
+    ):
+        if not (isinstance(base_optimizer, type) and issubclass(base_optimizer, torch.optim.Optimizer)):
+            raise TypeError(
+                "SAM: base_optimizer must be an optimizer class such as descend.SGD "
+                f"(the class, not an instance), got {base_optimizer!r}"
+            )
+        if issubclass(base_optimizer, SAM):
+            raise TypeError("SAM: base_optimizer cannot itself be SAM")
+        self._perturbed: dict[Tensor, Tensor] = {}
+        self._skip_second_step = False
+        self._own_skipped_steps = 0
+        super().__init__(params, dict(rho=rho, adaptive=adaptive))
+        self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
+        self._share_base_state()
+        self.defaults.update(self.base_optimizer.defaults)
+
+    def _share_base_state(self) -> None:
+        self.param_groups = self.base_optimizer.param_groups
+        self.state = self.base_optimizer.state
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        for name in ("rho", "adaptive"):
+            param_group.setdefault(name, self.defaults[name])
+        check_nonnegative("SAM", "rho", param_group["rho"])
+        if hasattr(self, "base_optimizer"):
+            self.base_optimizer.add_param_group(param_group)
+        else:
+            super().add_param_group(param_group)
+
+    @property
+    def nonfinite(self) -> str:
+        return getattr(self.base_optimizer, "nonfinite", "raise")
+
+    @property
+    def skipped_steps(self) -> int:
+        """Steps skipped for a non-finite gradient, at ``θ`` (here) or at ``θ + ε̂`` (the base)."""
+        return self._own_skipped_steps + getattr(self.base_optimizer, "skipped_steps", 0)
+
+    def _params_with_grad(self) -> list[tuple[dict[str, Any], Tensor]]:
+        return [(group, p) for group in self.param_groups for p in group["params"] if p.grad is not None]
+
+    @torch.no_grad()
+    def first_step(self, zero_grad: bool = False) -> None:
+        """Moves ``θ`` to ``θ + ε̂`` using the gradients now in ``.grad``."""
+        work = self._params_with_grad()
+        if self.nonfinite != "ignore" and not all_finite([p.grad for _, p in work]):
+            if self.nonfinite == "raise":
+                raise FloatingPointError(
+                    "SAM: a gradient holds NaN or inf; nothing was updated. Pass nonfinite='skip' "
+                    "to the base optimizer to skip such steps."
+                )
+            self._skip_second_step = True
+            self._own_skipped_steps += 1
+        elif work:
+            scaled = [p.abs() * p.grad if group["adaptive"] else p.grad for group, p in work]
+            device = work[0][1].device
+            grad_norm = torch.stack([s.norm(2).to(device) for s in scaled]).norm(2)
+            for (group, p), s in zip(work, scaled):
+                direction = -1.0 if group.get("maximize", False) else 1.0
+                scale = direction * group["rho"] / (grad_norm.to(p.device) + 1e-12)
+                perturbation = (s * p.abs() if group["adaptive"] else s) * scale.to(p.dtype)
+                self._perturbed[p] = p.clone()
+                p.add_(perturbation)
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = False) -> None:
+        """Restores ``θ`` exactly and takes the base step with the gradients at ``θ + ε̂``."""
+        for p, original in self._perturbed.items():
+            p.copy_(original)
+        self._perturbed.clear()
+        if self._skip_second_step:
+            self._skip_second_step = False
+        else:
+            self.base_optimizer.step()
+        if zero_grad:
+            self.zero_grad()
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        if closure is None:
+            raise ValueError(
+                "SAM.step() needs a closure that zeroes the gradients, runs forward and backward, "
+                "and returns the loss (SAM evaluates the gradient twice); or call first_step() "
+                "and second_step() around your own second backward pass"
+            )
+        with torch.enable_grad():
+            loss = closure()
+        self.first_step(zero_grad=True)
+        with torch.enable_grad():
+            closure()
+        self.second_step()
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.base_optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.base_optimizer.load_state_dict(state_dict)
+        self._share_base_state()

@@ -1,0 +1,323 @@
+"""The named steps every descend optimizer is composed from.
+
+An optimizer step turns the gradient ``g`` of one parameter ``θ`` into a signed
+change ``u`` and applies ``θ ← θ + u``.  Each step below is one transformation
+``u ← f(u, θ, state)`` from the textbooks, in the spirit of optax's
+``scale_by_adam`` / ``add_decayed_weights`` / ``scale_by_learning_rate``:
+
+    SGD        = [AddWeightDecay, Momentum, ScaleByLearningRate]
+    Adam       = [AddWeightDecay, EmaOfSquares, Momentum(EMA), BiasCorrection,
+                  ScaleByInverseRms, ScaleByLearningRate]
+    AdamW      = Adam without AddWeightDecay, then DecoupledWeightDecay
+    ...
+
+The chain owns ``u`` (the optimizer hands it a copy of the gradient), so a
+step may change ``u`` in place.  A step may keep per-parameter state (a
+momentum buffer, a running average of squared gradients); it names its entries
+in ``state_keys`` (by default its ``key`` field) and creates them in ``init``.
+Entry names follow torch.optim (``exp_avg``, ``square_avg``, ...), so a
+torch.optim checkpoint loads into the matching descend optimizer.  Every step is plain per-tensor math: this module is
+the reference that any faster path is tested against.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class StepContext:
+    """What one parameter's step knows besides its tensors."""
+
+    step: int  # t, counted from 1
+    lr: float | None = None  # the learning rate the update was scaled by, once known
+
+
+class Transform:
+    """One named step ``u ← f(u, θ, state)``; subclasses are small dataclasses."""
+
+    def state_keys(self, param: Tensor) -> tuple[str, ...]:
+        return (self.key,) if hasattr(self, "key") else ()
+
+    def init(self, param: Tensor) -> dict[str, Tensor]:
+        return {key: torch.zeros_like(param, memory_format=torch.preserve_format) for key in self.state_keys(param)}
+
+    def ensure_state(self, param: Tensor, state: dict) -> None:
+        """Creates this step's state entries that are missing (first step, or a step added later)."""
+        if not all(key in state for key in self.state_keys(param)):
+            for key, value in self.init(param).items():
+                state.setdefault(key, value)
+
+    def __call__(self, u: Tensor, param: Tensor, state: dict, ctx: StepContext) -> Tensor:
+        raise NotImplementedError
+
+
+def ema_(average: Tensor, value: Tensor, decay: float, weight: float) -> Tensor:
+    """In place ``average ← decay·average + weight·value`` (weight = 1 − decay for an EMA)."""
+    return average.mul_(decay).add_(value, alpha=weight)
+
+
+# --- gradient transformations ------------------------------------------------------------
+
+
+@dataclass
+class AddWeightDecay(Transform):
+    """Coupled L2 penalty: ``g ← g + λθ`` (the gradient of ``λ/2·‖θ‖²``)."""
+
+    weight_decay: float
+
+    def __call__(self, u, param, state, ctx):
+        return u.add_(param, alpha=self.weight_decay)
+
+
+@dataclass
+class Momentum(Transform):
+    """Momentum buffer ``b ← μb + (1−d)u`` with ``b₀ = 0``; emits ``b``.
+
+    ``d = 0`` is the velocity form (``v = −αb`` gives ``v ← μv − αg, θ ← θ + v``);
+    ``d = μ`` is the exponential moving average ``b ← βb + (1−β)g``.
+    With ``nesterov`` it emits ``μb + (1−d)u`` instead: the same average taken once
+    more with the current gradient.  For ``d = 0`` this is the reformulated
+    Nesterov step ``θ ← θ − μv_prev + (1+μ)v`` (Sutskever et al. 2013, eq. 4
+    in the velocity variables); for ``d = μ = β`` the look-ahead step
+    ``θ ← θ − α(βb_{t+1} + (1−β)g)``.
+    """
+
+    momentum: float
+    dampening: float = 0.0
+    nesterov: bool = False
+    key: str = "momentum_buffer"
+
+    def __call__(self, u, param, state, ctx):
+        buffer = ema_(state[self.key], u, self.momentum, 1.0 - self.dampening)
+        if self.nesterov:
+            return u.mul_(1.0 - self.dampening).add_(buffer, alpha=self.momentum)
+        return u.copy_(buffer)
+
+
+@dataclass
+class TrackEma(Transform):
+    """Keeps ``ḡ ← γḡ + (1−γ)u`` (for the centred RMSprop) and passes ``u`` on."""
+
+    decay: float
+    key: str = "grad_avg"
+
+    def __call__(self, u, param, state, ctx):
+        ema_(state[self.key], u, self.decay, 1.0 - self.decay)
+        return u
+
+
+@dataclass
+class SumOfSquares(Transform):
+    """AdaGrad's accumulator ``s ← s + u²`` (starting at ``initial``); passes ``u`` on."""
+
+    initial: float = 0.0
+    key: str = "sum"
+
+    def init(self, param):
+        return {self.key: torch.full_like(param, self.initial, memory_format=torch.preserve_format)}
+
+    def __call__(self, u, param, state, ctx):
+        state[self.key].addcmul_(u, u)
+        return u
+
+
+@dataclass
+class EmaOfSquares(Transform):
+    """Running average of squares ``s ← γs + (1−γ)u²``; passes ``u`` on."""
+
+    decay: float
+    key: str = "square_avg"
+
+    def __call__(self, u, param, state, ctx):
+        state[self.key].mul_(self.decay).addcmul_(u, u, value=1.0 - self.decay)
+        return u
+
+
+@dataclass
+class RunningMax(Transform):
+    """AMSGrad: ``v_max ← max(v_max, v)`` of another step's state; passes ``u`` on."""
+
+    source: str = "exp_avg_sq"
+    key: str = "max_exp_avg_sq"
+
+    def __call__(self, u, param, state, ctx):
+        torch.maximum(state[self.key], state[self.source], out=state[self.key])
+        return u
+
+
+@dataclass
+class BiasCorrection(Transform):
+    """Adam's first-moment correction ``u ← u / (1 − β^t)`` (Kingma & Ba, Alg. 1)."""
+
+    beta: float
+
+    def __call__(self, u, param, state, ctx):
+        return u.div_(1.0 - self.beta**ctx.step)
+
+
+@dataclass
+class ScaleByInverseRms(Transform):
+    """Divides by the root of the running second moment ``s`` an earlier step keeps in ``source``.
+
+    ``u ← u / (√(ŝ − ḡ²) + ε)`` with ``ŝ = s / (1 − β^t)`` when ``debias_beta``
+    is given (Adam's second-moment correction), ``ḡ`` the running mean of
+    gradients when ``center_key`` is given (centred RMSprop), and ``ε`` inside
+    the root instead, ``u / √(s + ε)``, when ``eps_inside_sqrt`` (Adadelta).
+    """
+
+    source: str
+    eps: float
+    eps_inside_sqrt: bool = False
+    center_key: str | None = None
+    debias_beta: float | None = None
+
+    def __call__(self, u, param, state, ctx):
+        second_moment = state[self.source]
+        if self.center_key is not None:
+            second_moment = second_moment.addcmul(state[self.center_key], state[self.center_key], value=-1.0)
+        if self.eps_inside_sqrt:
+            return u.div_(second_moment.add(self.eps).sqrt_())
+        denominator = second_moment.sqrt()
+        if self.debias_beta is not None:
+            denominator.div_(math.sqrt(1.0 - self.debias_beta**ctx.step))
+        return u.div_(denominator.add_(self.eps))
+
+
+@dataclass
+class AdadeltaUnitCorrection(Transform):
+    """Zeiler 2012, Alg. 1: ``Δ ← √(d + ε)·u`` then ``d ← ρd + (1−ρ)Δ²``; emits ``Δ``.
+
+    Multiplying by the RMS of past updates gives the step the units of ``θ``.
+    """
+
+    rho: float
+    eps: float
+    key: str = "acc_delta"
+
+    def __call__(self, u, param, state, ctx):
+        delta = u.mul_(state[self.key].add(self.eps).sqrt_())
+        state[self.key].mul_(self.rho).addcmul_(delta, delta, value=1.0 - self.rho)
+        return delta
+
+
+@dataclass
+class LrDecay(Transform):
+    """AdaGrad's learning-rate decay ``u ← u / (1 + (t−1)·decay)`` (as torch.optim.Adagrad)."""
+
+    decay: float
+
+    def __call__(self, u, param, state, ctx):
+        return u.div_(1.0 + (ctx.step - 1) * self.decay)
+
+
+def _rms(tensor: Tensor) -> float:
+    return tensor.norm(2).item() / math.sqrt(tensor.numel()) if tensor.numel() else 0.0
+
+
+@dataclass
+class FactoredSecondMoment(Transform):
+    """Adafactor's preconditioner (Shazeer & Stern 2018, Alg. 4 and 5): ``u ← u / √V̂``.
+
+    With ``β̂₂ₜ = 1 − t^c`` (``c = decay_rate``) and ``G² + ε₁``:
+    a tensor of two or more dims, ``n × m`` in its last two, keeps only the row
+    and column averages ``R ← β̂₂ₜR + (1−β̂₂ₜ)·mean_cols(G²+ε₁)``,
+    ``C ← β̂₂ₜC + (1−β̂₂ₜ)·mean_rows(G²+ε₁)`` and rebuilds
+    ``V̂ = R Cᵀ / mean(R)`` (the paper's ``R Cᵀ / 1ᵀR`` written with averages);
+    a vector or scalar keeps the full ``V ← β̂₂ₜV + (1−β̂₂ₜ)(G²+ε₁)``.
+    State: ``n + m`` floats per matrix instead of ``n·m``.
+    """
+
+    decay_rate: float
+    eps1: float
+
+    @staticmethod
+    def factored(param: Tensor) -> bool:
+        return param.dim() >= 2
+
+    def init(self, param):
+        if self.factored(param):
+            return {
+                "exp_avg_sq_row": param.new_zeros(param.shape[:-1]),
+                "exp_avg_sq_col": param.new_zeros(param.shape[:-2] + param.shape[-1:]),
+            }
+        return {"exp_avg_sq": torch.zeros_like(param)}
+
+    def state_keys(self, param):
+        return ("exp_avg_sq_row", "exp_avg_sq_col") if self.factored(param) else ("exp_avg_sq",)
+
+    def __call__(self, u, param, state, ctx):
+        beta2 = 1.0 - ctx.step**self.decay_rate
+        squares = u.square().add_(self.eps1)
+        if "exp_avg_sq_row" in state:
+            row, col = state["exp_avg_sq_row"], state["exp_avg_sq_col"]
+            ema_(row, squares.mean(dim=-1), beta2, 1.0 - beta2)
+            ema_(col, squares.mean(dim=-2), beta2, 1.0 - beta2)
+            row_factor = (row / row.mean(dim=-1, keepdim=True)).rsqrt_().unsqueeze(-1)
+            col_factor = col.rsqrt().unsqueeze(-2)
+            return u.mul_(row_factor).mul_(col_factor)
+        ema_(state["exp_avg_sq"], squares, beta2, 1.0 - beta2)
+        return u.mul_(state["exp_avg_sq"].rsqrt())
+
+
+@dataclass
+class ClipByRms(Transform):
+    """Adafactor's update clipping ``Û = U / max(1, RMS(U)/d)`` (Shazeer & Stern, eq. 9)."""
+
+    threshold: float
+
+    def __call__(self, u, param, state, ctx):
+        return u.div_(max(1.0, _rms(u) / self.threshold))
+
+
+# --- learning rate and decoupled decay ----------------------------------------------------
+
+
+@dataclass
+class ScaleByLearningRate(Transform):
+    """``u ← −α·u``: from here on ``u`` is the signed change added to ``θ``."""
+
+    lr: float
+
+    def __call__(self, u, param, state, ctx):
+        ctx.lr = self.lr
+        return u.mul_(-self.lr)
+
+
+@dataclass
+class AdafactorStepSize(Transform):
+    """Adafactor's step size, then ``u ← −α_t·u``.
+
+    ``ρ_t = min(10⁻², 1/√t)`` (``min(10⁻⁶·t, 1/√t)`` with warm-up init) when
+    ``lr`` is None, else ``ρ_t = lr``; with ``scale_parameter``
+    ``α_t = max(ε₂, RMS(θ))·ρ_t``, else ``α_t = ρ_t``.
+    """
+
+    lr: float | None
+    eps2: float
+    scale_parameter: bool
+    warmup_init: bool
+
+    def __call__(self, u, param, state, ctx):
+        if self.lr is None:
+            cap = 1e-6 * ctx.step if self.warmup_init else 1e-2
+            step_size = min(cap, 1.0 / math.sqrt(ctx.step))
+        else:
+            step_size = self.lr
+        if self.scale_parameter:
+            step_size *= max(self.eps2, _rms(param))
+        ctx.lr = step_size
+        return u.mul_(-step_size)
+
+
+@dataclass
+class DecoupledWeightDecay(Transform):
+    """Decoupled decay (Loshchilov & Hutter 2019): ``θ ← θ(1 − αλ) + u``, i.e. ``u ← u − αλθ``."""
+
+    weight_decay: float
+
+    def __call__(self, u, param, state, ctx):
+        return u.add_(param, alpha=-ctx.lr * self.weight_decay)
