@@ -112,6 +112,9 @@ class ChainOptimizer(torch.optim.Optimizer):
         state_dict = dict(state_dict)
         skipped_steps = state_dict.pop("skipped_steps", 0)
         super().load_state_dict(state_dict)
+        for group in self.param_groups:  # a checkpoint from torch.optim lacks descend-only options
+            for name, default in self.defaults.items():
+                group.setdefault(name, default)
         self.skipped_steps = skipped_steps
 
     def _params_with_grad(self) -> list[tuple[dict[str, Any], list[Tensor]]]:

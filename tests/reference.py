@@ -1,0 +1,192 @@
+"""Independent references: each optimizer written from its textbook formula in plain tensor math.
+
+Nothing here imports descend.  Each ``*_step`` takes the parameters, their
+gradients, a per-parameter state dict it owns, the step number ``t`` (from 1)
+and the hyperparameters, and returns the new parameters (out of place).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _zeros(state, key, like):
+    if key not in state:
+        state[key] = torch.zeros_like(like)
+    return state[key]
+
+
+def sgd_step(params, grads, states, t, lr, weight_decay=0.0):
+    """Vanilla SGD with weight decay as ``θ ← (1−αλ)θ − αg``."""
+    return [(1 - lr * weight_decay) * p - lr * g for p, g in zip(params, grads)]
+
+
+def velocity_momentum_step(params, grads, states, t, lr, mu):
+    """``v ← μv − αg;  θ ← θ + v`` with ``v₀ = 0``."""
+    out = []
+    for p, g, s in zip(params, grads, states):
+        s["v"] = mu * _zeros(s, "v", p) - lr * g
+        out.append(p + s["v"])
+    return out
+
+
+def ema_momentum_step(params, grads, states, t, lr, beta):
+    """``v ← βv + (1−β)g;  θ ← θ − αv`` with ``v₀ = 0``."""
+    out = []
+    for p, g, s in zip(params, grads, states):
+        s["v"] = beta * _zeros(s, "v", p) + (1 - beta) * g
+        out.append(p - lr * s["v"])
+    return out
+
+
+def nesterov_reformulated_step(params, grads, states, t, lr, mu):
+    """``v_new ← μv − αg;  θ ← θ − μv + (1+μ)v_new`` (Bengio et al. 2013, eq. 7)."""
+    out = []
+    for p, g, s in zip(params, grads, states):
+        v_prev = _zeros(s, "v", p)
+        s["v"] = mu * v_prev - lr * g
+        out.append(p - mu * v_prev + (1 + mu) * s["v"])
+    return out
+
+
+def nesterov_lookahead_step(params, grads, states, t, lr, beta):
+    """``v_{t+1} ← βv_t + (1−β)g;  θ ← θ − α(βv_{t+1} + (1−β)g)``."""
+    out = []
+    for p, g, s in zip(params, grads, states):
+        s["v"] = beta * _zeros(s, "v", p) + (1 - beta) * g
+        out.append(p - lr * (beta * s["v"] + (1 - beta) * g))
+    return out
+
+
+def adagrad_step(params, grads, states, t, lr, lr_decay=0.0, eps=1e-10, initial=0.0):
+    out = []
+    for p, g, s in zip(params, grads, states):
+        s.setdefault("s", torch.full_like(p, initial))
+        s["s"] = s["s"] + g * g
+        out.append(p - lr / (1 + (t - 1) * lr_decay) * g / (torch.sqrt(s["s"]) + eps))
+    return out
+
+
+def rmsprop_step(params, grads, states, t, lr, gamma=0.99, eps=1e-8, momentum=0.0, centered=False):
+    out = []
+    for p, g, s in zip(params, grads, states):
+        s["s"] = gamma * _zeros(s, "s", p) + (1 - gamma) * g * g
+        mean_square = s["s"]
+        if centered:
+            s["mean"] = gamma * _zeros(s, "mean", p) + (1 - gamma) * g
+            mean_square = mean_square - s["mean"] ** 2
+        direction = g / (torch.sqrt(mean_square) + eps)
+        if momentum:
+            s["b"] = momentum * _zeros(s, "b", p) + direction
+            direction = s["b"]
+        out.append(p - lr * direction)
+    return out
+
+
+def adadelta_step(params, grads, states, t, lr=1.0, rho=0.9, eps=1e-6):
+    """Zeiler 2012, Algorithm 1."""
+    out = []
+    for p, g, s in zip(params, grads, states):
+        s["Eg2"] = rho * _zeros(s, "Eg2", p) + (1 - rho) * g * g
+        delta = torch.sqrt(_zeros(s, "Edx2", p) + eps) / torch.sqrt(s["Eg2"] + eps) * g
+        s["Edx2"] = rho * s["Edx2"] + (1 - rho) * delta * delta
+        out.append(p - lr * delta)
+    return out
+
+
+def adam_step(
+    params, grads, states, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, l2=0.0, decoupled=0.0,
+    bias_correction=True, amsgrad=False,
+):
+    """Kingma & Ba, Algorithm 1; ``l2`` adds ``λθ`` to g, ``decoupled`` is AdamW's ``θ(1−αλ)``."""
+    out = []
+    for p, g, s in zip(params, grads, states):
+        g = g + l2 * p
+        s["m"] = beta1 * _zeros(s, "m", p) + (1 - beta1) * g
+        s["v"] = beta2 * _zeros(s, "v", p) + (1 - beta2) * g * g
+        v = s["v"]
+        if amsgrad:  # torch.optim's AMSGrad: the running max of v, then the correction
+            s["vmax"] = torch.maximum(s.get("vmax", v), v)
+            v = s["vmax"]
+        m_hat, v_hat = s["m"], v
+        if bias_correction:
+            m_hat = m_hat / (1 - beta1**t)
+            v_hat = v_hat / (1 - beta2**t)
+        out.append(p * (1 - lr * decoupled) - lr * m_hat / (torch.sqrt(v_hat) + eps))
+    return out
+
+
+def _rms(x):
+    return math.sqrt(float((x * x).mean())) if x.numel() else 0.0
+
+
+def _factored_inverse_sqrt(g2, state, beta2):
+    """Shazeer & Stern, Alg. 4 with sums, one matrix at a time: V̂ = R Cᵀ / 1ᵀR."""
+    n, m = g2.shape[-2:]
+    slices = g2.reshape(-1, n, m)
+    rows = state.setdefault("R", torch.zeros(slices.shape[0], n, dtype=g2.dtype))
+    cols = state.setdefault("C", torch.zeros(slices.shape[0], m, dtype=g2.dtype))
+    out = torch.empty_like(slices)
+    for k in range(slices.shape[0]):
+        rows[k] = beta2 * rows[k] + (1 - beta2) * slices[k].sum(dim=1)
+        cols[k] = beta2 * cols[k] + (1 - beta2) * slices[k].sum(dim=0)
+        v_hat = torch.outer(rows[k], cols[k]) / rows[k].sum()
+        out[k] = 1 / torch.sqrt(v_hat)
+    return out.reshape(g2.shape)
+
+
+def adafactor_step(
+    params, grads, states, t, lr=None, eps1=1e-30, eps2=1e-3, d=1.0, decay_rate=-0.8, beta1=None,
+    weight_decay=0.0, scale_parameter=True, warmup_init=False,
+):
+    """Shazeer & Stern 2018 (Alg. 4/5 + update clipping, relative step, optional first moment)."""
+    out = []
+    beta2 = 1 - t**decay_rate
+    for p, g, s in zip(params, grads, states):
+        g2 = g * g + eps1
+        if p.dim() >= 2:
+            inverse_sqrt_v = _factored_inverse_sqrt(g2, s, beta2)
+        else:
+            s["V"] = beta2 * _zeros(s, "V", p) + (1 - beta2) * g2
+            inverse_sqrt_v = 1 / torch.sqrt(s["V"])
+        u = g * inverse_sqrt_v
+        u = u / max(1.0, _rms(u) / d)
+        rho = lr if lr is not None else min(1e-6 * t if warmup_init else 1e-2, 1 / math.sqrt(t))
+        alpha = max(eps2, _rms(p)) * rho if scale_parameter else rho
+        step = alpha * u
+        if beta1 is not None:
+            s["m"] = beta1 * _zeros(s, "m", p) + (1 - beta1) * step
+            step = s["m"]
+        out.append(p - step - alpha * weight_decay * p)
+    return out
+
+
+def run_reference(step_fn, params, loss_fn, steps, maximize=False, **hyper):
+    """Plain training loop: autograd gradient at the current point, then ``step_fn``."""
+    params = [p.detach().clone() for p in params]
+    states = [dict() for _ in params]
+    for t in range(1, steps + 1):
+        params = [p.detach().requires_grad_() for p in params]
+        loss = loss_fn(params)
+        grads = torch.autograd.grad(-loss if maximize else loss, params)
+        with torch.no_grad():
+            params = step_fn(params, grads, states, t, **hyper)
+    return [p.detach() for p in params]
+
+
+def run_sam_reference(step_fn, params, loss_fn, steps, rho, adaptive=False, **hyper):
+    """SAM: gradient at θ + ρ·T²g/‖Tg‖ (T = |θ| if adaptive else 1), base step at θ."""
+    params = [p.detach().clone() for p in params]
+    states = [dict() for _ in params]
+    for t in range(1, steps + 1):
+        params = [p.detach().requires_grad_() for p in params]
+        grads = torch.autograd.grad(loss_fn(params), params)
+        with torch.no_grad():
+            scale = [p.abs() if adaptive else torch.ones_like(p) for p in params]
+            norm = math.sqrt(sum(float(((w * g) ** 2).sum()) for w, g in zip(scale, grads)))
+            perturbed = [(p + rho * w * w * g / (norm + 1e-12)).requires_grad_() for p, w, g in zip(params, scale, grads)]
+        sam_grads = torch.autograd.grad(loss_fn(perturbed), perturbed)
+        with torch.no_grad():
+            params = step_fn(params, sam_grads, states, t, **hyper)
+    return [p.detach() for p in params]
