@@ -98,10 +98,12 @@ class ChainOptimizer(torch.optim.Optimizer):
         super().add_param_group(param_group)
         self.validate(self.param_groups[-1])
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "nonfinite": self.nonfinite, "skipped_steps": self.skipped_steps}
+
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = {"nonfinite": "raise", "skipped_steps": 0, **state}
         super().__setstate__(state)
-        self.__dict__.setdefault("nonfinite", "raise")
-        self.__dict__.setdefault("skipped_steps", 0)
 
     def state_dict(self) -> dict[str, Any]:
         state_dict = super().state_dict()

@@ -21,7 +21,8 @@ def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, min_fac
     """Linear warm-up from 0 to 1 over ``warmup_steps``, then a cosine from 1 to ``min_factor`` at ``total_steps``."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    decay_steps = total_steps - warmup_steps
+    progress = 1.0 if decay_steps <= 0 else min(1.0, (step - warmup_steps) / decay_steps)
     return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -76,6 +77,8 @@ class MomentumSchedule:
     The momentum is ``momentum`` (SGD, RMSprop), ``betas[0]`` (Adam, AdamW) or
     ``beta1`` (Adafactor).  Like a torch lr scheduler it sets the value for
     ``t = 0`` when made, and ``state_dict()`` / ``load_state_dict()`` resume it.
+    A momentum buffer is created (at zero) the first time the momentum is
+    positive, so a ramp that starts at 0 starts averaging from that step on.
     Example, the classic 0.5 → 0.99 ramp over the first 1000 steps::
 
         momentum = MomentumSchedule(opt, linear_ramp(0.5, 0.99, 1000))
