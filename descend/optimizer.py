@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import native
 from .transforms import StepContext, Transform
 
 NONFINITE_POLICIES = ("raise", "skip", "ignore")
@@ -62,8 +63,17 @@ def check_nonfinite_policy(owner: str, policy: Any) -> None:
 
 
 def all_finite(tensors: Sequence[Tensor]) -> bool:
-    """True when no tensor holds a NaN or an infinity (one host sync for the whole list)."""
-    flags = [torch.isfinite(tensor).all() for tensor in tensors if tensor.numel()]
+    """True when no tensor holds a NaN or an infinity (one pass; one host sync for the rest)."""
+    by_dtype: dict[torch.dtype, list[Tensor]] = {}
+    others = []
+    for tensor in tensors:
+        if native.library() is not None and native.can_fuse([tensor]):
+            by_dtype.setdefault(tensor.dtype, []).append(tensor)
+        elif tensor.numel():
+            others.append(tensor)
+    if not all(native.all_finite(group) for group in by_dtype.values()):
+        return False
+    flags = [torch.isfinite(tensor).all() for tensor in others]
     return bool(torch.stack([flag.cpu() for flag in flags]).all()) if flags else True
 
 
@@ -77,11 +87,11 @@ class ChainOptimizer(torch.optim.Optimizer):
     into parameters and state, as torch.optim does.
     """
 
-    def __init__(self, params: Iterable, defaults: dict[str, Any], nonfinite: str = "raise"):
+    def __init__(self, params: Iterable, defaults: dict[str, Any], nonfinite: str = "raise", fused: bool | None = None):
         check_nonfinite_policy(type(self).__name__, nonfinite)
         self.nonfinite = nonfinite
         self.skipped_steps = 0
-        super().__init__(params, defaults)
+        super().__init__(params, {**defaults, "fused": fused})
 
     # subclasses -----------------------------------------------------------------------------
 
@@ -92,11 +102,22 @@ class ChainOptimizer(torch.optim.Optimizer):
     def validate(self, group: dict[str, Any]) -> None:
         """Raises ``ValueError`` / ``TypeError`` for a hyperparameter out of its range."""
 
+    def fused_step(self, group: dict[str, Any], params: list[Tensor], states: list[dict], steps: list[int]) -> None:
+        """The whole chain in one kernel call for ``params`` (one dtype, contiguous, on the CPU).
+
+        ``states`` are initialised and ``steps`` (``t`` of each parameter) already counted.
+        A subclass without a kernel leaves this unimplemented.
+        """
+        raise NotImplementedError
+
     # torch.optim.Optimizer ------------------------------------------------------------------
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
-        self.validate(self.param_groups[-1])
+        group = self.param_groups[-1]
+        if group["fused"] not in (None, True, False):
+            raise ValueError(f"{type(self).__name__}: fused must be None, True or False, got {group['fused']!r}")
+        self.validate(group)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), "nonfinite": self.nonfinite, "skipped_steps": self.skipped_steps}
@@ -156,9 +177,50 @@ class ChainOptimizer(torch.optim.Optimizer):
             return loss
         for group, params in work:
             chain = self.chain(group)
-            for param in params:
+            by_dtype, rest = self._fusable(group, params)
+            for fusable in by_dtype.values():
+                self._fused_update(fusable, group, chain)
+            for param in rest:
                 self._update(param, group, chain)
         return loss
+
+    def _fusable(self, group: dict[str, Any], params: list[Tensor]) -> tuple[dict[torch.dtype, list[Tensor]], list]:
+        """Splits ``params`` into those the fused kernel takes (by dtype) and the rest."""
+        if group["fused"] is False or not params:
+            return {}, params
+        has_kernel = type(self).fused_step is not ChainOptimizer.fused_step
+        if not has_kernel or native.library() is None:
+            if group["fused"]:
+                reason = "it has no fused kernel" if not has_kernel else native.error
+                raise RuntimeError(f"{type(self).__name__}: fused=True but {reason}")
+            return {}, params
+        by_dtype: dict[torch.dtype, list[Tensor]] = {}
+        rest = []
+        for p in params:
+            tensors = [p, p.grad, *(v for k, v in self.state[p].items() if k != "step")]
+            if native.can_fuse(tensors):
+                by_dtype.setdefault(p.dtype, []).append(p)
+            elif group["fused"]:
+                raise RuntimeError(
+                    f"{type(self).__name__}: fused=True needs contiguous CPU float32/float64 parameters, gradients "
+                    f"and state; got a {p.dtype} parameter on {p.device} (contiguous: {p.is_contiguous()})"
+                )
+            else:
+                rest.append(p)
+        return by_dtype, rest
+
+    def _fused_update(self, params: list[Tensor], group: dict[str, Any], chain: list[Transform]) -> None:
+        states = [self.state[p] for p in params]
+        for param, state in zip(params, states):
+            if "step" not in state:
+                state["step"] = torch.tensor(0.0)
+            for transform in chain:
+                transform.ensure_state(param, state)
+        step_tensors = [state["step"] for state in states]
+        torch._foreach_add_(step_tensors, 1.0)
+        steps = [int(t) for t in torch.stack(step_tensors).tolist()]
+        self.fused_step(group, params, states, steps)
+        torch.autograd.graph.increment_version(params)
 
     def _update(self, param: Tensor, group: dict[str, Any], chain: list[Transform]) -> None:
         state = self.state[param]

@@ -5,8 +5,10 @@ adds ``nonfinite`` (see ``ChainOptimizer``).
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from . import native
 from .optimizer import (
     ChainOptimizer,
     check_closed_interval,
@@ -31,7 +33,18 @@ from .transforms import (
     SumOfSquares,
     TrackEma,
     Transform,
+    adafactor_beta2,
+    adafactor_step_size,
 )
+
+
+def _grads(params):
+    return [p.grad for p in params]
+
+
+def _entries(states, key):
+    """The state tensors under ``key``, as a C pointer array (NULL when the chain keeps no such entry)."""
+    return native.pointers([state[key] for state in states]) if key in states[0] else None
 
 
 def _with_coupled_decay(group: dict[str, Any], steps: list[Transform]) -> list[Transform]:
@@ -72,11 +85,12 @@ class SGD(ChainOptimizer):
         maximize: bool = False,
         *,
         nonfinite: str = "raise",
+        fused: bool | None = None,
     ):
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov, weight_decay=weight_decay, maximize=maximize
         )
-        super().__init__(params, defaults, nonfinite)
+        super().__init__(params, defaults, nonfinite, fused)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -92,6 +106,15 @@ class SGD(ChainOptimizer):
         if group["momentum"]:
             steps.append(Momentum(group["momentum"], group["dampening"], group["nesterov"]))
         return _with_coupled_decay(group, steps + [ScaleByLearningRate(group["lr"])])
+
+
+    def fused_step(self, group, params, states, steps):
+        native.kernel("sgd", params[0].dtype)(
+            len(params), native.pointers(params), native.pointers(_grads(params)),
+            _entries(states, "momentum_buffer") if group["momentum"] else None, native.sizes(params),
+            group["lr"], group["weight_decay"], group["momentum"], group["dampening"], group["nesterov"],
+            group["maximize"], native.threads(),
+        )
 
 
 class Adagrad(ChainOptimizer):
@@ -115,6 +138,7 @@ class Adagrad(ChainOptimizer):
         maximize: bool = False,
         *,
         nonfinite: str = "raise",
+        fused: bool | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -124,7 +148,7 @@ class Adagrad(ChainOptimizer):
             eps=eps,
             maximize=maximize,
         )
-        super().__init__(params, defaults, nonfinite)
+        super().__init__(params, defaults, nonfinite, fused)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -139,6 +163,15 @@ class Adagrad(ChainOptimizer):
         if group["lr_decay"]:
             steps.append(LrDecay(group["lr_decay"]))
         return _with_coupled_decay(group, steps + [ScaleByLearningRate(group["lr"])])
+
+
+    def fused_step(self, group, params, states, steps):
+        lr, decay = group["lr"], group["lr_decay"]
+        native.kernel("adagrad", params[0].dtype)(
+            len(params), native.pointers(params), native.pointers(_grads(params)), _entries(states, "sum"),
+            native.sizes(params), native.doubles([lr / (1.0 + (t - 1) * decay) for t in steps]), group["eps"],
+            group["weight_decay"], group["maximize"], native.threads(),
+        )
 
 
 class RMSprop(ChainOptimizer):
@@ -168,6 +201,7 @@ class RMSprop(ChainOptimizer):
         maximize: bool = False,
         *,
         nonfinite: str = "raise",
+        fused: bool | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -178,7 +212,7 @@ class RMSprop(ChainOptimizer):
             centered=centered,
             maximize=maximize,
         )
-        super().__init__(params, defaults, nonfinite)
+        super().__init__(params, defaults, nonfinite, fused)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -195,6 +229,16 @@ class RMSprop(ChainOptimizer):
         if group["momentum"]:
             steps.append(Momentum(group["momentum"]))
         return _with_coupled_decay(group, steps + [ScaleByLearningRate(group["lr"])])
+
+
+    def fused_step(self, group, params, states, steps):
+        native.kernel("rmsprop", params[0].dtype)(
+            len(params), native.pointers(params), native.pointers(_grads(params)), _entries(states, "square_avg"),
+            _entries(states, "grad_avg") if group["centered"] else None,
+            _entries(states, "momentum_buffer") if group["momentum"] else None, native.sizes(params),
+            group["lr"], group["alpha"], group["eps"], group["weight_decay"], group["momentum"], group["maximize"],
+            native.threads(),
+        )
 
 
 class Adadelta(ChainOptimizer):
@@ -220,9 +264,10 @@ class Adadelta(ChainOptimizer):
         maximize: bool = False,
         *,
         nonfinite: str = "raise",
+        fused: bool | None = None,
     ):
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
-        super().__init__(params, defaults, nonfinite)
+        super().__init__(params, defaults, nonfinite, fused)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -239,6 +284,14 @@ class Adadelta(ChainOptimizer):
             ScaleByLearningRate(group["lr"]),
         ]
         return _with_coupled_decay(group, steps)
+
+
+    def fused_step(self, group, params, states, steps):
+        native.kernel("adadelta", params[0].dtype)(
+            len(params), native.pointers(params), native.pointers(_grads(params)), _entries(states, "square_avg"),
+            _entries(states, "acc_delta"), native.sizes(params), group["lr"], group["rho"], group["eps"],
+            group["weight_decay"], group["maximize"], native.threads(),
+        )
 
 
 class Adam(ChainOptimizer):
@@ -271,6 +324,7 @@ class Adam(ChainOptimizer):
         maximize: bool = False,
         *,
         nonfinite: str = "raise",
+        fused: bool | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -281,7 +335,7 @@ class Adam(ChainOptimizer):
             bias_correction=bias_correction,
             maximize=maximize,
         )
-        super().__init__(params, defaults, nonfinite)
+        super().__init__(params, defaults, nonfinite, fused)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -310,6 +364,21 @@ class Adam(ChainOptimizer):
         return _with_coupled_decay(group, steps)
 
 
+    def fused_step(self, group, params, states, steps):
+        lr, (beta1, beta2) = group["lr"], group["betas"]
+        if group["bias_correction"]:
+            step_sizes = [lr / (1.0 - beta1**t) for t in steps]
+            second_corrections = [math.sqrt(1.0 - beta2**t) for t in steps]
+        else:
+            step_sizes, second_corrections = [lr] * len(steps), [1.0] * len(steps)
+        native.kernel("adam", params[0].dtype)(
+            len(params), native.pointers(params), native.pointers(_grads(params)), _entries(states, "exp_avg"),
+            _entries(states, "exp_avg_sq"), _entries(states, "max_exp_avg_sq") if group["amsgrad"] else None,
+            native.sizes(params), native.doubles(step_sizes), native.doubles(second_corrections), lr, beta1, beta2,
+            group["eps"], group["weight_decay"], self.decoupled_weight_decay, group["maximize"], native.threads(),
+        )
+
+
 class AdamW(Adam):
     r"""Adam with decoupled weight decay (Loshchilov & Hutter 2019).
 
@@ -335,9 +404,10 @@ class AdamW(Adam):
         maximize: bool = False,
         *,
         nonfinite: str = "raise",
+        fused: bool | None = None,
     ):
         super().__init__(
-            params, lr, betas, eps, weight_decay, amsgrad, bias_correction, maximize, nonfinite=nonfinite
+            params, lr, betas, eps, weight_decay, amsgrad, bias_correction, maximize, nonfinite=nonfinite, fused=fused
         )
 
 
@@ -388,6 +458,7 @@ class Adafactor(ChainOptimizer):
         maximize: bool = False,
         *,
         nonfinite: str = "raise",
+        fused: bool | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -401,7 +472,7 @@ class Adafactor(ChainOptimizer):
             warmup_init=warmup_init,
             maximize=maximize,
         )
-        super().__init__(params, defaults, nonfinite)
+        super().__init__(params, defaults, nonfinite, fused)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -437,3 +508,29 @@ class Adafactor(ChainOptimizer):
         if group["weight_decay"]:
             steps.append(DecoupledWeightDecay(group["weight_decay"]))
         return steps
+
+    def fused_step(self, group, params, states, steps):
+        eps1, eps2 = group["eps"]
+        moments = native.kernel("adafactor_moments", params[0].dtype)
+        apply = native.kernel("adafactor_apply", params[0].dtype)
+        threads = native.threads()
+        for param, state, t in zip(params, states, steps):
+            factored = FactoredSecondMoment.factored(param)
+            shape = param.shape
+            batch, rows, cols = (math.prod(shape[:-2]), shape[-2], shape[-1]) if factored else (1, 1, param.numel())
+            row, col, full = (
+                (state["exp_avg_sq_row"], state["exp_avg_sq_col"], None) if factored else (None, None, state["exp_avg_sq"])
+            )
+            pointer = lambda tensor: None if tensor is None else tensor.data_ptr()  # noqa: E731
+            param_squares = moments(
+                param.data_ptr(), param.grad.data_ptr(), pointer(row), pointer(col), pointer(full), batch, rows, cols,
+                adafactor_beta2(t, group["decay_rate"]), eps1, threads,
+            )
+            alpha = adafactor_step_size(t, group["lr"], group["warmup_init"])
+            if group["scale_parameter"]:
+                alpha *= max(eps2, math.sqrt(param_squares / param.numel()) if param.numel() else 0.0)
+            apply(
+                param.data_ptr(), param.grad.data_ptr(), pointer(row), pointer(col), pointer(full),
+                pointer(state.get("exp_avg")) if group["beta1"] is not None else None, batch, rows, cols,
+                group["clip_threshold"], alpha, group["beta1"] or 0.0, group["weight_decay"], group["maximize"], threads,
+            )

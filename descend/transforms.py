@@ -250,7 +250,7 @@ class FactoredSecondMoment(Transform):
         return ("exp_avg_sq_row", "exp_avg_sq_col") if self.factored(param) else ("exp_avg_sq",)
 
     def __call__(self, u, param, state, ctx):
-        beta2 = 1.0 - ctx.step**self.decay_rate
+        beta2 = adafactor_beta2(ctx.step, self.decay_rate)
         squares = u.square().add_(self.eps1)
         if "exp_avg_sq_row" in state:
             row, col = state["exp_avg_sq_row"], state["exp_avg_sq_col"]
@@ -302,15 +302,23 @@ class AdafactorStepSize(Transform):
     warmup_init: bool
 
     def __call__(self, u, param, state, ctx):
-        if self.lr is None:
-            cap = 1e-6 * ctx.step if self.warmup_init else 1e-2
-            step_size = min(cap, 1.0 / math.sqrt(ctx.step))
-        else:
-            step_size = self.lr
+        step_size = adafactor_step_size(ctx.step, self.lr, self.warmup_init)
         if self.scale_parameter:
             step_size *= max(self.eps2, _rms(param))
         ctx.lr = step_size
         return u.mul_(-step_size)
+
+
+def adafactor_beta2(step: int, decay_rate: float) -> float:
+    """``β̂₂ₜ = 1 − t^c``: 0 at the first step, so the first statistics are the first squares."""
+    return 1.0 - step**decay_rate
+
+
+def adafactor_step_size(step: int, lr: float | None, warmup_init: bool) -> float:
+    """``ρ_t``: ``lr`` when given, else ``min(10⁻², 1/√t)`` (``min(10⁻⁶·t, 1/√t)`` with warm-up init)."""
+    if lr is not None:
+        return lr
+    return min(1e-6 * step if warmup_init else 1e-2, 1.0 / math.sqrt(step))
 
 
 @dataclass

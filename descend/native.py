@@ -1,0 +1,135 @@
+"""Builds, caches and loads the fused CPU kernels in ``_kernels.c``.
+
+The first use compiles the file with the system C compiler (well under a
+second) into a cache folder (``$DESCEND_CACHE_DIR``, else
+``~/.cache/descend``), keyed by the source, the flags and the CPU; later
+processes load the cached library.  It is loaded after torch, so its OpenMP
+calls run on the libgomp torch already loaded.  Without a compiler, or with
+``DESCEND_NATIVE=0``, ``library()`` returns None and the optimizers use their
+reference path.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("_kernels.c")
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-std=gnu11", "-shared", "-fPIC"]
+DTYPES = {torch.float32: "f32", torch.float64: "f64"}
+
+_lock = threading.Lock()
+_library: ctypes.CDLL | None = None
+_loaded = False
+error: str | None = None  # why the library is unavailable, when it is
+
+
+def _cpu_signature() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return "\n".join(sorted({line for line in lines if line.startswith(("model name", "flags"))}))
+    except OSError:
+        return os.uname().machine
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("DESCEND_CACHE_DIR") or Path.home() / ".cache" / "descend")
+
+
+def _build(compiler: str) -> Path:
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *FLAGS, _cpu_signature()]).encode()).hexdigest()
+    target = _cache_dir() / f"kernels-{key[:16]}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        built = Path(scratch) / target.name
+        subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built), "-lm"], check=True, capture_output=True, text=True)
+        os.replace(built, target)  # atomic: concurrent processes never load a half-written file
+    return target
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernels, built on first use; None when they cannot be had (see ``error``)."""
+    global _library, _loaded, error
+    if _loaded:
+        return _library
+    with _lock:
+        if _loaded:
+            return _library
+        if os.environ.get("DESCEND_NATIVE", "1") == "0":
+            error = "disabled by DESCEND_NATIVE=0"
+        else:
+            compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+            try:
+                if compiler is None:
+                    raise OSError("no C compiler (cc or gcc) on PATH")
+                _library = _declare(ctypes.CDLL(str(_build(compiler))))
+            except (OSError, subprocess.CalledProcessError) as exc:
+                detail = getattr(exc, "stderr", "") or str(exc)
+                error = f"could not build the fused kernels: {detail.strip()[:500]}"
+        _loaded = True
+    return _library
+
+
+def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
+    P, I, D, L = ctypes.c_void_p, ctypes.c_int, ctypes.c_double, ctypes.c_int64
+    signatures = {
+        "all_finite": (I, [I, P, P, I]),
+        "sgd": (None, [I, P, P, P, P, D, D, D, D, I, I, I]),
+        "adam": (None, [I, P, P, P, P, P, P, P, P, D, D, D, D, D, I, I, I]),
+        "adagrad": (None, [I, P, P, P, P, P, D, D, I, I]),
+        "rmsprop": (None, [I, P, P, P, P, P, P, D, D, D, D, D, I, I]),
+        "adadelta": (None, [I, P, P, P, P, P, D, D, D, D, I, I]),
+        "adafactor_moments": (D, [P, P, P, P, P, L, L, L, D, D, I]),
+        "adafactor_apply": (None, [P, P, P, P, P, P, L, L, L, D, D, D, D, I, I]),
+    }
+    for name, (restype, argtypes) in signatures.items():
+        for suffix in DTYPES.values():
+            function = getattr(lib, f"{name}_{suffix}")
+            function.restype, function.argtypes = restype, argtypes
+    return lib
+
+
+def kernel(name: str, dtype: torch.dtype):
+    return getattr(library(), f"{name}_{DTYPES[dtype]}")
+
+
+def pointers(tensors: Sequence[Tensor | None] | None):
+    """A C array of data pointers, or NULL for a missing list."""
+    if tensors is None:
+        return None
+    return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() for t in tensors])
+
+
+def sizes(tensors: Sequence[Tensor]):
+    return (ctypes.c_int64 * len(tensors))(*[t.numel() for t in tensors])
+
+
+def doubles(values: Sequence[float]):
+    return (ctypes.c_double * len(values))(*values)
+
+
+def threads() -> int:
+    return torch.get_num_threads()
+
+
+def can_fuse(tensors: Sequence[Tensor]) -> bool:
+    """True when the kernels can work on these tensors in place: contiguous CPU tensors of one float32/float64 dtype."""
+    if not tensors or tensors[0].dtype not in DTYPES:
+        return False
+    dtype = tensors[0].dtype
+    return all(t.device.type == "cpu" and t.dtype == dtype and t.is_contiguous() for t in tensors)
+
+
+def all_finite(tensors: Sequence[Tensor]) -> bool:
+    return bool(kernel("all_finite", tensors[0].dtype)(len(tensors), pointers(tensors), sizes(tensors), threads()))
