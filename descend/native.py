@@ -86,8 +86,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     signatures = {
         "all_finite": (I, [I, P, P, I]),
         "sgd": (None, [I, P, P, P, P, D, D, D, D, I, I, I]),
-        "adam": (None, [I, P, P, P, P, P, P, P, P, D, D, D, D, D, I, I, I]),
-        "adagrad": (None, [I, P, P, P, P, P, D, D, I, I]),
+        "adam": (None, [I, P, P, P, P, P, P, P, D, D, D, D, D, I, I, I, I]),
+        "adagrad": (None, [I, P, P, P, P, P, D, D, D, D, I, I]),
         "rmsprop": (None, [I, P, P, P, P, P, P, D, D, D, D, D, I, I]),
         "adadelta": (None, [I, P, P, P, P, P, D, D, D, D, I, I]),
         "adafactor_moments": (D, [P, P, P, P, P, L, L, L, D, D, I]),
@@ -97,6 +97,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         for suffix in DTYPES.values():
             function = getattr(lib, f"{name}_{suffix}")
             function.restype, function.argtypes = restype, argtypes
+    lib.count_steps.restype, lib.count_steps.argtypes = None, [I, P, P]
     return lib
 
 
@@ -123,13 +124,23 @@ def threads() -> int:
     return torch.get_num_threads()
 
 
-def can_fuse(tensors: Sequence[Tensor]) -> bool:
-    """True when the kernels can work on these tensors in place: contiguous CPU tensors of one float32/float64 dtype."""
-    if not tensors or tensors[0].dtype not in DTYPES:
-        return False
-    dtype = tensors[0].dtype
-    return all(t.device.type == "cpu" and t.dtype == dtype and t.is_contiguous() for t in tensors)
+def can_fuse(param: Tensor) -> bool:
+    """True when the kernels can update ``param`` in place: a contiguous CPU float32/float64 tensor
+    whose gradient has the same dtype and layout (its state is made alike: see ChainOptimizer)."""
+    grad = param.grad
+    return (
+        param.dtype in DTYPES and param.is_cpu and param.is_contiguous()
+        and grad is not None and grad.dtype == param.dtype and grad.is_contiguous()
+    )
+
+
+def count_steps(step_tensors: Sequence[Tensor]):
+    """``t ← t + 1`` for each float32 CPU step counter, in one call; returns the new values (a C double array)."""
+    values = (ctypes.c_double * len(step_tensors))()
+    library().count_steps(len(step_tensors), pointers(step_tensors), values)
+    return values
 
 
 def all_finite(tensors: Sequence[Tensor]) -> bool:
+    """True when no element of these contiguous CPU tensors of one dtype is NaN or ±inf."""
     return bool(kernel("all_finite", tensors[0].dtype)(len(tensors), pointers(tensors), sizes(tensors), threads()))

@@ -66,8 +66,9 @@ def all_finite(tensors: Sequence[Tensor]) -> bool:
     """True when no tensor holds a NaN or an infinity (one pass; one host sync for the rest)."""
     by_dtype: dict[torch.dtype, list[Tensor]] = {}
     others = []
+    have_kernels = native.library() is not None
     for tensor in tensors:
-        if native.library() is not None and native.can_fuse([tensor]):
+        if have_kernels and tensor.dtype in native.DTYPES and tensor.is_cpu and tensor.is_contiguous():
             by_dtype.setdefault(tensor.dtype, []).append(tensor)
         elif tensor.numel():
             others.append(tensor)
@@ -78,6 +79,8 @@ def all_finite(tensors: Sequence[Tensor]) -> bool:
 
 
 class ChainOptimizer(torch.optim.Optimizer):
+    counts_steps = True  # keep ``state["step"]`` (t) per parameter; False where no formula uses t
+
     """Base class: ``θ ← θ + u`` with ``u`` the gradient passed through ``chain(group)``.
 
     ``nonfinite`` says what a step does when a gradient holds NaN or ±inf:
@@ -105,7 +108,8 @@ class ChainOptimizer(torch.optim.Optimizer):
     def fused_step(self, group: dict[str, Any], params: list[Tensor], states: list[dict], steps: list[int]) -> None:
         """The whole chain in one kernel call for ``params`` (one dtype, contiguous, on the CPU).
 
-        ``states`` are initialised and ``steps`` (``t`` of each parameter) already counted.
+        ``states`` are initialised and ``steps`` (``t`` of each parameter, a C double array; None
+        where the class does not count steps) already counted.
         A subclass without a kernel leaves this unimplemented.
         """
         raise NotImplementedError
@@ -135,6 +139,10 @@ class ChainOptimizer(torch.optim.Optimizer):
         state_dict = dict(state_dict)
         skipped_steps = state_dict.pop("skipped_steps", 0)
         super().load_state_dict(state_dict)
+        for state in self.state.values():  # the fused kernels need state laid out like its parameter
+            for key, value in state.items():
+                if isinstance(value, Tensor) and key != "step" and not value.is_contiguous():
+                    state[key] = value.contiguous()
         for group in self.param_groups:  # a checkpoint from torch.optim lacks descend-only options
             for name, default in self.defaults.items():
                 group.setdefault(name, default)
@@ -197,39 +205,47 @@ class ChainOptimizer(torch.optim.Optimizer):
         by_dtype: dict[torch.dtype, list[Tensor]] = {}
         rest = []
         for p in params:
-            tensors = [p, p.grad, *(v for k, v in self.state[p].items() if k != "step")]
-            if native.can_fuse(tensors):
+            if native.can_fuse(p):
                 by_dtype.setdefault(p.dtype, []).append(p)
             elif group["fused"]:
                 raise RuntimeError(
-                    f"{type(self).__name__}: fused=True needs contiguous CPU float32/float64 parameters, gradients "
-                    f"and state; got a {p.dtype} parameter on {p.device} (contiguous: {p.is_contiguous()})"
+                    f"{type(self).__name__}: fused=True needs contiguous CPU float32/float64 parameters and "
+                    f"gradients; got a {p.dtype} parameter on {p.device} (contiguous: {p.is_contiguous()})"
                 )
             else:
                 rest.append(p)
         return by_dtype, rest
 
     def _fused_update(self, params: list[Tensor], group: dict[str, Any], chain: list[Transform]) -> None:
+        stateful = [transform for transform in chain if transform.stateful]
         states = [self.state[p] for p in params]
         for param, state in zip(params, states):
-            if "step" not in state:
+            if self.counts_steps and "step" not in state:
                 state["step"] = torch.tensor(0.0)
-            for transform in chain:
+            for transform in stateful:
                 transform.ensure_state(param, state)
-        step_tensors = [state["step"] for state in states]
-        torch._foreach_add_(step_tensors, 1.0)
-        steps = [int(t) for t in torch.stack(step_tensors).tolist()]
+        steps = None
+        if self.counts_steps:
+            step_tensors = [state["step"] for state in states]
+            if all(t.dtype == torch.float32 and t.is_cpu for t in step_tensors):
+                steps = native.count_steps(step_tensors)
+            else:  # e.g. a checkpoint from a torch.optim fused/capturable run
+                torch._foreach_add_(step_tensors, 1.0)
+                steps = native.doubles(torch.stack([t.double().cpu() for t in step_tensors]).tolist())
         self.fused_step(group, params, states, steps)
         torch.autograd.graph.increment_version(params)
 
     def _update(self, param: Tensor, group: dict[str, Any], chain: list[Transform]) -> None:
         state = self.state[param]
-        if "step" not in state:
-            state["step"] = torch.tensor(0.0)
         for transform in chain:
             transform.ensure_state(param, state)
-        state["step"] += 1
-        ctx = StepContext(step=int(state["step"].item()))
+        step = 0
+        if self.counts_steps:
+            if "step" not in state:
+                state["step"] = torch.tensor(0.0)
+            state["step"] += 1
+            step = int(state["step"].item())
+        ctx = StepContext(step=step)
         u = param.grad.neg() if group.get("maximize", False) else param.grad.clone()
         for transform in chain:
             u = transform(u, param, state, ctx)

@@ -74,6 +74,8 @@ class SGD(ChainOptimizer):
       (torch.optim forbids this combination).
     """
 
+    counts_steps = False  # no formula here uses t; like torch.optim.SGD, the state is the momentum buffer
+
     def __init__(
         self,
         params,
@@ -166,11 +168,10 @@ class Adagrad(ChainOptimizer):
 
 
     def fused_step(self, group, params, states, steps):
-        lr, decay = group["lr"], group["lr_decay"]
         native.kernel("adagrad", params[0].dtype)(
             len(params), native.pointers(params), native.pointers(_grads(params)), _entries(states, "sum"),
-            native.sizes(params), native.doubles([lr / (1.0 + (t - 1) * decay) for t in steps]), group["eps"],
-            group["weight_decay"], group["maximize"], native.threads(),
+            native.sizes(params), steps, group["lr"], group["lr_decay"], group["eps"], group["weight_decay"],
+            group["maximize"], native.threads(),
         )
 
 
@@ -365,17 +366,12 @@ class Adam(ChainOptimizer):
 
 
     def fused_step(self, group, params, states, steps):
-        lr, (beta1, beta2) = group["lr"], group["betas"]
-        if group["bias_correction"]:
-            step_sizes = [lr / (1.0 - beta1**t) for t in steps]
-            second_corrections = [math.sqrt(1.0 - beta2**t) for t in steps]
-        else:
-            step_sizes, second_corrections = [lr] * len(steps), [1.0] * len(steps)
+        beta1, beta2 = group["betas"]
         native.kernel("adam", params[0].dtype)(
             len(params), native.pointers(params), native.pointers(_grads(params)), _entries(states, "exp_avg"),
             _entries(states, "exp_avg_sq"), _entries(states, "max_exp_avg_sq") if group["amsgrad"] else None,
-            native.sizes(params), native.doubles(step_sizes), native.doubles(second_corrections), lr, beta1, beta2,
-            group["eps"], group["weight_decay"], self.decoupled_weight_decay, group["maximize"], native.threads(),
+            native.sizes(params), steps, group["lr"], beta1, beta2, group["eps"], group["weight_decay"],
+            group["bias_correction"], self.decoupled_weight_decay, group["maximize"], native.threads(),
         )
 
 

@@ -39,6 +39,8 @@ class StepContext:
 class Transform:
     """One named step ``u ← f(u, θ, state)``; subclasses are small dataclasses."""
 
+    stateful = False  # True for a step that keeps per-parameter state
+
     def state_keys(self, param: Tensor) -> tuple[str, ...]:
         return (self.key,) if hasattr(self, "key") else ()
 
@@ -86,6 +88,8 @@ class Momentum(Transform):
     ``θ ← θ − α(βb_{t+1} + (1−β)g)``.
     """
 
+    stateful = True
+
     momentum: float
     dampening: float = 0.0
     nesterov: bool = False
@@ -102,6 +106,8 @@ class Momentum(Transform):
 class TrackEma(Transform):
     """Keeps ``ḡ ← γḡ + (1−γ)u`` (for the centred RMSprop) and passes ``u`` on."""
 
+    stateful = True
+
     decay: float
     key: str = "grad_avg"
 
@@ -113,6 +119,8 @@ class TrackEma(Transform):
 @dataclass
 class SumOfSquares(Transform):
     """AdaGrad's accumulator ``s ← s + u²`` (starting at ``initial``); passes ``u`` on."""
+
+    stateful = True
 
     initial: float = 0.0
     key: str = "sum"
@@ -129,6 +137,8 @@ class SumOfSquares(Transform):
 class EmaOfSquares(Transform):
     """Running average of squares ``s ← γs + (1−γ)u²``; passes ``u`` on."""
 
+    stateful = True
+
     decay: float
     key: str = "square_avg"
 
@@ -140,6 +150,8 @@ class EmaOfSquares(Transform):
 @dataclass
 class RunningMax(Transform):
     """AMSGrad: ``v_max ← max(v_max, v)`` of another step's state; passes ``u`` on."""
+
+    stateful = True
 
     source: str = "exp_avg_sq"
     key: str = "max_exp_avg_sq"
@@ -194,6 +206,8 @@ class AdadeltaUnitCorrection(Transform):
     Multiplying by the RMS of past updates gives the step the units of ``θ``.
     """
 
+    stateful = True
+
     rho: float
     eps: float
     key: str = "acc_delta"
@@ -230,6 +244,8 @@ class FactoredSecondMoment(Transform):
     a vector or scalar keeps the full ``V ← β̂₂ₜV + (1−β̂₂ₜ)(G²+ε₁)``.
     State: ``n + m`` floats per matrix instead of ``n·m``.
     """
+
+    stateful = True
 
     decay_rate: float
     eps1: float

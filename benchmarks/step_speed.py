@@ -1,0 +1,235 @@
+"""Optimizer step time, bandwidth and memory: descend against torch.optim, measured side by side.
+
+    python benchmarks/step_speed.py [--repeats 7] [--threads 2] [--output benchmarks/RESULTS.md]
+
+For every optimizer and workload it prints descend's step time, torch.optim's for each of its
+paths (fused / foreach / for-loop), the ratio to torch's fastest, the bandwidth descend reaches
+counting the minimum bytes the algorithm must move, and that as a fraction of in-place axpy
+bandwidth measured in the same run.  Timings are medians over interleaved repeats.  Then the cold
+and warm first step (kernel build included), the peak extra memory of a step, and SAM's overhead.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import descend
+from descend import native
+
+# name: (descend factory, torch factory or None, the torch class it is compared with, min bytes per fp32 param)
+OPTIMIZERS = {
+    "Adam": (lambda p, **k: descend.Adam(p, lr=1e-3, **k), lambda p, **k: torch.optim.Adam(p, lr=1e-3, **k), 28),
+    "AdamW": (lambda p, **k: descend.AdamW(p, lr=1e-3, **k), lambda p, **k: torch.optim.AdamW(p, lr=1e-3, **k), 28),
+    "SGD momentum": (lambda p, **k: descend.SGD(p, lr=1e-3, momentum=0.9, **k),
+                     lambda p, **k: torch.optim.SGD(p, lr=1e-3, momentum=0.9, **k), 20),
+    "Adagrad": (lambda p, **k: descend.Adagrad(p, **k), lambda p, **k: torch.optim.Adagrad(p, **k), 20),
+    "RMSprop": (lambda p, **k: descend.RMSprop(p, **k), lambda p, **k: torch.optim.RMSprop(p, **k), 20),
+    "Adadelta": (lambda p, **k: descend.Adadelta(p, **k), lambda p, **k: torch.optim.Adadelta(p, **k), 28),
+    "Adafactor": (lambda p, **k: descend.Adafactor(p, **k), lambda p, **k: torch.optim.Adafactor(p, **k), 12),
+    # torch has the same memory traffic in SGD(momentum, dampening) but no look-ahead Nesterov (it forbids
+    # nesterov with dampening): its Nesterov step with dampening 0 is the closest, same-cost algorithm.
+    "EMA momentum": (lambda p, **k: descend.SGD(p, lr=1e-3, momentum=0.9, dampening=0.9, **k),
+                     lambda p, **k: torch.optim.SGD(p, lr=1e-3, momentum=0.9, dampening=0.9, **k), 20),
+    "look-ahead Nesterov": (lambda p, **k: descend.SGD(p, lr=1e-3, momentum=0.9, dampening=0.9, nesterov=True, **k),
+                            lambda p, **k: torch.optim.SGD(p, lr=1e-3, momentum=0.9, nesterov=True, **k), 20),
+}
+TORCH_PATHS = {"fused": dict(fused=True), "foreach": dict(foreach=True), "for-loop": dict(foreach=False)}
+
+
+def workloads():
+    """(a) one 4096×4096 matrix; (b) ~200 transformer-like tensors, ~16M params; (c) 1000 tensors of 256."""
+    width, layers = 320, 12
+    shapes = [(4096, width)]
+    for _ in range(layers):
+        shapes += [(width, width)] * 4 + [(width,)] * 4  # attention: q, k, v, o and their biases
+        shapes += [(4 * width, width), (4 * width,), (width, 4 * width), (width,)]  # MLP
+        shapes += [(width,)] * 4  # two layer norms
+    return {
+        "(a) 1×4096²": [(4096, 4096)],
+        f"(b) {len(shapes)} tensors": shapes,
+        "(c) 1000×256": [(256,)] * 1000,
+    }
+
+
+def make_params(shapes, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    params = [torch.nn.Parameter(torch.randn(shape, generator=generator)) for shape in shapes]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=generator) * 1e-2
+    return params
+
+
+def time_interleaved(functions: dict, repeats: int) -> dict:
+    """Median seconds per call; the candidates take turns so that drift in the machine hits all alike."""
+    for function in functions.values():
+        function()  # warm-up: state allocation, kernel load
+    times = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def axpy_bandwidth(numel: int, repeats: int) -> float:
+    """Bytes per second of x ← x + a·y on numel floats (12 bytes per element)."""
+    x, y = torch.randn(numel), torch.randn(numel)
+    seconds = time_interleaved({"axpy": lambda: x.add_(y, alpha=1e-3)}, max(repeats, 9))["axpy"]
+    return 12 * numel / seconds
+
+
+def speed_table(repeats: int) -> list[str]:
+    rows = ["| optimizer | workload | descend ms | descend (nonfinite=ignore) ms | torch fused ms | torch foreach ms "
+            "| torch for-loop ms | torch fastest / descend | GB/s (min bytes) | of axpy bandwidth |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for workload, shapes in workloads().items():
+        numel = sum(torch.Size(s).numel() for s in shapes)
+        bandwidth = axpy_bandwidth(numel, repeats)
+        print(f"{workload}: {numel / 1e6:.1f}M params, axpy {bandwidth / 1e9:.1f} GB/s", file=sys.stderr)
+        for name, (make_ours, make_theirs, min_bytes) in OPTIMIZERS.items():
+            candidates = {}
+            for label, kwargs in (("descend", {}), ("descend-ignore", dict(nonfinite="ignore"))):
+                candidates[label] = make_ours(make_params(shapes), **kwargs).step
+            for path, kwargs in TORCH_PATHS.items():
+                try:
+                    optimizer = make_theirs(make_params(shapes), **kwargs)
+                    optimizer.step()
+                    candidates[path] = optimizer.step
+                except (RuntimeError, ValueError, TypeError):
+                    pass  # torch has no such path for this optimizer on this device
+            seconds = time_interleaved(candidates, repeats)
+            fastest = min(seconds[p] for p in TORCH_PATHS if p in seconds)
+            ours = seconds["descend"]
+            achieved = min_bytes * numel / ours
+            cell = lambda key: f"{seconds[key] * 1e3:.2f}" if key in seconds else "—"  # noqa: E731
+            rows.append(f"| {name} | {workload} | {cell('descend')} | {cell('descend-ignore')} | {cell('fused')} | "
+                        f"{cell('foreach')} | {cell('for-loop')} | {fastest / ours:.2f}× | {achieved / 1e9:.1f} | "
+                        f"{achieved / bandwidth:.0%} |")
+            print(rows[-1], file=sys.stderr)
+    return rows
+
+
+FIRST_STEP = """
+import time, torch, descend
+p = torch.nn.Parameter(torch.randn(1024, 1024)); p.grad = torch.randn(1024, 1024)
+optimizer = descend.{name}([p])
+start = time.perf_counter(); optimizer.step(); print(time.perf_counter() - start)
+"""
+
+
+def first_step_table() -> list[str]:
+    """Cold: a fresh kernel cache (the build is in the first step); warm: a later process, cache in place."""
+    rows = ["| optimizer | cold first step s (kernel build included) | warm first step s (later process) |", "|---|---|---|"]
+    for name in ("Adam", "Adafactor", "SGD"):
+        with tempfile.TemporaryDirectory() as cache:
+            env = dict(os.environ, DESCEND_CACHE_DIR=cache)
+            run = lambda: float(subprocess.run([sys.executable, "-c", FIRST_STEP.format(name=name)], env=env,  # noqa: E731
+                                               capture_output=True, text=True, check=True).stdout)
+            cold, warm = run(), run()
+        rows.append(f"| {name} | {cold:.2f} | {warm:.3f} |")
+    return rows
+
+
+MEMORY_STEP = """
+import gc, torch, descend
+def kib(key):
+    return next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith(key))
+shapes = [(4096, 4096), (1024, 4096), (4096,)]
+params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+for p in params: p.grad = torch.randn(p.shape)
+optimizer = {factory}
+optimizer.step(); gc.collect()
+before = kib('VmRSS'); open('/proc/self/clear_refs', 'w').write('5')
+optimizer.step()
+print((kib('VmHWM') - before) * 1024)
+"""
+
+
+def memory_table() -> list[str]:
+    """Peak resident memory a step adds over the memory held before it (state already allocated)."""
+    largest = 4096 * 4096 * 4
+    rows = [f"| optimizer | path | peak extra bytes in a step | / largest parameter ({largest / 2**20:.0f} MiB) |",
+            "|---|---|---|---|"]
+    for name, factory in [("Adam", "descend.Adam(params)"), ("AdamW", "descend.AdamW(params)"),
+                          ("SGD momentum", "descend.SGD(params, lr=0.1, momentum=0.9)"),
+                          ("Adagrad", "descend.Adagrad(params)"), ("RMSprop", "descend.RMSprop(params, centered=True)"),
+                          ("Adadelta", "descend.Adadelta(params)"), ("Adafactor", "descend.Adafactor(params, beta1=0.9)"),
+                          ("Adam", "descend.Adam(params, fused=False)"), ("Adam", "torch.optim.Adam(params, fused=True)"),
+                          ("Adam", "torch.optim.Adam(params, foreach=True)"),
+                          ("Adafactor", "torch.optim.Adafactor(params, foreach=False)")]:
+        out = subprocess.run([sys.executable, "-c", MEMORY_STEP.format(factory=factory)], capture_output=True,
+                             text=True, check=True).stdout
+        extra = max(0, int(out))
+        path = factory.split("(")[0] + ("(fused=False)" if "fused=False" in factory else "") + (
+            "(foreach)" if "foreach=True" in factory else "")
+        rows.append(f"| {name} | {path} | {extra / 2**20:.1f} MiB | {extra / largest:.2f} |")
+    return rows
+
+
+def sam_table(repeats: int) -> list[str]:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512), torch.nn.ReLU(),
+                                torch.nn.Linear(512, 10))
+    x, y = torch.randn(512, 256), torch.randint(0, 10, (512,))
+    base = descend.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    sam = descend.SAM(model.parameters(), descend.SGD, lr=1e-3, momentum=0.9)
+
+    def forward_backward(optimizer):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    seconds = time_interleaved({
+        "forward+backward": lambda: forward_backward(base),
+        "base step (f+b+SGD)": lambda: base.step(lambda: forward_backward(base)),
+        "SAM step": lambda: sam.step(lambda: forward_backward(sam)),
+    }, repeats * 3)
+    budget = (seconds["base step (f+b+SGD)"] + seconds["forward+backward"]) * 1.1
+    return ["| measured | ms |", "|---|---|"] + [f"| {k} | {v * 1e3:.2f} |" for k, v in seconds.items()] + [
+        f"| budget: (base step + one forward/backward) × 1.1 | {budget * 1e3:.2f} |",
+        f"| SAM within budget | {'yes' if seconds['SAM step'] <= budget else 'no'} |"]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output", type=Path, help="also write the tables to this markdown file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if native.library() is None:
+        print(f"warning: fused kernels unavailable ({native.error}); timing the reference path", file=sys.stderr)
+    header = [
+        "# Optimizer step speed and memory",
+        "",
+        f"Measured {datetime.date.today().isoformat()} on {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads, median of {args.repeats} "
+        "interleaved repeats, float32. Produced by `make bench` (`python benchmarks/step_speed.py`).",
+        "",
+        "`descend` is the default path (fused kernel, non-finite check on); `nonfinite=ignore` drops the check, "
+        "as torch does. Bandwidth counts the minimum bytes each algorithm must move per parameter "
+        "(Adam 28, SGD momentum 20, Adafactor 12, ...) against in-place axpy measured in the same run.",
+        "",
+    ]
+    sections = [("## Step time", speed_table(args.repeats)), ("## First step", first_step_table()),
+                ("## Peak extra memory in a step", memory_table()), ("## SAM", sam_table(args.repeats))]
+    text = "\n".join(header + [line for title, rows in sections for line in ["", title, "", *rows]]) + "\n"
+    print(text)
+    if args.output:
+        args.output.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
