@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup lab test clean
+.PHONY: setup lab test bench clean
 
 setup: $(VENV)/.installed
 
@@ -18,6 +18,9 @@ lab: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/step_speed.py --output benchmarks/RESULTS.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

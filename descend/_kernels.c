@@ -220,59 +220,55 @@ void S(adadelta)(int nt, T **p, T **g, T **sq, T **acc, const int64_t *n, double
   });
 }
 
-/* Adafactor = [FactoredSecondMoment, ClipByRms, AdafactorStepSize, Momentum(EMA)?, DecoupledWeightDecay?],
- * for one tensor of `batch` matrices rows×cols (a vector or scalar: batch = rows = 1, unfactored).
- *
- * Pass 1: R ← β·R + (1-β)·mean over columns of (G²+ε₁) and C likewise over rows (or the full
- * V ← β·V + (1-β)(G²+ε₁) when row is NULL).  Returns Σθ², for RMS(θ). */
-double S(adafactor_moments)(const T *p, const T *g, T *row, T *col, T *v, int64_t batch, int64_t rows,
-                            int64_t cols, double beta2, double eps1, int threads) {
+/* Adafactor = [FactoredSecondMoment, ClipByRms, AdafactorStepSize, Momentum(EMA)?, DecoupledWeightDecay?]
+ * for one tensor of `batch` matrices rows×cols (a vector or scalar: batch = rows = 1, unfactored, `row` NULL),
+ * on `nth` threads.  Three passes: the moments, RMS(U), the update. */
+static void S(adafactor_one)(T *p, const T *g, T *row, T *col, T *v, T *m, int64_t batch, int64_t rows, int64_t cols,
+                             double beta2, double eps1, double eps2, double step_size, int scale_parameter,
+                             double clip, double beta1, double wd, int maximize, int nth) {
   const int64_t total = batch * rows * cols;
-  const int nth = threads_for(total, threads);
+  const int factored = row != NULL;
+  if (total == 0) return;
+  /* Pass 1: R ← β·R + (1-β)·mean over columns of (G²+ε₁), C likewise over rows, or the full
+   * V ← β·V + (1-β)(G²+ε₁); and Σθ² for RMS(θ). */
   double param_squares = 0;
-  if (!row) {
+  if (!factored) {
 #pragma omp parallel for simd num_threads(nth) reduction(+ : param_squares)
     for (int64_t j = 0; j < total; j++) {
       v[j] = beta2 * v[j] + (1 - beta2) * (g[j] * g[j] + (T)eps1);
       param_squares += (double)p[j] * p[j];
     }
-    return param_squares;
-  }
-  double *col_sums = calloc(batch * cols, sizeof(double));
+  } else {
+    double *col_sums = calloc(batch * cols, sizeof(double));
 #pragma omp parallel num_threads(nth) reduction(+ : param_squares)
-  {
-    double *mine = calloc(batch * cols, sizeof(double));
+    {
+      T *mine = calloc(batch * cols, sizeof(T));
 #pragma omp for schedule(static)
-    for (int64_t br = 0; br < batch * rows; br++) {
-      const T *restrict G = g + br * cols, *restrict Pr = p + br * cols;
-      double *restrict C = mine + (br / rows) * cols;
-      double row_sum = 0, squares = 0;
+      for (int64_t br = 0; br < batch * rows; br++) {
+        const T *restrict G = g + br * cols, *restrict Pr = p + br * cols;
+        T *restrict C = mine + (br / rows) * cols;
+        T row_sum = 0, squares = 0;
 #pragma omp simd reduction(+ : row_sum, squares)
-      for (int64_t c = 0; c < cols; c++) {
-        double s = (double)G[c] * G[c] + eps1;
-        row_sum += s;
-        C[c] += s;
-        squares += (double)Pr[c] * Pr[c];
+        for (int64_t c = 0; c < cols; c++) {
+          T s = G[c] * G[c] + (T)eps1;
+          row_sum += s;
+          C[c] += s;
+          squares += Pr[c] * Pr[c];
+        }
+        param_squares += squares;
+        row[br] = beta2 * row[br] + (1 - beta2) * (row_sum / cols);
       }
-      param_squares += squares;
-      row[br] = beta2 * row[br] + (1 - beta2) * (row_sum / cols);
-    }
 #pragma omp critical
-    for (int64_t k = 0; k < batch * cols; k++) col_sums[k] += mine[k];
-    free(mine);
+      for (int64_t k = 0; k < batch * cols; k++) col_sums[k] += mine[k];
+      free(mine);
+    }
+    for (int64_t k = 0; k < batch * cols; k++) col[k] = beta2 * col[k] + (1 - beta2) * (col_sums[k] / rows);
+    free(col_sums);
   }
-  for (int64_t k = 0; k < batch * cols; k++) col[k] = beta2 * col[k] + (1 - beta2) * (col_sums[k] / rows);
-  free(col_sums);
-  return param_squares;
-}
-
-/* Passes 2 and 3: U = G/√V̂ with 1/√V̂ = (1/√(R/mean R)) (1/√C); Û = U / max(1, RMS(U)/d);
- * the step αÛ (or m ← β₁m + (1-β₁)αÛ), signed to descend; θ ← θ(1 − αλ) + step. */
-void S(adafactor_apply)(T *p, const T *g, const T *row, const T *col, const T *v, T *m, int64_t batch, int64_t rows,
-                        int64_t cols, double clip, double alpha, double beta1, double wd, int maximize, int threads) {
-  const int64_t total = batch * rows * cols;
-  const int nth = threads_for(total, threads);
-  const int factored = row != NULL;
+  /* α = ρ_t·max(ε₂, RMS(θ)) (or ρ_t); the factors of 1/√V̂ for element (br, c): row_f[br]·col_f[(br/rows)·cols + c],
+   * with 1/√V̂ = (1/√(R/mean R))(1/√C), or 1·(1/√v[j]) unfactored. */
+  const double param_rms = sqrt(param_squares / total);
+  const double alpha = scale_parameter ? step_size * (param_rms > eps2 ? param_rms : eps2) : step_size;
   T *row_f = malloc((factored ? batch * rows : 1) * sizeof(T));
   T *col_f = malloc((factored ? batch * cols : total) * sizeof(T));
   if (factored) {
@@ -287,21 +283,22 @@ void S(adafactor_apply)(T *p, const T *g, const T *row, const T *col, const T *v
     row_f[0] = 1;
     for (int64_t j = 0; j < total; j++) col_f[j] = 1 / SQRT(v[j]);
   }
-  /* the factors of element (br, c): row_f[br], col_f[(br / rows)·cols + c] (unfactored: 1, 1/√v[j]) */
+  /* Pass 2: RMS(U). */
   double update_squares = 0;
 #pragma omp parallel for num_threads(nth) reduction(+ : update_squares)
   for (int64_t br = 0; br < batch * rows; br++) {
     const T *restrict G = g + br * cols, *restrict CF = col_f + (br / rows) * cols;
     const T rf = row_f[factored ? br : 0];
-    double squares = 0;
+    T squares = 0;
 #pragma omp simd reduction(+ : squares)
     for (int64_t c = 0; c < cols; c++) {
       T u = G[c] * rf * CF[c];
-      squares += (double)u * u;
+      squares += u * u;
     }
     update_squares += squares;
   }
-  const double rms = total ? sqrt(update_squares / total) : 0;
+  /* Pass 3: Û = U / max(1, RMS(U)/d); step = −αÛ (or m ← β₁m + (1-β₁)(−αÛ)); θ ← θ(1 − αλ) + step. */
+  const double rms = sqrt(update_squares / total);
   const T scale = (maximize ? 1 : -1) * alpha / (rms / clip > 1 ? rms / clip : 1);
   const T decay = 1 - alpha * wd, b1 = beta1;
 #pragma omp parallel for num_threads(nth)
@@ -321,6 +318,29 @@ void S(adafactor_apply)(T *p, const T *g, const T *row, const T *col, const T *v
   }
   free(row_f);
   free(col_f);
+}
+
+/* A whole Adafactor group: tensor i has shape[3·i..3·i+2] = (batch, rows, cols), step t = steps[i];
+ * β̂₂ₜ = 1 − t^decay_rate, ρ_t = lr, or min(10⁻², 1/√t) (min(10⁻⁶·t, 1/√t) with warm-up init) when lr < 0.
+ * Large tensors are split over the threads one after another; small ones are spread over the threads. */
+void S(adafactor)(int nt, T **p, T **g, T **row, T **col, T **v, T **m, const int64_t *shape, const double *steps,
+                  double decay_rate, double eps1, double eps2, double lr, int warmup_init, int scale_parameter,
+                  double clip, double beta1, double wd, int maximize, int threads) {
+#define ADAFACTOR_TENSOR(i, nth)                                                                                  \
+  do {                                                                                                           \
+    const double t = steps[i];                                                                                   \
+    const double cap = warmup_init ? 1e-6 * t : 1e-2, inv_sqrt_t = 1 / sqrt(t);                                   \
+    const double rho = lr >= 0 ? lr : (cap < inv_sqrt_t ? cap : inv_sqrt_t);                                      \
+    S(adafactor_one)(p[i], g[i], row[i], col[i], v[i], m ? m[i] : NULL, shape[3 * (i)], shape[3 * (i) + 1],      \
+                     shape[3 * (i) + 2], 1 - pow(t, decay_rate), eps1, eps2, rho, scale_parameter, clip, beta1,  \
+                     wd, maximize, nth);                                                                         \
+  } while (0)
+  for (int i = 0; i < nt; i++)
+    if (shape[3 * i] * shape[3 * i + 1] * shape[3 * i + 2] >= PARALLEL_MIN) ADAFACTOR_TENSOR(i, threads);
+#pragma omp parallel for schedule(dynamic) num_threads(threads)
+  for (int i = 0; i < nt; i++)
+    if (shape[3 * i] * shape[3 * i + 1] * shape[3 * i + 2] < PARALLEL_MIN) ADAFACTOR_TENSOR(i, 1);
+#undef ADAFACTOR_TENSOR
 }
 
 #endif

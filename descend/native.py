@@ -82,7 +82,7 @@ def library() -> ctypes.CDLL | None:
 
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
-    P, I, D, L = ctypes.c_void_p, ctypes.c_int, ctypes.c_double, ctypes.c_int64
+    P, I, D = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
     signatures = {
         "all_finite": (I, [I, P, P, I]),
         "sgd": (None, [I, P, P, P, P, D, D, D, D, I, I, I]),
@@ -90,8 +90,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         "adagrad": (None, [I, P, P, P, P, P, D, D, D, D, I, I]),
         "rmsprop": (None, [I, P, P, P, P, P, P, D, D, D, D, D, I, I]),
         "adadelta": (None, [I, P, P, P, P, P, D, D, D, D, I, I]),
-        "adafactor_moments": (D, [P, P, P, P, P, L, L, L, D, D, I]),
-        "adafactor_apply": (None, [P, P, P, P, P, P, L, L, L, D, D, D, D, I, I]),
+        "adafactor": (None, [I, P, P, P, P, P, P, P, P, D, D, D, D, I, I, D, D, D, I, I]),
     }
     for name, (restype, argtypes) in signatures.items():
         for suffix in DTYPES.values():
@@ -106,14 +105,18 @@ def kernel(name: str, dtype: torch.dtype):
 
 
 def pointers(tensors: Sequence[Tensor | None] | None):
-    """A C array of data pointers, or NULL for a missing list."""
+    """A C array of data pointers (NULL for a None entry), or NULL for a missing list."""
     if tensors is None:
         return None
-    return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() for t in tensors])
+    return (ctypes.c_void_p * len(tensors))(*[None if t is None else t.data_ptr() for t in tensors])
 
 
 def sizes(tensors: Sequence[Tensor]):
     return (ctypes.c_int64 * len(tensors))(*[t.numel() for t in tensors])
+
+
+def int64s(values: Sequence[int]):
+    return (ctypes.c_int64 * len(values))(*values)
 
 
 def doubles(values: Sequence[float]):

@@ -33,8 +33,6 @@ from .transforms import (
     SumOfSquares,
     TrackEma,
     Transform,
-    adafactor_beta2,
-    adafactor_step_size,
 )
 
 
@@ -507,26 +505,20 @@ class Adafactor(ChainOptimizer):
 
     def fused_step(self, group, params, states, steps):
         eps1, eps2 = group["eps"]
-        moments = native.kernel("adafactor_moments", params[0].dtype)
-        apply = native.kernel("adafactor_apply", params[0].dtype)
-        threads = native.threads()
-        for param, state, t in zip(params, states, steps):
-            factored = FactoredSecondMoment.factored(param)
-            shape = param.shape
-            batch, rows, cols = (math.prod(shape[:-2]), shape[-2], shape[-1]) if factored else (1, 1, param.numel())
-            row, col, full = (
-                (state["exp_avg_sq_row"], state["exp_avg_sq_col"], None) if factored else (None, None, state["exp_avg_sq"])
-            )
-            pointer = lambda tensor: None if tensor is None else tensor.data_ptr()  # noqa: E731
-            param_squares = moments(
-                param.data_ptr(), param.grad.data_ptr(), pointer(row), pointer(col), pointer(full), batch, rows, cols,
-                adafactor_beta2(t, group["decay_rate"]), eps1, threads,
-            )
-            alpha = adafactor_step_size(t, group["lr"], group["warmup_init"])
-            if group["scale_parameter"]:
-                alpha *= max(eps2, math.sqrt(param_squares / param.numel()) if param.numel() else 0.0)
-            apply(
-                param.data_ptr(), param.grad.data_ptr(), pointer(row), pointer(col), pointer(full),
-                pointer(state.get("exp_avg")) if group["beta1"] is not None else None, batch, rows, cols,
-                group["clip_threshold"], alpha, group["beta1"] or 0.0, group["weight_decay"], group["maximize"], threads,
-            )
+        shapes, rows, cols, full = [], [], [], []
+        for param, state in zip(params, states):
+            if FactoredSecondMoment.factored(param):
+                shapes += [math.prod(param.shape[:-2]), param.shape[-2], param.shape[-1]]
+                rows.append(state["exp_avg_sq_row"]), cols.append(state["exp_avg_sq_col"]), full.append(None)
+            else:
+                shapes += [1, 1, param.numel()]
+                rows.append(None), cols.append(None), full.append(state["exp_avg_sq"])
+        has_first_moment = group["beta1"] is not None
+        native.kernel("adafactor", params[0].dtype)(
+            len(params), native.pointers(params), native.pointers(_grads(params)), native.pointers(rows),
+            native.pointers(cols), native.pointers(full), _entries(states, "exp_avg") if has_first_moment else None,
+            native.int64s(shapes), steps, group["decay_rate"], eps1, eps2,
+            -1.0 if group["lr"] is None else group["lr"], group["warmup_init"], group["scale_parameter"],
+            group["clip_threshold"], group["beta1"] if has_first_moment else 0.0, group["weight_decay"],
+            group["maximize"], native.threads(),
+        )
