@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 lab: setup
-	$(PY) examples/digits.py
+	$(VENV)/bin/descend lab --out report
 
 test: setup
 	$(PY) -m pytest -q
