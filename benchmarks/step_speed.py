@@ -224,6 +224,8 @@ def main(argv=None):
         "as torch does. Bandwidth counts the minimum bytes each algorithm must move per parameter "
         "(Adam 28, SGD momentum 20, Adafactor 12, ...) against in-place axpy measured in the same run.",
         "",
+        "Timings on this shared 2-core machine vary by about ±10% between runs; a bandwidth fraction above 100% means the axpy reference of that run came out low, not that a step beat memory.",
+        "",
     ]
     sections = [("## Step time", speed_table(args.repeats)), ("## First step", first_step_table()),
                 ("## Peak extra memory in a step", memory_table()), ("## SAM", sam_table(args.repeats))]

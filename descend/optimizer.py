@@ -136,8 +136,14 @@ class ChainOptimizer(torch.optim.Optimizer):
         return state_dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's ``load_state_dict``, after checking that the checkpoint fits this optimizer.
+
+        A checkpoint from another optimizer class, or with state tensors whose shapes do not match
+        the parameters, raises ``ValueError`` and leaves the current state untouched.
+        """
         state_dict = dict(state_dict)
         skipped_steps = state_dict.pop("skipped_steps", 0)
+        self._check_state_dict(state_dict)
         super().load_state_dict(state_dict)
         for state in self.state.values():  # the fused kernels need state laid out like its parameter
             for key, value in state.items():
@@ -147,6 +153,43 @@ class ChainOptimizer(torch.optim.Optimizer):
             for name, default in self.defaults.items():
                 group.setdefault(name, default)
         self.skipped_steps = skipped_steps
+
+    def _check_state_dict(self, state_dict: dict[str, Any]) -> None:
+        owner = type(self).__name__
+        groups, saved_groups = self.param_groups, state_dict.get("param_groups", [])
+        if len(groups) != len(saved_groups) or any(
+            len(g["params"]) != len(s["params"]) for g, s in zip(groups, saved_groups)
+        ):
+            raise ValueError(
+                f"{owner}.load_state_dict: the checkpoint has {[len(s['params']) for s in saved_groups]} parameters "
+                f"per group, this optimizer {[len(g['params']) for g in groups]}"
+            )
+        params = {saved: p for g, s in zip(groups, saved_groups) for saved, p in zip(s["params"], g["params"])}
+        # the hyperparameters in force after loading are the checkpoint's
+        chains = [self.chain({**self.defaults, **s}) for s in saved_groups]
+        chain_of = {saved: chain for chain, s in zip(chains, saved_groups) for saved in s["params"]}
+        for saved, entries in state_dict.get("state", {}).items():
+            if saved not in params:
+                raise ValueError(f"{owner}.load_state_dict: the checkpoint has state for unknown parameter {saved!r}")
+            param = params[saved]
+            shape_only = torch.empty(param.shape, dtype=param.dtype, device="meta")
+            expected: dict[str, torch.Size] = {}
+            for transform in chain_of[saved]:
+                if transform.stateful:
+                    expected.update({key: value.shape for key, value in transform.init(shape_only).items()})
+            unknown = set(entries) - set(expected) - {"step"}
+            if unknown:
+                raise ValueError(
+                    f"{owner}.load_state_dict: state {sorted(unknown)} of parameter {saved!r} is not kept by {owner} "
+                    f"with these hyperparameters; is the checkpoint from another optimizer?"
+                )
+            for key, value in entries.items():
+                if key in expected and isinstance(value, Tensor) and value.shape != expected[key]:
+                    raise ValueError(
+                        f"{owner}.load_state_dict: state {key!r} of parameter {saved!r} has shape "
+                        f"{tuple(value.shape)}, expected {tuple(expected[key])} for a parameter of shape "
+                        f"{tuple(param.shape)}"
+                    )
 
     def _params_with_grad(self) -> list[tuple[dict[str, Any], list[Tensor]]]:
         owner = type(self).__name__
@@ -245,6 +288,8 @@ class ChainOptimizer(torch.optim.Optimizer):
                 state["step"] = torch.tensor(0.0)
             state["step"] += 1
             step = int(state["step"].item())
+        if param.numel() == 0:
+            return  # nothing to update (and a mean over no elements would put NaN into state)
         ctx = StepContext(step=step)
         u = param.grad.neg() if group.get("maximize", False) else param.grad.clone()
         for transform in chain:
