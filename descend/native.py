@@ -127,10 +127,9 @@ def threads() -> int:
     return torch.get_num_threads()
 
 
-def can_fuse(param: Tensor) -> bool:
+def can_fuse(param: Tensor, grad: Tensor | None) -> bool:
     """True when the kernels can update ``param`` in place: a contiguous CPU float32/float64 tensor
     whose gradient has the same dtype and layout (its state is made alike: see ChainOptimizer)."""
-    grad = param.grad
     return (
         param.dtype in DTYPES and param.is_cpu and param.is_contiguous()
         and grad is not None and grad.dtype == param.dtype and grad.is_contiguous()

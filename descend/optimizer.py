@@ -16,9 +16,40 @@ import torch
 from torch import Tensor
 
 from . import native
-from .transforms import StepContext, Transform
+from .transforms import Shards, StepContext, Transform
+
+try:
+    from torch.distributed.tensor import DTensor
+except ImportError:  # a torch built without distributed support
+    DTensor = None
 
 NONFINITE_POLICIES = ("raise", "skip", "ignore")
+
+
+def is_dtensor(tensor: Tensor) -> bool:
+    return DTensor is not None and isinstance(tensor, DTensor)
+
+
+def local(tensor: Tensor) -> Tensor:
+    """This rank's shard of a DTensor (FSDP2's parameters), or the tensor itself."""
+    return tensor.to_local() if is_dtensor(tensor) else tensor
+
+
+def shards_of(param: Tensor, owner: str) -> Shards | None:
+    """How a DTensor parameter is split: None when this rank holds all of it."""
+    if not is_dtensor(param):
+        return None
+    from torch.distributed.tensor import Replicate, Shard
+
+    placements = param.placements
+    if all(isinstance(p, Replicate) for p in placements):
+        return None
+    if len(placements) != 1 or not isinstance(placements[0], Shard):
+        raise NotImplementedError(
+            f"{owner}: parameters sharded as {placements} are not supported; a 1-D mesh with Shard(dim) "
+            "(FSDP2's fully_shard) or Replicate is"
+        )
+    return Shards(placements[0].dim % param.dim(), param.shape, param.device_mesh.get_group())
 
 
 # --- hyperparameter checks: each names the argument and the range it must lie in ----------
@@ -63,7 +94,23 @@ def check_nonfinite_policy(owner: str, policy: Any) -> None:
 
 
 def all_finite(tensors: Sequence[Tensor]) -> bool:
-    """True when no tensor holds a NaN or an infinity (one pass; one host sync for the rest)."""
+    """True when no tensor holds a NaN or an infinity (one pass; one host sync for the rest).
+
+    For DTensors (sharded parameters) each rank checks its shard and the ranks agree on the answer
+    (an all-reduce), so that they all take, or all skip, the step.
+    """
+    sharded = [t for t in tensors if is_dtensor(t)]
+    finite = _locally_finite([local(t) for t in tensors])
+    if sharded:
+        import torch.distributed as dist
+
+        flag = torch.tensor([1 if finite else 0], dtype=torch.int32)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=sharded[0].device_mesh.get_group())
+        finite = bool(flag.item())
+    return finite
+
+
+def _locally_finite(tensors: Sequence[Tensor]) -> bool:
     by_dtype: dict[torch.dtype, list[Tensor]] = {}
     others = []
     have_kernels = native.library() is not None
@@ -80,6 +127,7 @@ def all_finite(tensors: Sequence[Tensor]) -> bool:
 
 class ChainOptimizer(torch.optim.Optimizer):
     counts_steps = True  # keep ``state["step"]`` (t) per parameter; False where no formula uses t
+    elementwise = True  # each element's update depends on that element alone: shards update independently
 
     """Base class: ``θ ← θ + u`` with ``u`` the gradient passed through ``chain(group)``.
 
@@ -105,8 +153,11 @@ class ChainOptimizer(torch.optim.Optimizer):
     def validate(self, group: dict[str, Any]) -> None:
         """Raises ``ValueError`` / ``TypeError`` for a hyperparameter out of its range."""
 
-    def fused_step(self, group: dict[str, Any], params: list[Tensor], states: list[dict], steps: list[int]) -> None:
-        """The whole chain in one kernel call for ``params`` (one dtype, contiguous, on the CPU).
+    def fused_step(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], states: list[dict], steps: Any
+    ) -> None:
+        """The whole chain in one kernel call for ``params`` (one dtype, contiguous, on the CPU; for
+        sharded parameters, this rank's shards) and their ``grads``.
 
         ``states`` are initialised and ``steps`` (``t`` of each parameter, a C double array; None
         where the class does not count steps) already counted.
@@ -172,7 +223,8 @@ class ChainOptimizer(torch.optim.Optimizer):
             if saved not in params:
                 raise ValueError(f"{owner}.load_state_dict: the checkpoint has state for unknown parameter {saved!r}")
             param = params[saved]
-            shape_only = torch.empty(param.shape, dtype=param.dtype, device="meta")
+            shape = param.shape if self.elementwise else local(param).shape
+            shape_only = torch.empty(shape, dtype=param.dtype, device="meta")
             expected: dict[str, torch.Size] = {}
             for transform in chain_of[saved]:
                 if transform.stateful:
@@ -248,12 +300,14 @@ class ChainOptimizer(torch.optim.Optimizer):
         by_dtype: dict[torch.dtype, list[Tensor]] = {}
         rest = []
         for p in params:
-            if native.can_fuse(p):
+            sharded = is_dtensor(p)
+            if (not sharded or self.elementwise) and native.can_fuse(local(p), local(p.grad)):
                 by_dtype.setdefault(p.dtype, []).append(p)
             elif group["fused"]:
                 raise RuntimeError(
                     f"{type(self).__name__}: fused=True needs contiguous CPU float32/float64 parameters and "
-                    f"gradients; got a {p.dtype} parameter on {p.device} (contiguous: {p.is_contiguous()})"
+                    f"gradients (and, for a sharded parameter, an elementwise optimizer); got a {p.dtype} "
+                    f"{'sharded ' if sharded else ''}parameter on {p.device} (contiguous: {local(p).is_contiguous()})"
                 )
             else:
                 rest.append(p)
@@ -275,13 +329,23 @@ class ChainOptimizer(torch.optim.Optimizer):
             else:  # e.g. a checkpoint from a torch.optim fused/capturable run
                 torch._foreach_add_(step_tensors, 1.0)
                 steps = native.doubles(torch.stack([t.double().cpu() for t in step_tensors]).tolist())
-        self.fused_step(group, params, states, steps)
-        torch.autograd.graph.increment_version(params)
+        shards = [local(p) for p in params]
+        grads = [local(p.grad) for p in params]
+        if any(is_dtensor(p) for p in params):  # the kernels update this rank's shards in place
+            states = [{key: local(value) for key, value in state.items()} for state in states]
+        self.fused_step(group, shards, grads, states, steps)
+        torch.autograd.graph.increment_version(shards)
 
     def _update(self, param: Tensor, group: dict[str, Any], chain: list[Transform]) -> None:
+        """The reference chain for one parameter; a sharded one is updated shard by shard, with the
+        steps that reduce over the whole parameter summing across ranks (see ``Shards``)."""
         state = self.state[param]
+        shards = shards_of(param, type(self).__name__)
+        # elementwise state is shaped like the parameter (a DTensor under FSDP2, as in torch.optim);
+        # Adafactor's row/column statistics follow this rank's rows
+        template = param if self.elementwise else local(param).detach()
         for transform in chain:
-            transform.ensure_state(param, state)
+            transform.ensure_state(template, state)
         step = 0
         if self.counts_steps:
             if "step" not in state:
@@ -290,8 +354,10 @@ class ChainOptimizer(torch.optim.Optimizer):
             step = int(state["step"].item())
         if param.numel() == 0:
             return  # nothing to update (and a mean over no elements would put NaN into state)
-        ctx = StepContext(step=step)
-        u = param.grad.neg() if group.get("maximize", False) else param.grad.clone()
+        ctx = StepContext(step=step, shards=shards)
+        shard, grad = local(param), local(param.grad)
+        local_state = {key: local(value) for key, value in state.items()} if is_dtensor(param) else state
+        u = grad.neg() if group.get("maximize", False) else grad.clone()
         for transform in chain:
-            u = transform(u, param, state, ctx)
-        param.add_(u)
+            u = transform(u, shard, local_state, ctx)
+        shard.add_(u)

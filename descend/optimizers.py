@@ -36,10 +36,6 @@ from .transforms import (
 )
 
 
-def _grads(params):
-    return [p.grad for p in params]
-
-
 def _entries(states, key):
     """The state tensors under ``key``, as a C pointer array (NULL when the chain keeps no such entry)."""
     return native.pointers([state[key] for state in states]) if key in states[0] else None
@@ -108,9 +104,9 @@ class SGD(ChainOptimizer):
         return _with_coupled_decay(group, steps + [ScaleByLearningRate(group["lr"])])
 
 
-    def fused_step(self, group, params, states, steps):
+    def fused_step(self, group, params, grads, states, steps):
         native.kernel("sgd", params[0].dtype)(
-            len(params), native.pointers(params), native.pointers(_grads(params)),
+            len(params), native.pointers(params), native.pointers(grads),
             _entries(states, "momentum_buffer") if group["momentum"] else None, native.sizes(params),
             group["lr"], group["weight_decay"], group["momentum"], group["dampening"], group["nesterov"],
             group["maximize"], native.threads(),
@@ -165,9 +161,9 @@ class Adagrad(ChainOptimizer):
         return _with_coupled_decay(group, steps + [ScaleByLearningRate(group["lr"])])
 
 
-    def fused_step(self, group, params, states, steps):
+    def fused_step(self, group, params, grads, states, steps):
         native.kernel("adagrad", params[0].dtype)(
-            len(params), native.pointers(params), native.pointers(_grads(params)), _entries(states, "sum"),
+            len(params), native.pointers(params), native.pointers(grads), _entries(states, "sum"),
             native.sizes(params), steps, group["lr"], group["lr_decay"], group["eps"], group["weight_decay"],
             group["maximize"], native.threads(),
         )
@@ -230,9 +226,9 @@ class RMSprop(ChainOptimizer):
         return _with_coupled_decay(group, steps + [ScaleByLearningRate(group["lr"])])
 
 
-    def fused_step(self, group, params, states, steps):
+    def fused_step(self, group, params, grads, states, steps):
         native.kernel("rmsprop", params[0].dtype)(
-            len(params), native.pointers(params), native.pointers(_grads(params)), _entries(states, "square_avg"),
+            len(params), native.pointers(params), native.pointers(grads), _entries(states, "square_avg"),
             _entries(states, "grad_avg") if group["centered"] else None,
             _entries(states, "momentum_buffer") if group["momentum"] else None, native.sizes(params),
             group["lr"], group["alpha"], group["eps"], group["weight_decay"], group["momentum"], group["maximize"],
@@ -285,9 +281,9 @@ class Adadelta(ChainOptimizer):
         return _with_coupled_decay(group, steps)
 
 
-    def fused_step(self, group, params, states, steps):
+    def fused_step(self, group, params, grads, states, steps):
         native.kernel("adadelta", params[0].dtype)(
-            len(params), native.pointers(params), native.pointers(_grads(params)), _entries(states, "square_avg"),
+            len(params), native.pointers(params), native.pointers(grads), _entries(states, "square_avg"),
             _entries(states, "acc_delta"), native.sizes(params), group["lr"], group["rho"], group["eps"],
             group["weight_decay"], group["maximize"], native.threads(),
         )
@@ -363,10 +359,10 @@ class Adam(ChainOptimizer):
         return _with_coupled_decay(group, steps)
 
 
-    def fused_step(self, group, params, states, steps):
+    def fused_step(self, group, params, grads, states, steps):
         beta1, beta2 = group["betas"]
         native.kernel("adam", params[0].dtype)(
-            len(params), native.pointers(params), native.pointers(_grads(params)), _entries(states, "exp_avg"),
+            len(params), native.pointers(params), native.pointers(grads), _entries(states, "exp_avg"),
             _entries(states, "exp_avg_sq"), _entries(states, "max_exp_avg_sq") if group["amsgrad"] else None,
             native.sizes(params), steps, group["lr"], beta1, beta2, group["eps"], group["weight_decay"],
             group["bias_correction"], self.decoupled_weight_decay, group["maximize"], native.threads(),
@@ -437,6 +433,8 @@ class Adafactor(ChainOptimizer):
     ``relative_step=False`` to schedule it.
     """
 
+    elementwise = False  # row/column statistics and RMS values span the whole matrix
+
     def __init__(
         self,
         params,
@@ -503,7 +501,7 @@ class Adafactor(ChainOptimizer):
             steps.append(DecoupledWeightDecay(group["weight_decay"]))
         return steps
 
-    def fused_step(self, group, params, states, steps):
+    def fused_step(self, group, params, grads, states, steps):
         eps1, eps2 = group["eps"]
         shapes, rows, cols, full = [], [], [], []
         for param, state in zip(params, states):
@@ -515,7 +513,7 @@ class Adafactor(ChainOptimizer):
                 rows.append(None), cols.append(None), full.append(state["exp_avg_sq"])
         has_first_moment = group["beta1"] is not None
         native.kernel("adafactor", params[0].dtype)(
-            len(params), native.pointers(params), native.pointers(_grads(params)), native.pointers(rows),
+            len(params), native.pointers(params), native.pointers(grads), native.pointers(rows),
             native.pointers(cols), native.pointers(full), _entries(states, "exp_avg") if has_first_moment else None,
             native.int64s(shapes), steps, group["decay_rate"], eps1, eps2,
             -1.0 if group["lr"] is None else group["lr"], group["warmup_init"], group["scale_parameter"],

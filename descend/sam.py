@@ -1,6 +1,7 @@
 """Sharpness-aware minimization over any base optimizer."""
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,12 @@ class SAM(torch.optim.Optimizer):
     and backward, and returns the loss; SAM calls it twice (at ``θ`` and at
     ``θ + ε̂``) and returns the first loss.  Or call ``first_step()`` after the
     first backward and ``second_step()`` after the second.
+
+    Under ``DistributedDataParallel`` both backward passes synchronise, so by default the
+    perturbation uses the all-reduced gradient: a 2-rank run equals a 1-process run with the global
+    batch.  ``step(closure, first_pass=model.no_sync)`` runs the first backward without
+    synchronising, so each rank perturbs with its own gradient (the paper's m-sharpness, §4); the
+    second backward is all-reduced and the ranks stay identical.
 
     A non-finite first gradient follows the base optimizer's ``nonfinite``
     policy (``"raise"`` for a base without one): ``"skip"`` leaves ``θ``
@@ -120,14 +127,18 @@ class SAM(torch.optim.Optimizer):
         if zero_grad:
             self.zero_grad()
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+    def step(self, closure: Callable[[], Any] | None = None, first_pass: Callable[[], Any] | None = None) -> Any:
+        """``closure`` at θ, ``first_step``, ``closure`` at θ + ε̂, ``second_step``; returns the first loss.
+
+        ``first_pass``: a context-manager factory for the first evaluation, e.g. DDP's ``model.no_sync``.
+        """
         if closure is None:
             raise ValueError(
                 "SAM.step() needs a closure that zeroes the gradients, runs forward and backward, "
                 "and returns the loss (SAM evaluates the gradient twice); or call first_step() "
                 "and second_step() around your own second backward pass"
             )
-        with torch.enable_grad():
+        with torch.enable_grad(), (first_pass() if first_pass is not None else contextlib.nullcontext()):
             loss = closure()
         self.first_step(zero_grad=True)
         with torch.enable_grad():

@@ -29,11 +29,31 @@ from torch import Tensor
 
 
 @dataclass
+class Shards:
+    """How a parameter is split across ranks (FSDP2): this rank holds a slice along ``dim``.
+
+    Steps that reduce over a sharded dimension sum their partial results across ``group``.
+    """
+
+    dim: int
+    full_shape: torch.Size
+    group: object  # torch.distributed ProcessGroup
+
+    def sum(self, tensor: Tensor) -> Tensor:
+        """In place: the sum of ``tensor`` over the ranks."""
+        import torch.distributed as dist
+
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=self.group)
+        return tensor
+
+
+@dataclass
 class StepContext:
     """What one parameter's step knows besides its tensors."""
 
     step: int  # t, counted from 1
     lr: float | None = None  # the learning rate the update was scaled by, once known
+    shards: Shards | None = None  # None: this rank holds the whole parameter
 
 
 class Transform:
@@ -228,8 +248,14 @@ class LrDecay(Transform):
         return u.div_(1.0 + (ctx.step - 1) * self.decay)
 
 
-def _rms(tensor: Tensor) -> float:
-    return tensor.norm(2).item() / math.sqrt(tensor.numel()) if tensor.numel() else 0.0
+def _rms(tensor: Tensor, shards: Shards | None = None) -> float:
+    """Root mean square over the whole parameter (all shards)."""
+    squares = tensor.double().square().sum().reshape(1)
+    numel = tensor.numel()
+    if shards is not None:
+        shards.sum(squares)
+        numel = math.prod(shards.full_shape)
+    return math.sqrt(squares.item() / numel) if numel else 0.0
 
 
 @dataclass
@@ -270,9 +296,18 @@ class FactoredSecondMoment(Transform):
         squares = u.square().add_(self.eps1)
         if "exp_avg_sq_row" in state:
             row, col = state["exp_avg_sq_row"], state["exp_avg_sq_col"]
+            shards = ctx.shards
+            rows_split = shards is not None and shards.dim == param.dim() - 2
+            rows = shards.full_shape[-2] if rows_split else param.shape[-2]
+            column_sums = squares.sum(dim=-2)
+            if rows_split:  # the rows of this matrix are spread over the ranks: add up their column sums
+                shards.sum(column_sums)
             ema_(row, squares.mean(dim=-1), beta2, 1.0 - beta2)
-            ema_(col, squares.mean(dim=-2), beta2, 1.0 - beta2)
-            row_factor = (row / row.mean(dim=-1, keepdim=True)).rsqrt_().unsqueeze(-1)
+            ema_(col, column_sums.div_(rows), beta2, 1.0 - beta2)
+            row_total = row.sum(dim=-1, keepdim=True)
+            if rows_split:
+                shards.sum(row_total)
+            row_factor = (row / row_total.div_(rows)).rsqrt_().unsqueeze(-1)
             col_factor = col.rsqrt().unsqueeze(-2)
             return u.mul_(row_factor).mul_(col_factor)
         ema_(state["exp_avg_sq"], squares, beta2, 1.0 - beta2)
@@ -286,7 +321,7 @@ class ClipByRms(Transform):
     threshold: float
 
     def __call__(self, u, param, state, ctx):
-        return u.div_(max(1.0, _rms(u) / self.threshold))
+        return u.div_(max(1.0, _rms(u, ctx.shards) / self.threshold))
 
 
 # --- learning rate and decoupled decay ----------------------------------------------------
@@ -320,7 +355,7 @@ class AdafactorStepSize(Transform):
     def __call__(self, u, param, state, ctx):
         step_size = adafactor_step_size(ctx.step, self.lr, self.warmup_init)
         if self.scale_parameter:
-            step_size *= max(self.eps2, _rms(param))
+            step_size *= max(self.eps2, _rms(param, ctx.shards))
         ctx.lr = step_size
         return u.mul_(-step_size)
 

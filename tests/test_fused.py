@@ -109,9 +109,9 @@ def test_mixed_group_fuses_what_it_can_and_runs_the_rest_on_the_reference_path()
     fused_calls, reference_calls = [], []
     real_fused, real_update = descend.Adam.fused_step, descend.Adam._update
 
-    def spy_fused(self, group, ps, states, steps):
+    def spy_fused(self, group, ps, grads, states, steps):
         fused_calls.append([p.dtype for p in ps])
-        return real_fused(self, group, ps, states, steps)
+        return real_fused(self, group, ps, grads, states, steps)
 
     def spy_update(self, param, group, chain):
         reference_calls.append(param.dtype)

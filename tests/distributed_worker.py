@@ -1,0 +1,93 @@
+"""What each of two gloo processes runs for tests/test_distributed.py; results go to files."""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+import descend
+
+STEPS = 6
+GLOBAL_BATCH = 8
+OPTIMIZERS = {
+    "SGD": (descend.SGD, dict(lr=0.1, momentum=0.9)),
+    "Adam": (descend.Adam, dict(lr=0.01)),
+    "Adafactor": (descend.Adafactor, dict(beta1=0.9)),
+    "SAM": (descend.SAM, dict(base_optimizer=descend.SGD, lr=0.1, momentum=0.9, rho=0.1)),
+}
+
+
+def make_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 6), nn.Tanh(), nn.Linear(6, 4))
+
+
+def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(step)
+    return torch.randn(GLOBAL_BATCH, 8, generator=g), torch.randn(GLOBAL_BATCH, 4, generator=g)
+
+
+def train(model, optimizer, rank: int, world: int, steps: int = STEPS, first_step: int = 0, **step_kwargs):
+    share = GLOBAL_BATCH // world
+    for step in range(first_step, first_step + steps):
+        x, y = batch(step)
+        x, y = x[rank * share:(rank + 1) * share], y[rank * share:(rank + 1) * share]
+
+        def closure():
+            optimizer.zero_grad()
+            loss = ((model(x) - y) ** 2).mean()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure, **step_kwargs)
+
+
+def full_params(model) -> list[torch.Tensor]:
+    return [p.full_tensor().detach() if hasattr(p, "full_tensor") else p.detach().clone() for p in model.parameters()]
+
+
+def worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    results = {}
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    from torch.nn.parallel import DistributedDataParallel
+
+    for name, (cls, kwargs) in OPTIMIZERS.items():  # DDP
+        model = DistributedDataParallel(make_model())
+        train(model, cls(model.parameters(), **kwargs), rank, world)
+        results[f"ddp-{name}"] = full_params(model.module)
+
+    model = DistributedDataParallel(make_model())  # SAM perturbing with each rank's local gradient
+    optimizer = descend.SAM(model.parameters(), descend.SGD, lr=0.1, momentum=0.9, rho=0.1)
+    train(model, optimizer, rank, world, first_pass=model.no_sync)
+    results["ddp-SAM-local"] = full_params(model.module)
+
+    model = DistributedDataParallel(make_model())  # ZeRO: sharded state, then a consolidate / load round trip
+    optimizer = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=descend.Adam, lr=0.01)
+    train(model, optimizer, rank, world, steps=3)
+    optimizer.consolidate_state_dict(to=0)
+    checkpoint = optimizer.state_dict() if rank == 0 else None
+    results["zero-local-state-params"] = sum(len(s) > 0 for s in optimizer.optim.state.values())
+    objects = [checkpoint]
+    dist.broadcast_object_list(objects, src=0)
+    resumed = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=descend.Adam, lr=0.01)
+    resumed.load_state_dict(objects[0])
+    train(model, resumed, rank, world, steps=STEPS - 3, first_step=3)
+    results["zero-Adam"] = full_params(model.module)
+
+    mesh = init_device_mesh("cpu", (world,))  # FSDP2: DTensor parameters sharded on dim 0
+    for name in ("SGD", "Adam", "Adafactor"):
+        cls, kwargs = OPTIMIZERS[name]
+        model = make_model()
+        fully_shard(model, mesh=mesh)
+        train(model, cls(model.parameters(), **kwargs), rank, world)
+        results[f"fsdp-{name}"] = full_params(model)
+
+    torch.save(results, os.path.join(out, f"rank{rank}.pt"))
+    dist.destroy_process_group()

@@ -1,0 +1,67 @@
+"""DDP, ZeroRedundancyOptimizer and FSDP2 with two gloo processes on the CPU, against one process."""
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import distributed_worker as w
+
+pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch without distributed support")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ranks")
+    mp.spawn(w.worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
+    return [torch.load(out / f"rank{rank}.pt") for rank in range(2)]
+
+
+def one_process(name: str) -> list[torch.Tensor]:
+    cls, kwargs = w.OPTIMIZERS[name]
+    model = w.make_model()
+    w.train(model, cls(model.parameters(), **kwargs), rank=0, world=1)
+    return w.full_params(model)
+
+
+def assert_same(got, want, tolerance=1e-6):
+    for g, x in zip(got, want):
+        torch.testing.assert_close(g, x, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("name", list(w.OPTIMIZERS))
+def test_ddp_two_ranks_equal_one_process_with_the_global_batch(two_ranks, name):
+    rank0, rank1 = (r[f"ddp-{name}"] for r in two_ranks)
+    assert all(torch.equal(a, b) for a, b in zip(rank0, rank1)), "ranks diverged"
+    assert_same(rank0, one_process(name))
+    assert not all(torch.equal(a, b) for a, b in zip(rank0, w.full_params(w.make_model())))
+
+
+def test_sam_local_perturbation_keeps_ranks_identical_and_differs_from_global(two_ranks):
+    rank0, rank1 = (r["ddp-SAM-local"] for r in two_ranks)
+    assert all(torch.equal(a, b) for a, b in zip(rank0, rank1))
+    assert not all(torch.allclose(a, b, atol=1e-7) for a, b in zip(rank0, two_ranks[0]["ddp-SAM"]))
+
+
+def test_zero_redundancy_optimizer_shards_state_and_resumes_exactly(two_ranks):
+    shares = [r["zero-local-state-params"] for r in two_ranks]  # ZeRO balances the 4 tensors by size
+    assert sum(shares) == 4 and min(shares) >= 1
+    rank0, rank1 = (r["zero-Adam"] for r in two_ranks)
+    assert all(torch.equal(a, b) for a, b in zip(rank0, rank1))
+    assert_same(rank0, one_process("Adam"))
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "Adafactor"])
+def test_fsdp2_sharded_run_equals_unsharded(two_ranks, name):
+    rank0, rank1 = (r[f"fsdp-{name}"] for r in two_ranks)
+    assert all(torch.equal(a, b) for a, b in zip(rank0, rank1))
+    assert_same(rank0, one_process(name), tolerance=2e-6)
