@@ -179,6 +179,7 @@ INLINE void S(rmsprop_range)(T *restrict P, const T *restrict G, T *restrict Q, 
       T a = alpha * A[j] + (1 - alpha) * gj;
       A[j] = a;
       s -= a * a;
+      s = s > 0 ? s : 0; /* s − ḡ² ≥ 0 exactly; rounding can dip below 0 */
     }
     T d = gj / (SQRT(s) + eps);
     if (momentum) {

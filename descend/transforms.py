@@ -209,8 +209,9 @@ class ScaleByInverseRms(Transform):
 
     def __call__(self, u, param, state, ctx):
         second_moment = state[self.source]
-        if self.center_key is not None:
+        if self.center_key is not None:  # s − ḡ² ≥ 0 exactly, but rounding can dip below 0 (then √ is NaN)
             second_moment = second_moment.addcmul(state[self.center_key], state[self.center_key], value=-1.0)
+            second_moment.clamp_(min=0.0)
         if self.eps_inside_sqrt:
             return u.div_(second_moment.add(self.eps).sqrt_())
         denominator = second_moment.sqrt()
