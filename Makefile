@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup lab test bench clean
+.PHONY: setup lab test bench soak clean
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,9 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/step_speed.py --output benchmarks/RESULTS.md
+
+soak: setup
+	$(PY) benchmarks/soak.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

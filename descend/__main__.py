@@ -61,8 +61,20 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--full", action="store_true", help="longer runs and more seeds")
     lab.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     lab.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from .train import add_arguments
+
+    train = commands.add_parser("train", help="train a lab task; under torchrun, with DDP over the processes")
+    add_arguments(train)
     args = parser.parse_args(argv)
     try:
+        if args.command == "train":
+            from .train import run
+
+            try:
+                run(args)
+            except ValueError as error:
+                raise CommandError(str(error)) from None
+            return 0
         return _lab(args)
     except CommandError as error:
         print(f"descend: error: {error}", file=sys.stderr)

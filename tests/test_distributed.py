@@ -65,3 +65,19 @@ def test_fsdp2_sharded_run_equals_unsharded(two_ranks, name):
     rank0, rank1 = (r[f"fsdp-{name}"] for r in two_ranks)
     assert all(torch.equal(a, b) for a, b in zip(rank0, rank1))
     assert_same(rank0, one_process(name), tolerance=2e-6)
+
+
+def test_torchrun_two_processes_match_one(tmp_path):
+    """The README's command: `torchrun --nproc_per_node=2 -m descend train ...` equals one process."""
+    import re
+    import subprocess
+    import sys
+
+    arguments = ["-m", "descend", "train", "--task", "digits-mlp", "--optimizer", "adam", "--steps", "40"]
+    single = subprocess.run([sys.executable, *arguments], capture_output=True, text=True, timeout=300)
+    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                             f"--master_port={free_port()}", *arguments], capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0 and double.returncode == 0, single.stderr + double.stderr
+    loss = lambda out: float(re.search(r"train loss ([0-9.]+)", out).group(1))  # noqa: E731
+    assert "on 2 process(es)" in double.stdout and "identical on all ranks: True" in double.stdout
+    assert loss(double.stdout) == pytest.approx(loss(single.stdout), abs=2e-4)

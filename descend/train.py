@@ -1,0 +1,95 @@
+"""``descend train``: one of the lab's tasks with any descend optimizer, on one process or under torchrun.
+
+    descend train --task digits-mlp --optimizer adam --steps 300
+    torchrun --nproc_per_node=2 -m descend train --task digits-mlp --optimizer sam
+
+Under torchrun (the environment holds WORLD_SIZE > 1) the processes join a gloo process group,
+the model is wrapped in DistributedDataParallel, and each rank takes its slice of every global
+batch, so the run matches a single process with the same global batch.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+from torch import nn
+
+import descend
+
+OPTIMIZERS = {
+    "sgd": lambda p, lr: descend.SGD(p, lr=lr or 0.1, momentum=0.9, nesterov=True),
+    "adagrad": lambda p, lr: descend.Adagrad(p, lr=lr or 0.05),
+    "rmsprop": lambda p, lr: descend.RMSprop(p, lr=lr or 1e-3),
+    "adadelta": lambda p, lr: descend.Adadelta(p, lr=lr or 1.0),
+    "adam": lambda p, lr: descend.Adam(p, lr=lr or 1e-3),
+    "adamw": lambda p, lr: descend.AdamW(p, lr=lr or 1e-3),
+    "adafactor": lambda p, lr: descend.Adafactor(p, lr=lr, relative_step=lr is None),
+    "sam": lambda p, lr: descend.SAM(p, descend.SGD, lr=lr or 0.05, momentum=0.9),
+}
+TASKS = ("digits-mlp", "mnist1d-cnn")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", choices=TASKS, default="digits-mlp")
+    parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's usual one)")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=64, help="the global batch, split over the processes")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from .lab import data
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if args.batch_size % world:
+        raise ValueError(f"--batch-size {args.batch_size} must be divisible by the {world} processes")
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo")
+    torch.manual_seed(args.seed)
+    split = data.digits(args.seed) if args.task == "digits-mlp" else data.mnist1d(args.seed)
+    model = data.mlp(64, 128, 10, depth=2) if args.task == "digits-mlp" else data.cnn1d()
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(model)
+    optimizer = OPTIMIZERS[args.optimizer](model.parameters(), args.lr)
+    share = args.batch_size // world
+    generator = torch.Generator().manual_seed(args.seed)  # the same global batches on every rank
+    n = len(split.y_train)
+    started = time.perf_counter()
+    for step in range(args.steps):
+        index = torch.randint(0, n, (args.batch_size,), generator=generator)[rank * share:(rank + 1) * share]
+        x, y = split.x_train[index], split.y_train[index]
+
+        def closure():
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+
+        loss = optimizer.step(closure)
+        if rank == 0 and (step + 1) % max(1, args.steps // 5) == 0:
+            print(f"step {step + 1:5d}  loss {float(loss.detach()):.4f}", flush=True)
+    module = model.module if world > 1 else model
+    train_loss, _ = data.evaluate(module, split.x_train, split.y_train)
+    test_loss, test_accuracy = data.evaluate(module, split.x_test, split.y_test)
+    checksum = torch.cat([p.detach().flatten() for p in module.parameters()]).double().sum()
+    identical = True
+    if world > 1:
+        import torch.distributed as dist
+
+        sums = [torch.zeros_like(checksum) for _ in range(world)]
+        dist.all_gather(sums, checksum)
+        identical = all(torch.equal(s, sums[0]) for s in sums)
+        dist.destroy_process_group()
+    result = {"processes": world, "train_loss": train_loss, "test_loss": test_loss, "test_accuracy": test_accuracy,
+              "seconds": time.perf_counter() - started, "replicas_identical": identical}
+    if rank == 0:
+        print(f"{args.task} with {args.optimizer} on {world} process(es): train loss {train_loss:.4f}, test "
+              f"accuracy {test_accuracy:.3f}, {result['seconds']:.1f} s; parameters identical on all ranks: "
+              f"{identical}", flush=True)
+    return result
