@@ -52,6 +52,10 @@ class Context:
         return tqdm(items, total=total, desc=desc or self.name, disable=not self.progress, leave=False,
                     dynamic_ncols=True)
 
+    def place(self, module: torch.nn.Module) -> torch.nn.Module:
+        """The model on the run's device (``--device``); data moves batch by batch in ``data.train``."""
+        return module.to(self.device)
+
     def save(self, figure, stem: str) -> str:
         """Saves a matplotlib figure as ``<experiment>-<stem>.png`` and closes it."""
         filename = f"{self.name}-{stem}.png"

@@ -63,6 +63,8 @@ def cnn1d(length: int = 40, channels: int = 16, outputs: int = 10) -> nn.Sequent
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """(cross-entropy, accuracy) in eval mode."""
     was_training = model.training
+    device = next(model.parameters()).device
+    x, y = x.to(device), y.to(device)
     model.eval()
     with torch.no_grad():
         logits = model(x)
@@ -77,6 +79,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data: Split, steps
     Uses ``optimizer.step(closure)`` so that SAM and plain optimizers train the same way.
     """
     model.train()
+    device = next(model.parameters()).device
     n = len(data.y_train)
     order = torch.randperm(n, generator=generator)
     position, losses = 0, []
@@ -85,7 +88,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data: Split, steps
             order, position = torch.randperm(n, generator=generator), 0
         index = order[position:position + batch_size]
         position += batch_size
-        x, y = data.x_train[index], data.y_train[index]
+        x, y = data.x_train[index].to(device), data.y_train[index].to(device)
 
         def closure():
             optimizer.zero_grad()

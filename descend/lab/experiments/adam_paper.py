@@ -43,7 +43,7 @@ def run(ctx: Context) -> Result:
         make_model, split, batch = specs[task]
         optimizer_class, kwargs, _ = OPTIMIZERS[name]
         torch.manual_seed(ctx.seed)
-        model = make_model()
+        model = ctx.place(make_model())
         optimizer = optimizer_class(model.parameters(), lr=lr, nonfinite="skip", **kwargs)
         losses = data.train(model, optimizer, split, steps, batch, generator=ctx.generator(), record_every=record)
         cost = data.evaluate(model, split.x_train, split.y_train)[0]

@@ -17,17 +17,17 @@ CLAIM = ("Without bias correction Adam's first step is (1−β₁)/√(1−β₂
 BETA1, LR = 0.9, 1e-3
 
 
-def train_recording(split, beta2, corrected, steps, generator):
+def train_recording(ctx, split, beta2, corrected, steps, generator):
     """Loss curve and all |Δθ|/α of a run, per step."""
     torch.manual_seed(0)
-    model = data.mlp(64, 64, 10, depth=1)
+    model = ctx.place(data.mlp(64, 64, 10, depth=1))
     optimizer = descend.Adam(model.parameters(), lr=LR, betas=(BETA1, beta2), bias_correction=corrected)
     ratios, losses = [], []
     for _ in range(steps):
         before = [p.detach().clone() for p in model.parameters()]
         losses += data.train(model, optimizer, split, 1, generator=generator)
         moved = torch.cat([(p.detach() - b).abs().flatten() for p, b in zip(model.parameters(), before)]) / LR
-        ratios.append(moved[moved > 0])
+        ratios.append(moved[moved > 0].cpu())
     return losses, ratios
 
 
@@ -37,7 +37,7 @@ def run(ctx: Context) -> Result:
     numbers, curves, corrected_ratios = {}, {}, None
     runs = [(b2, c) for b2 in (0.99, 0.999, 0.9999) for c in (True, False)]
     for beta2, corrected in ctx.track(runs):
-        losses, ratios = train_recording(split, beta2, corrected, steps, ctx.generator())
+        losses, ratios = train_recording(ctx, split, beta2, corrected, steps, ctx.generator())
         label = f"β₂={beta2}, {'corrected' if corrected else 'uncorrected'}"
         curves[label] = losses
         predicted = 1.0 if corrected else (1 - BETA1) / (1 - beta2) ** 0.5

@@ -32,7 +32,7 @@ def run(ctx: Context) -> Result:
         runs = []
         for seed in ctx.track(seeds, desc=f"{NAME} p={p}"):
             torch.manual_seed(seed)
-            model = data.mlp(64, 256, 10, depth=2, dropout=p)
+            model = ctx.place(data.mlp(64, 256, 10, depth=2, dropout=p))
             data.train(model, descend.Adam(model.parameters(), lr=1e-3), small, 600,
                        generator=torch.Generator().manual_seed(seed))
             runs.append((data.evaluate(model, small.x_train, small.y_train)[1],

@@ -19,15 +19,16 @@ CLAIM = ("The variance E‖g_B − ∇f‖² of a mini-batch gradient falls as 1
 def run(ctx: Context) -> Result:
     split = data.digits(ctx.seed)
     torch.manual_seed(ctx.seed)
-    model = data.mlp(64, 32, 10, depth=1)
+    model = ctx.place(data.mlp(64, 32, 10, depth=1))
     data.train(model, descend.SGD(model.parameters(), lr=0.1), split, 50, generator=ctx.generator())
     params = {name: p.detach() for name, p in model.named_parameters()}
 
     def loss(p, x, y):
         return torch.nn.functional.cross_entropy(functional_call(model, p, (x[None],)), y[None])
 
-    per_sample = vmap(grad(loss), in_dims=(None, 0, 0))(params, split.x_train, split.y_train)
-    flat = torch.cat([g.flatten(1) for g in per_sample.values()], dim=1)  # N × parameters
+    x, y = split.x_train.to(ctx.device), split.y_train.to(ctx.device)
+    per_sample = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
+    flat = torch.cat([g.flatten(1) for g in per_sample.values()], dim=1).cpu()  # N × parameters
     full = flat.mean(0)
     n = flat.shape[0]
     batches = [1, 2, 4, 8, 16, 32, 64, 128]

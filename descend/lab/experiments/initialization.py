@@ -48,12 +48,12 @@ def hidden_activations(model: nn.Sequential, x: torch.Tensor) -> list[torch.Tens
 
 def run(ctx: Context) -> Result:
     split = data.digits(ctx.seed)
-    x, y = split.x_train[:512], split.y_train[:512]
+    x, y = split.x_train[:512].to(ctx.device), split.y_train[:512].to(ctx.device)
     steps = 600 if ctx.full else 250
     numbers, curves, stds, grads = {}, {}, {}, {}
     for name, init in ctx.track(INITS.items(), total=len(INITS)):
         torch.manual_seed(ctx.seed)
-        model = build(init)
+        model = ctx.place(build(init))
         activations = hidden_activations(model, x)
         stds[name] = [a.std().item() for a in activations]
         nn.functional.cross_entropy(model(x), y).backward()

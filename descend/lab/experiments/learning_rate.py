@@ -55,7 +55,7 @@ def run(ctx: Context) -> Result:
     task_curves, final = {}, {}
     for label, lr in ctx.track(task_rates.items(), total=len(task_rates)):
         torch.manual_seed(ctx.seed)
-        model = data.mlp(64, 64, 10, depth=1)
+        model = ctx.place(data.mlp(64, 64, 10, depth=1))
         optimizer = descend.SGD(model.parameters(), lr=lr, momentum=0.9, dampening=0.9, nonfinite="skip")
         task_curves[label] = data.train(model, optimizer, split, steps, generator=ctx.generator())
         final[label] = data.evaluate(model, split.x_test, split.y_test)[1]

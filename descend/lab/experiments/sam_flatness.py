@@ -18,9 +18,10 @@ CLAIM = ("Sharpness-aware minimization (Foret et al. 2021) ends in a flatter min
 def top_hessian_eigenvalue(model, x, y, iterations: int, generator) -> float:
     """Power iteration with Hessian-vector products (double backward) on the full training loss."""
     params = [p for p in model.parameters() if p.requires_grad]
+    x, y = x.to(params[0].device), y.to(params[0].device)
     loss = torch.nn.functional.cross_entropy(model(x), y)
     gradients = torch.autograd.grad(loss, params, create_graph=True)
-    vector = [torch.randn(p.shape, generator=generator) for p in params]
+    vector = [torch.randn(p.shape, generator=generator).to(p.device) for p in params]
     eigenvalue = 0.0
     for _ in range(iterations):
         norm = torch.sqrt(sum((v * v).sum() for v in vector))
@@ -37,7 +38,7 @@ def run(ctx: Context) -> Result:
     numbers, curves = {}, {}
     for name in ctx.track(["SGD", "SAM(SGD)"]):
         torch.manual_seed(ctx.seed)
-        model = data.mlp(64, 128, 10, depth=2)
+        model = ctx.place(data.mlp(64, 128, 10, depth=2))
         kwargs = dict(lr=0.05, momentum=0.9)
         optimizer = (descend.SAM(model.parameters(), descend.SGD, rho=0.1, **kwargs) if name.startswith("SAM")
                      else descend.SGD(model.parameters(), **kwargs))

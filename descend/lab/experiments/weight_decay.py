@@ -26,7 +26,7 @@ def run(ctx: Context) -> Result:
     runs = [(name, lam) for name, grid in LAMBDAS.items() for lam in sorted(set(grid) | set(SHARED))]
     for name, lam in ctx.track(runs):
         torch.manual_seed(ctx.seed)
-        model = data.mlp(64, 128, 10, depth=2)
+        model = ctx.place(data.mlp(64, 128, 10, depth=2))
         optimizer = (descend.Adam if name == "Adam + L2" else descend.AdamW)(model.parameters(), lr=1e-3,
                                                                              weight_decay=lam)
         data.train(model, optimizer, split, steps, generator=ctx.generator())
