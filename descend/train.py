@@ -63,15 +63,7 @@ def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     for step in range(args.steps):
         index = torch.randint(0, n, (args.batch_size,), generator=generator)[rank * share:(rank + 1) * share]
-        x, y = split.x_train[index], split.y_train[index]
-
-        def closure():
-            optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            return loss
-
-        loss = optimizer.step(closure)
+        loss = optimizer.step(data.cross_entropy_closure(model, optimizer, split.x_train[index], split.y_train[index]))
         if rank == 0 and (step + 1) % max(1, args.steps // 5) == 0:
             print(f"step {step + 1:5d}  loss {float(loss.detach()):.4f}", flush=True)
     module = model.module if world > 1 else model

@@ -72,6 +72,18 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     return nn.functional.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
 
 
+def cross_entropy_closure(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
+    """The closure ``optimizer.step`` takes: zero the gradients, forward, backward, return the loss."""
+
+    def closure():
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    return closure
+
+
 def train(model: nn.Module, optimizer: torch.optim.Optimizer, data: Split, steps: int, batch_size: int = 64,
           generator: torch.Generator | None = None, record_every: int = 1) -> list[float]:
     """Mini-batch training with cross-entropy; returns the mini-batch loss every ``record_every`` steps.
@@ -89,14 +101,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data: Split, steps
         index = order[position:position + batch_size]
         position += batch_size
         x, y = data.x_train[index].to(device), data.y_train[index].to(device)
-
-        def closure():
-            optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            return loss
-
-        loss = optimizer.step(closure)
+        loss = optimizer.step(cross_entropy_closure(model, optimizer, x, y))
         if step % record_every == 0:
             losses.append(float(loss.detach()))
     return losses
