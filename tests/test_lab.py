@@ -75,6 +75,39 @@ def test_power_iteration_finds_the_top_hessian_eigenvalue():
     assert top == pytest.approx(1.5, rel=1e-3)
 
 
+def test_initialization_measurements_on_a_tiny_network():
+    from descend.lab.experiments import initialization
+
+    torch.manual_seed(0)
+    x = torch.randn(256, 64)
+    he = initialization.build(initialization.INITS["√(2/n)"])
+    stds = [a.std().item() for a in initialization.hidden_activations(he, x)]
+    assert len(stds) == initialization.DEPTH and 0.5 < stds[-1] / stds[0] < 2
+    constant = initialization.build(initialization.INITS["constant 0.05"])
+    last = initialization.hidden_activations(constant, x)[-1]
+    assert torch.equal(last, last[:, :1].expand_as(last))  # every unit identical
+
+
+def test_dropout_keeps_the_expected_activation():
+    from descend.lab.experiments import dropout
+
+    ratios = [r for r in (torch.nn.Dropout(p).train()(torch.ones(200_000)).mean().item() for p in dropout.RATES)]
+    assert all(abs(r - 1) < 0.01 for r in ratios)
+
+
+def test_adam_paper_measures_and_picks_the_best_rate(tmp_path, monkeypatch):
+    from descend.lab.experiments import adam_paper
+
+    monkeypatch.setattr(adam_paper, "STEPS", {"quick": 15, "full": 15})
+    monkeypatch.setattr(adam_paper, "OPTIMIZERS", {name: adam_paper.OPTIMIZERS[name] for name in ("Adam", "AdaGrad")})
+    result = adam_paper.run(Context(figure_dir=tmp_path, progress=False, name="adam-paper"))
+    for task in result.numbers["tasks"].values():
+        assert set(task) == {"Adam", "AdaGrad"}
+        assert all(v["lr"] in adam_paper.OPTIMIZERS[n][2] and math.isfinite(v["final_training_cost"])
+                   for n, v in task.items())
+    assert min(result.numbers["adam_over_best"].values()) >= 1.0 and isinstance(result.held, bool)
+
+
 def test_convex_hull_membership_and_adafactor_shapes():
     from scipy.spatial import Delaunay
 
@@ -84,7 +117,8 @@ def test_convex_hull_membership_and_adafactor_shapes():
     assert shapes[0] == (10, 8) and len(shapes) == 1 + 2 * 16 and convex_hull.NAME == "convex-hull"
 
 
-@pytest.mark.parametrize("name", ["nesterov", "gradient-noise", "adafactor-memory", "convex-hull", "bias-correction"])
+@pytest.mark.parametrize("name", ["nesterov", "gradient-noise", "adafactor-memory", "convex-hull", "bias-correction",
+                                  "adagrad-vs-rmsprop", "weight-decay"])
 def test_fast_experiments_run_and_decide(tmp_path, name):
     context = Context(figure_dir=tmp_path, progress=False, name=name)
     result = EXPERIMENTS[name].run(context)

@@ -26,6 +26,9 @@ OPTIMIZERS = {
 }
 
 
+STEPS = {"quick": 300, "full": 1000}  # iterations per run
+
+
 def tasks(ctx: Context):
     return {
         "CNN on MNIST-1D": (lambda: data.cnn1d(), data.mnist1d(ctx.seed, 4000 if ctx.full else 2000), 128),
@@ -34,7 +37,7 @@ def tasks(ctx: Context):
 
 
 def run(ctx: Context) -> Result:
-    steps = 1000 if ctx.full else 300
+    steps = STEPS["full" if ctx.full else "quick"]
     record = 10
     numbers, curves = {}, {}
     work = [(task, name, lr) for task in tasks(ctx) for name, (_, _, grid) in OPTIMIZERS.items() for lr in grid]
