@@ -1,4 +1,5 @@
 """descend: first-order training optimizers as drop-in ``torch.optim`` classes."""
+from .lr_find import LRFinderResult, lr_find
 from .optimizer import ChainOptimizer
 from .optimizers import SGD, Adadelta, Adafactor, Adagrad, Adam, AdamW, RMSprop
 from .sam import SAM
@@ -20,4 +21,6 @@ __all__ = [
     "InverseSqrt",
     "MomentumSchedule",
     "linear_ramp",
+    "lr_find",
+    "LRFinderResult",
 ]
