@@ -3,6 +3,7 @@ from .lr_find import LRFinderResult, lr_find
 from .optimizer import ChainOptimizer
 from .optimizers import SGD, Adadelta, Adafactor, Adagrad, Adam, AdamW, RMSprop
 from .sam import SAM
+from .telemetry import Telemetry
 from .schedules import InverseSqrt, MomentumSchedule, WarmupCosine, linear_ramp
 
 __version__ = "0.1.0"
@@ -23,4 +24,5 @@ __all__ = [
     "linear_ramp",
     "lr_find",
     "LRFinderResult",
+    "Telemetry",
 ]

@@ -26,10 +26,8 @@ def run(ctx: Context) -> Result:
                                  "RMSprop": lambda p: descend.RMSprop(p, lr=0.03, alpha=0.99)}.items(), total=2):
         w = torch.zeros(10, requires_grad=True)
         optimizer = make([w])
-        key = "sum" if name == "AdaGrad" else "square_avg"
-        lr = optimizer.param_groups[0]["lr"]
-        eps = optimizer.param_groups[0]["eps"]
-        losses, effective = [], []
+        telemetry = descend.Telemetry(optimizer)  # records the mean effective rate α/(√s+ε) every step
+        losses = []
         for step in range(steps):
             target = x @ weights[0 if step < shift else 1]  # the optimum moves at `shift`
             index = torch.randint(0, 256, (32,), generator=generator)
@@ -39,8 +37,8 @@ def run(ctx: Context) -> Result:
             optimizer.step()
             with torch.no_grad():
                 losses.append(((x @ w - target) ** 2).mean().item())
-                effective.append((lr / (optimizer.state[w][key].sqrt() + eps)).mean().item())
-        records[name] = (losses, effective)
+        telemetry.close()
+        records[name] = (losses, telemetry.series("effective_lr_mean")[1])
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for name, (losses, effective) in records.items():
