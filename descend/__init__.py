@@ -1,4 +1,5 @@
 """descend: first-order training optimizers as drop-in ``torch.optim`` classes."""
+from .compare import Comparison, compare, performance_profile
 from .lr_find import LRFinderResult, lr_find
 from .optimizer import ChainOptimizer
 from .optimizers import SGD, Adadelta, Adafactor, Adagrad, Adam, AdamW, RMSprop
@@ -25,4 +26,7 @@ __all__ = [
     "lr_find",
     "LRFinderResult",
     "Telemetry",
+    "compare",
+    "Comparison",
+    "performance_profile",
 ]

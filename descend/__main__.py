@@ -48,6 +48,44 @@ def _lab(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from .compare import compare, performance_profile, plot_profile
+    from .train import OPTIMIZERS, make_task
+
+    names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
+    unknown = [n for n in names if n not in OPTIMIZERS]
+    if unknown:
+        raise CommandError(f"unknown optimizer {', '.join(unknown)}; choose from {', '.join(OPTIMIZERS)}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+        tasks = {task: make_task(task) for task in args.task.split(",")}
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for task, (make_model, split) in tasks.items():
+        generator = torch.Generator().manual_seed(0)
+        train = DataLoader(TensorDataset(split.x_train, split.y_train), batch_size=64, shuffle=True, generator=generator)
+        val = DataLoader(TensorDataset(split.x_test, split.y_test), batch_size=512)
+        optimizers = {n: (OPTIMIZERS[n][0], {**OPTIMIZERS[n][1], "lr": OPTIMIZERS[n][2]}) for n in names}
+        results[task] = comparison = compare(make_model, torch.nn.functional.cross_entropy, train, val, optimizers,
+                                             epochs=args.epochs, budget_per_optimizer=args.budget, seeds=seeds,
+                                             progress=not args.no_progress)
+        table = comparison.to_markdown()
+        print(f"\n## {task}\n\n{table}")
+        (out / f"{task}.md").write_text(f"# {task}\n\n{table}\n")
+        figure = comparison.plot()
+        figure.savefig(out / f"{task}-curves.png", dpi=90, bbox_inches="tight")
+    profile = performance_profile(results)
+    plot_profile(profile).savefig(out / "profile.png", dpi=90, bbox_inches="tight")
+    print(f"\ntables and plots in {out.resolve()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="descend", description="descend: optimizers and the lab that measures them")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -65,8 +103,18 @@ def main(argv: list[str] | None = None) -> int:
 
     train = commands.add_parser("train", help="train a lab task; under torchrun, with DDP over the processes")
     add_arguments(train)
+    comparison = commands.add_parser("compare", help="tune and compare optimizers on built-in tasks")
+    comparison.add_argument("--task", default="digits-mlp", help="task[,task] (digits-mlp, mnist1d-cnn)")
+    comparison.add_argument("--optimizers", default="sgd,adam,adafactor", help="names, comma-separated")
+    comparison.add_argument("--epochs", type=int, default=3)
+    comparison.add_argument("--budget", type=int, default=3, help="tuning runs per optimizer")
+    comparison.add_argument("--seeds", default="0,1", help="seeds of the final runs, comma-separated")
+    comparison.add_argument("--out", default="compare", help="folder for the table and plots")
+    comparison.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
+        if args.command == "compare":
+            return _compare(args)
         if args.command == "train":
             from .train import run
 

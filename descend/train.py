@@ -18,22 +18,39 @@ from torch import nn
 
 import descend
 
+# name: (class, fixed keyword arguments, usual learning rate); shared by `descend train` and `descend compare`
 OPTIMIZERS = {
-    "sgd": lambda p, lr: descend.SGD(p, lr=lr or 0.1, momentum=0.9, nesterov=True),
-    "adagrad": lambda p, lr: descend.Adagrad(p, lr=lr or 0.05),
-    "rmsprop": lambda p, lr: descend.RMSprop(p, lr=lr or 1e-3),
-    "adadelta": lambda p, lr: descend.Adadelta(p, lr=lr or 1.0),
-    "adam": lambda p, lr: descend.Adam(p, lr=lr or 1e-3),
-    "adamw": lambda p, lr: descend.AdamW(p, lr=lr or 1e-3),
-    "adafactor": lambda p, lr: descend.Adafactor(p, lr=lr, relative_step=lr is None),
-    "sam": lambda p, lr: descend.SAM(p, descend.SGD, lr=lr or 0.05, momentum=0.9),
+    "sgd": (descend.SGD, dict(momentum=0.9, nesterov=True), 0.1),
+    "adagrad": (descend.Adagrad, {}, 0.05),
+    "rmsprop": (descend.RMSprop, {}, 1e-3),
+    "adadelta": (descend.Adadelta, {}, 1.0),
+    "adam": (descend.Adam, {}, 1e-3),
+    "adamw": (descend.AdamW, {}, 1e-3),
+    "adafactor": (descend.Adafactor, dict(relative_step=False), 1e-2),
+    "sam": (descend.SAM, dict(base_optimizer=descend.SGD, momentum=0.9), 0.05),
 }
 TASKS = ("digits-mlp", "mnist1d-cnn")
 
 
+def make_optimizer(name: str, params, lr: float | None = None) -> torch.optim.Optimizer:
+    cls, kwargs, usual = OPTIMIZERS[name]
+    return cls(params, lr=lr or usual, **kwargs)
+
+
+def make_task(name: str, seed: int = 0):
+    """(a function building a fresh model, the data split) of a built-in task."""
+    from .lab import data
+
+    if name == "digits-mlp":
+        return (lambda: data.mlp(64, 128, 10, depth=2)), data.digits(seed)
+    if name == "mnist1d-cnn":
+        return data.cnn1d, data.mnist1d(seed)
+    raise ValueError(f"unknown task {name!r}; the tasks are {', '.join(TASKS)}")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=TASKS, default="digits-mlp")
-    parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")
+    parser.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's usual one)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=64, help="the global batch, split over the processes")
@@ -52,11 +69,11 @@ def run(args: argparse.Namespace) -> dict:
 
         dist.init_process_group("gloo")
     torch.manual_seed(args.seed)
-    split = data.digits(args.seed) if args.task == "digits-mlp" else data.mnist1d(args.seed)
-    model = data.mlp(64, 128, 10, depth=2) if args.task == "digits-mlp" else data.cnn1d()
+    make_model, split = make_task(args.task, args.seed)
+    model = make_model()
     if world > 1:
         model = nn.parallel.DistributedDataParallel(model)
-    optimizer = OPTIMIZERS[args.optimizer](model.parameters(), args.lr)
+    optimizer = make_optimizer(args.optimizer, model.parameters(), args.lr)
     share = args.batch_size // world
     generator = torch.Generator().manual_seed(args.seed)  # the same global batches on every rank
     n = len(split.y_train)

@@ -1,0 +1,80 @@
+"""compare: the tuning budget is spent exactly, the best lr is picked, the table and profile are right."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import descend
+from descend.__main__ import main
+from descend.compare import Comparison, Run, performance_profile
+
+
+def loaders():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(128, 5, generator=generator)
+    y = (x[:, 0] > 0).long()
+    return DataLoader(TensorDataset(x, y), batch_size=32), DataLoader(TensorDataset(x[:64], y[:64]), batch_size=64)
+
+
+def test_budget_accounting_and_the_best_lr():
+    train, val = loaders()
+    built = []
+
+    def model_fn():
+        built.append(1)
+        return nn.Linear(5, 2)
+
+    optimizers = {"sgd": (descend.SGD, {"lr": 0.1}), "adam": descend.Adam}
+    result = descend.compare(model_fn, nn.functional.cross_entropy, train, val, optimizers, epochs=2,
+                             budget_per_optimizer=3, seeds=(0, 1), progress=False)
+    assert len(built) == 2 * (3 + 2) and result.runs_per_optimizer == {"sgd": 5, "adam": 5}
+    assert len(result.tuning) == 6 and len(result.final) == 4
+    assert sorted({r.lr for r in result.tuning if r.optimizer == "sgd"}) == pytest.approx([0.01, 0.1, 1.0])
+    for name in optimizers:
+        tried = [r for r in result.tuning if r.optimizer == name]
+        assert result.best_lr[name] == min(tried, key=lambda r: r.val_loss).lr
+    rows = {row["optimizer"]: row for row in result.table()}
+    assert rows["adam"]["state_bytes"] == 2 * 4 * (5 * 2 + 2) and rows["sgd"]["state_bytes"] == 0  # no momentum
+    assert all(0 <= row["val_accuracy"] <= 1 and row["seeds"] == 2 for row in rows.values())
+    assert "| optimizer |" in result.to_markdown() and result.plot().axes
+
+
+def run(name, losses, seconds, val_loss):
+    return Run(name, 0.1, 0, losses, seconds, losses[-1], val_loss, None, None, 0)
+
+
+def test_time_to_target_and_performance_profile():
+    fast = run("a", [1.0, 0.4, 0.2], [1.0, 2.0, 3.0], 0.2)
+    slow = run("b", [1.0, 0.8, 0.3], [1.0, 2.0, 3.0], 0.4)
+    assert fast.time_to(0.5) == 2.0 and slow.time_to(0.5) == 3.0 and slow.time_to(0.1) == math.inf
+    task1 = Comparison([], [fast, slow], {"a": 0.1, "b": 0.1}, target_loss=0.5)
+    task2 = Comparison([], [run("a", [0.5], [1.0], 0.9), run("b", [0.5], [1.0], 0.3)], {"a": 0.1, "b": 0.1}, 0.5)
+    profile = performance_profile({"t1": task1, "t2": task2}, taus=[1.0, 2.0, 3.0])
+    assert profile["a"] == [0.5, 0.5, 1.0]  # best on t1; 3× the best on t2
+    assert profile["b"] == [0.5, 1.0, 1.0]  # 2× the best on t1; best on t2
+
+
+def test_bad_input():
+    train, val = loaders()
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        descend.compare(lambda: nn.Linear(5, 2).requires_grad_(False), nn.functional.cross_entropy, train, val,
+                        {"sgd": descend.SGD}, progress=False)
+    with pytest.raises(ValueError, match="yielded nothing"):
+        descend.compare(lambda: nn.Linear(5, 2), nn.functional.cross_entropy, [], val, {"sgd": descend.SGD},
+                        progress=False)
+    with pytest.raises(ValueError, match="budget"):
+        descend.compare(lambda: nn.Linear(5, 2), nn.functional.cross_entropy, train, val, {"sgd": descend.SGD},
+                        budget_per_optimizer=0, progress=False)
+
+
+def test_command_line(tmp_path, capsys):
+    assert main(["compare", "--task", "digits-mlp", "--optimizers", "sgd,adam", "--epochs", "1", "--budget", "1",
+                 "--seeds", "0", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert "| adam |" in capsys.readouterr().out
+    assert (tmp_path / "digits-mlp.md").exists() and (tmp_path / "profile.png").exists()
+    assert main(["compare", "--optimizers", "sgd,lion", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "unknown optimizer lion" in capsys.readouterr().err
