@@ -65,15 +65,16 @@ class Comparison:
                 "train_loss": mean(r.train_loss for r in runs), "val_loss": mean(r.val_loss for r in runs),
                 "val_loss_std": statistics.pstdev([r.val_loss for r in runs]) if len(runs) > 1 else 0.0,
                 "train_accuracy": mean(r.train_accuracy for r in runs), "val_accuracy": mean(r.val_accuracy for r in runs),
-                "time_to_target_s": mean(r.time_to(self.target_loss) for r in runs),
+                "time_to_target_s": mean(t for t in (r.time_to(self.target_loss) for r in runs) if math.isfinite(t)),
+                "reached_target": sum(math.isfinite(r.time_to(self.target_loss)) for r in runs) / len(runs),
                 "wall_time_s": mean(r.seconds for r in runs), "state_bytes": runs[0].state_bytes,
                 "runs": self.runs_per_optimizer.get(name),
             })
         return rows
 
     def to_markdown(self) -> str:
-        columns = ["optimizer", "lr", "train_loss", "val_loss", "val_accuracy", "time_to_target_s", "wall_time_s",
-                   "state_bytes", "runs"]
+        columns = ["optimizer", "lr", "train_loss", "val_loss", "val_accuracy", "time_to_target_s", "reached_target",
+                   "wall_time_s", "state_bytes", "runs"]
         lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         for row in self.table():
             cells = []
@@ -81,8 +82,9 @@ class Comparison:
                 value = row[column]
                 cells.append("—" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value))
             lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines) + f"\n\nTarget training loss: {self.target_loss:.4g}; each optimizer's lr is the best " \
-            "of its tuning grid by validation loss; means over seeds."
+        return "\n".join(lines) + f"\n\nTarget training loss: {self.target_loss:.4g} (time to target: mean over the " \
+            "seeds that reached it; reached_target: their fraction). Each optimizer's lr is the best of its tuning " \
+            "grid by validation loss; other columns are means over seeds."
 
     def plot(self, axis=None):
         """Training-loss curves per epoch: the mean over seeds with a min–max band."""

@@ -40,6 +40,7 @@ def test_budget_accounting_and_the_best_lr():
     rows = {row["optimizer"]: row for row in result.table()}
     assert rows["adam"]["state_bytes"] == 2 * 4 * (5 * 2 + 2) and rows["sgd"]["state_bytes"] == 0  # no momentum
     assert all(0 <= row["val_accuracy"] <= 1 and row["seeds"] == 2 for row in rows.values())
+    assert any(row["reached_target"] > 0 and row["time_to_target_s"] > 0 for row in rows.values())
     assert "| optimizer |" in result.to_markdown() and result.plot().axes
 
 
