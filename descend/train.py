@@ -10,6 +10,7 @@ batch, so the run matches a single process with the same global batch.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import time
 
@@ -94,6 +95,10 @@ def run(args: argparse.Namespace) -> dict:
         sums = [torch.zeros_like(checksum) for _ in range(world)]
         dist.all_gather(sums, checksum)
         identical = all(torch.equal(s, sums[0]) for s in sums)
+        # DDP holds the process group and threads of its own: free it before the group goes away
+        del model, optimizer, module
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
     result = {"processes": world, "train_loss": train_loss, "test_loss": test_loss, "test_accuracy": test_accuracy,
               "seconds": time.perf_counter() - started, "replicas_identical": identical}

@@ -1,6 +1,7 @@
 """What each of two gloo processes runs for tests/test_distributed.py; results go to files."""
 from __future__ import annotations
 
+import gc
 import os
 
 import torch
@@ -52,6 +53,15 @@ def worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
+    results = scenarios(rank, world)
+    torch.save(results, os.path.join(out, f"rank{rank}.pt"))
+    # DDP, ZeRO and FSDP objects hold the process group: they are gone (scenarios returned) before it is
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def scenarios(rank: int, world: int) -> dict:
     results = {}
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
@@ -88,6 +98,4 @@ def worker(rank: int, world: int, port: int, out: str) -> None:
         fully_shard(model, mesh=mesh)
         train(model, cls(model.parameters(), **kwargs), rank, world)
         results[f"fsdp-{name}"] = full_params(model)
-
-    torch.save(results, os.path.join(out, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+    return results
