@@ -114,7 +114,7 @@ def _range_test(model, loss_fn, data, optimizer, start, end, steps, smoothing, d
         except StopIteration:
             break
 
-        def closure():
+        def closure(inputs=inputs, targets=targets):
             optimizer.zero_grad()
             loss = loss_fn(model(inputs), targets)
             loss.backward()

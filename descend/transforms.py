@@ -16,8 +16,9 @@ step may change ``u`` in place.  A step may keep per-parameter state (a
 momentum buffer, a running average of squared gradients); it names its entries
 in ``state_keys`` (by default its ``key`` field) and creates them in ``init``.
 Entry names follow torch.optim (``exp_avg``, ``square_avg``, ...), so a
-torch.optim checkpoint loads into the matching descend optimizer.  Every step is plain per-tensor math: this module is
-the reference that any faster path is tested against.
+torch.optim checkpoint loads into the matching descend optimizer.  Every step
+is plain per-tensor math: this module is the reference that the fused kernels
+(``_kernels.c``) are tested against.
 """
 from __future__ import annotations
 
