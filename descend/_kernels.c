@@ -323,7 +323,8 @@ static void S(adafactor_one)(T *p, const T *g, T *row, T *col, T *v, T *m, int64
 
 /* A whole Adafactor group: tensor i has shape[3·i..3·i+2] = (batch, rows, cols), step t = steps[i];
  * β̂₂ₜ = 1 − t^decay_rate, ρ_t = lr, or min(10⁻², 1/√t) (min(10⁻⁶·t, 1/√t) with warm-up init) when lr < 0.
- * Large tensors are split over the threads one after another; small ones are spread over the threads. */
+ * Few large tensors: each is split over the threads in turn; many: a tensor per thread. Small ones are spread
+ * over the threads. */
 void S(adafactor)(int nt, T **p, T **g, T **row, T **col, T **v, T **m, const int64_t *shape, const double *steps,
                   double decay_rate, double eps1, double eps2, double lr, int warmup_init, int scale_parameter,
                   double clip, double beta1, double wd, int maximize, int threads) {
@@ -336,6 +337,14 @@ void S(adafactor)(int nt, T **p, T **g, T **row, T **col, T **v, T **m, const in
                      shape[3 * (i) + 2], 1 - pow(t, decay_rate), eps1, eps2, rho, scale_parameter, clip, beta1,  \
                      wd, maximize, nth);                                                                         \
   } while (0)
+  int large = 0;
+  for (int i = 0; i < nt; i++) large += shape[3 * i] * shape[3 * i + 1] * shape[3 * i + 2] >= PARALLEL_MIN;
+  if (large >= 4 * threads) {
+    /* many large tensors: a tensor per thread, its three passes in one core's cache, no fork per pass */
+#pragma omp parallel for schedule(dynamic) num_threads(threads)
+    for (int i = 0; i < nt; i++) ADAFACTOR_TENSOR(i, 1);
+    return;
+  }
   for (int i = 0; i < nt; i++)
     if (shape[3 * i] * shape[3 * i + 1] * shape[3 * i + 2] >= PARALLEL_MIN) ADAFACTOR_TENSOR(i, threads);
 #pragma omp parallel for schedule(dynamic) num_threads(threads)

@@ -172,3 +172,24 @@ def test_kernels_build_into_a_fresh_cache_folder(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith(str(tmp_path)) and list(tmp_path.glob("kernels-*.so"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_adafactor_kernel_with_many_large_tensors_equals_reference(dtype):
+    """More than 4 × threads tensors of ≥ 32768 elements take the kernel's tensor-per-thread branch."""
+    count = 4 * torch.get_num_threads() + 1
+    shapes = [(256, 160)] * count + [(640,), (3, 200, 180)]
+    generator = torch.Generator().manual_seed(0)
+    fused = [torch.nn.Parameter(torch.randn(s, generator=generator, dtype=dtype)) for s in shapes]
+    reference = [torch.nn.Parameter(p.detach().clone()) for p in fused]
+    fused_optimizer = descend.Adafactor(fused, beta1=0.9, weight_decay=0.01, fused=True)
+    reference_optimizer = descend.Adafactor(reference, beta1=0.9, weight_decay=0.01, fused=False)
+    for _ in range(4):
+        for f, r in zip(fused, reference):
+            f.grad = torch.randn(f.shape, generator=generator, dtype=dtype)
+            r.grad = f.grad.clone()
+        fused_optimizer.step()
+        reference_optimizer.step()
+    tolerance = 1e-6 if dtype == torch.float32 else 1e-12
+    for f, r in zip(fused, reference):
+        torch.testing.assert_close(f, r, rtol=tolerance, atol=tolerance)
