@@ -30,6 +30,11 @@ def is_dtensor(tensor: Tensor) -> bool:
     return DTensor is not None and isinstance(tensor, DTensor)
 
 
+def sharding_possible() -> bool:
+    """DTensor parameters need an initialised process group: without one, no per-tensor checks are needed."""
+    return DTensor is not None and torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def local(tensor: Tensor) -> Tensor:
     """This rank's shard of a DTensor (FSDP2's parameters), or the tensor itself."""
     return tensor.to_local() if is_dtensor(tensor) else tensor
@@ -99,8 +104,8 @@ def all_finite(tensors: Sequence[Tensor]) -> bool:
     For DTensors (sharded parameters) each rank checks its shard and the ranks agree on the answer
     (an all-reduce), so that they all take, or all skip, the step.
     """
-    sharded = [t for t in tensors if is_dtensor(t)]
-    finite = _locally_finite([local(t) for t in tensors])
+    sharded = [t for t in tensors if is_dtensor(t)] if sharding_possible() else []
+    finite = _locally_finite([local(t) for t in tensors] if sharded else tensors)
     if sharded:
         import torch.distributed as dist
 
@@ -299,9 +304,12 @@ class ChainOptimizer(torch.optim.Optimizer):
             return {}, params
         by_dtype: dict[torch.dtype, list[Tensor]] = {}
         rest = []
+        check_shards = sharding_possible()
         for p in params:
-            sharded = is_dtensor(p)
-            if (not sharded or self.elementwise) and native.can_fuse(local(p), local(p.grad)):
+            sharded = check_shards and is_dtensor(p)
+            if not sharded and native.can_fuse(p, p.grad) or (
+                sharded and self.elementwise and native.can_fuse(local(p), local(p.grad))
+            ):
                 by_dtype.setdefault(p.dtype, []).append(p)
             elif group["fused"]:
                 raise RuntimeError(
@@ -329,9 +337,9 @@ class ChainOptimizer(torch.optim.Optimizer):
             else:  # e.g. a checkpoint from a torch.optim fused/capturable run
                 torch._foreach_add_(step_tensors, 1.0)
                 steps = native.doubles(torch.stack([t.double().cpu() for t in step_tensors]).tolist())
-        shards = [local(p) for p in params]
-        grads = [local(p.grad) for p in params]
-        if any(is_dtensor(p) for p in params):  # the kernels update this rank's shards in place
+        shards, grads = params, [p.grad for p in params]
+        if sharding_possible() and any(is_dtensor(p) for p in params):  # the kernels update this rank's shards
+            shards, grads = [local(p) for p in params], [local(g) for g in grads]
             states = [{key: local(value) for key, value in state.items()} for state in states]
         self.fused_step(group, shards, grads, states, steps)
         torch.autograd.graph.increment_version(shards)
