@@ -131,9 +131,6 @@ def _locally_finite(tensors: Sequence[Tensor]) -> bool:
 
 
 class ChainOptimizer(torch.optim.Optimizer):
-    counts_steps = True  # keep ``state["step"]`` (t) per parameter; False where no formula uses t
-    elementwise = True  # each element's update depends on that element alone: shards update independently
-
     """Base class: ``θ ← θ + u`` with ``u`` the gradient passed through ``chain(group)``.
 
     ``nonfinite`` says what a step does when a gradient holds NaN or ±inf:
@@ -141,7 +138,17 @@ class ChainOptimizer(torch.optim.Optimizer):
     changed; ``"skip"`` leaves every parameter and all optimizer state untouched
     and counts the step in ``skipped_steps``; ``"ignore"`` lets the values flow
     into parameters and state, as torch.optim does.
+
+    ``fused`` picks the implementation per param group: ``None`` (default) runs
+    the fused C kernel (``descend/_kernels.c``) for the group's contiguous CPU
+    float32/float64 parameters and the reference chain for the rest (CUDA,
+    bfloat16, non-contiguous); ``False`` always runs the reference chain;
+    ``True`` insists on the kernel and raises where it cannot run.  Both give
+    the same numbers up to rounding (the tests hold them to 1e-6 in float32).
     """
+
+    counts_steps = True  # keep ``state["step"]`` (t) per parameter; False where no formula uses t
+    elementwise = True  # each element's update depends on that element alone: shards update independently
 
     def __init__(self, params: Iterable, defaults: dict[str, Any], nonfinite: str = "raise", fused: bool | None = None):
         check_nonfinite_policy(type(self).__name__, nonfinite)
