@@ -328,14 +328,23 @@ class ChainOptimizer(torch.optim.Optimizer):
                 rest.append(p)
         return by_dtype, rest
 
+    def _initialise(self, param: Tensor, state: dict, stateful: list[Transform]) -> None:
+        """Creates the step counter and the chain's missing state entries (first step, or a step added later).
+
+        Elementwise state is shaped like the parameter (a DTensor under FSDP2, as in torch.optim);
+        Adafactor's row/column statistics follow this rank's rows.
+        """
+        if self.counts_steps and "step" not in state:
+            state["step"] = torch.tensor(0.0)
+        template = param if self.elementwise else local(param).detach()
+        for transform in stateful:
+            transform.ensure_state(template, state)
+
     def _fused_update(self, params: list[Tensor], group: dict[str, Any], chain: list[Transform]) -> None:
         stateful = [transform for transform in chain if transform.stateful]
         states = [self.state[p] for p in params]
         for param, state in zip(params, states):
-            if self.counts_steps and "step" not in state:
-                state["step"] = torch.tensor(0.0)
-            for transform in stateful:
-                transform.ensure_state(param, state)
+            self._initialise(param, state, stateful)
         steps = None
         if self.counts_steps:
             step_tensors = [state["step"] for state in states]
@@ -356,15 +365,9 @@ class ChainOptimizer(torch.optim.Optimizer):
         steps that reduce over the whole parameter summing across ranks (see ``Shards``)."""
         state = self.state[param]
         shards = shards_of(param, type(self).__name__)
-        # elementwise state is shaped like the parameter (a DTensor under FSDP2, as in torch.optim);
-        # Adafactor's row/column statistics follow this rank's rows
-        template = param if self.elementwise else local(param).detach()
-        for transform in chain:
-            transform.ensure_state(template, state)
+        self._initialise(param, state, [transform for transform in chain if transform.stateful])
         step = 0
         if self.counts_steps:
-            if "step" not in state:
-                state["step"] = torch.tensor(0.0)
             state["step"] += 1
             step = int(state["step"].item())
         if param.numel() == 0:
