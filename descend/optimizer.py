@@ -115,6 +115,16 @@ def all_finite(tensors: Sequence[Tensor]) -> bool:
     return finite
 
 
+def gradients_pass(owner: str, policy: str, gradients: Sequence[Tensor], advice: str) -> bool:
+    """The ``nonfinite`` policy for one step: True to go on, False to skip; ``"raise"`` raises
+    ``FloatingPointError`` (with ``advice``) before anything has changed."""
+    if policy == "ignore" or all_finite(gradients):
+        return True
+    if policy == "raise":
+        raise FloatingPointError(f"{owner}: a gradient holds NaN or inf; nothing was updated. {advice}")
+    return False
+
+
 def _locally_finite(tensors: Sequence[Tensor]) -> bool:
     by_dtype: dict[torch.dtype, list[Tensor]] = {}
     others = []
@@ -270,14 +280,10 @@ class ChainOptimizer(torch.optim.Optimizer):
 
     def gradients_are_usable(self, work: list[tuple[dict[str, Any], list[Tensor]]]) -> bool:
         """Applies the ``nonfinite`` policy; False means: skip this step."""
-        if self.nonfinite == "ignore" or all_finite([p.grad for _, params in work for p in params]):
+        advice = ("Pass nonfinite='skip' to skip such steps (counted in .skipped_steps), "
+                  "or nonfinite='ignore' to apply them anyway.")
+        if gradients_pass(type(self).__name__, self.nonfinite, [p.grad for _, params in work for p in params], advice):
             return True
-        if self.nonfinite == "raise":
-            raise FloatingPointError(
-                f"{type(self).__name__}: a gradient holds NaN or inf; nothing was updated. "
-                "Pass nonfinite='skip' to skip such steps (counted in .skipped_steps), "
-                "or nonfinite='ignore' to apply them anyway."
-            )
         self.skipped_steps += 1
         return False
 

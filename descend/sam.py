@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .optimizer import all_finite, check_nonnegative
+from .optimizer import check_nonnegative, gradients_pass
 
 
 class SAM(torch.optim.Optimizer):
@@ -93,12 +93,8 @@ class SAM(torch.optim.Optimizer):
     def first_step(self, zero_grad: bool = False) -> None:
         """Moves ``θ`` to ``θ + ε̂`` using the gradients now in ``.grad``."""
         work = self._params_with_grad()
-        if self.nonfinite != "ignore" and not all_finite([p.grad for _, p in work]):
-            if self.nonfinite == "raise":
-                raise FloatingPointError(
-                    "SAM: a gradient holds NaN or inf; nothing was updated. Pass nonfinite='skip' "
-                    "to the base optimizer to skip such steps."
-                )
+        advice = "Pass nonfinite='skip' to the base optimizer to skip such steps."
+        if not gradients_pass("SAM", self.nonfinite, [p.grad for _, p in work], advice):
             self._skip_second_step = True
             self._own_skipped_steps += 1
         elif work:
