@@ -69,9 +69,10 @@ def run(ctx: Context) -> Result:
     ratios = {task: by_name["Adam"]["final_training_cost"] / min(v["final_training_cost"] for v in by_name.values())
               for task, by_name in numbers.items()}
     held = all(r <= 1.5 for r in ratios.values())
-    at_edge = sum(v["lr_at_grid_edge"] for by_name in numbers.values() for v in by_name.values())
+    chosen = [v for by_name in numbers.values() for v in by_name.values()]
+    at_edge = sum(v["lr_at_grid_edge"] for v in chosen)
     summary = ("Adam's final training cost over the best optimizer's: "
                + ", ".join(f"{task} {r:.2f}×" for task, r in ratios.items())
-               + f" ({steps} iterations; {at_edge} of {len(work) // len(OPTIMIZERS[name][2])} chosen rates lie at an "
+               + f" ({steps} iterations; {at_edge} of {len(chosen)} chosen rates lie at an "
                "edge of their grid). Learning-rate grids: " + "; ".join(f"{n} {g}" for n, (_, _, g) in OPTIMIZERS.items()) + ".")
     return Result(held, summary, {"tasks": numbers, "adam_over_best": ratios, "steps": steps})
