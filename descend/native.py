@@ -127,13 +127,15 @@ def threads() -> int:
     return torch.get_num_threads()
 
 
+def readable(tensor: Tensor) -> bool:
+    """True when the kernels can work on ``tensor`` in place: a contiguous CPU float32/float64 tensor."""
+    return tensor.dtype in DTYPES and tensor.is_cpu and tensor.is_contiguous()
+
+
 def can_fuse(param: Tensor, grad: Tensor | None) -> bool:
-    """True when the kernels can update ``param`` in place: a contiguous CPU float32/float64 tensor
-    whose gradient has the same dtype and layout (its state is made alike: see ChainOptimizer)."""
-    return (
-        param.dtype in DTYPES and param.is_cpu and param.is_contiguous()
-        and grad is not None and grad.dtype == param.dtype and grad.is_contiguous()
-    )
+    """True when the kernels can update ``param`` in place: ``readable``, with a gradient of the same dtype
+    and layout (its state is made alike: see ChainOptimizer)."""
+    return readable(param) and grad is not None and grad.dtype == param.dtype and grad.is_contiguous()
 
 
 def count_steps(step_tensors: Sequence[Tensor]):

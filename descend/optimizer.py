@@ -130,7 +130,7 @@ def _locally_finite(tensors: Sequence[Tensor]) -> bool:
     others = []
     have_kernels = native.library() is not None
     for tensor in tensors:
-        if have_kernels and tensor.dtype in native.DTYPES and tensor.is_cpu and tensor.is_contiguous():
+        if have_kernels and native.readable(tensor):
             by_dtype.setdefault(tensor.dtype, []).append(tensor)
         elif tensor.numel():
             others.append(tensor)
