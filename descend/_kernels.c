@@ -1,5 +1,8 @@
 /* Fused optimizer steps for contiguous CPU tensors: one pass over memory per step.
  *
+ * Every step kernel returns 1 when all gradients it read were finite, 0 when one held NaN or ±inf:
+ * the non-finite check rides along with the update's own read of the gradient, so it moves no extra
+ * bytes (descend/optimizer.py decides what a 0 means).
  * Each kernel updates a whole param group in one call: arrays of tensor pointers and sizes,
  * the concatenation of all tensors split evenly over the threads, so 1000 small tensors cost
  * one call and one parallel region.  The math is the chain in descend/transforms.py (the
@@ -47,6 +50,14 @@ static int64_t total_size(int nt, const int64_t *n) {
     }                                                                            \
   } while (0)
 
+/* After a FOR_EACH_SLICE body found a non-finite gradient (`found` nonzero): remember it in `bad`. */
+#define REPORT(found)                    \
+  do {                                   \
+    if (found) {                         \
+      _Pragma("omp atomic write") bad = 1; \
+    }                                    \
+  } while (0)
+
 /* t ← t + 1 for every float32 step counter; out[i] = the new t. */
 void count_steps(int nt, float **steps, double *out) {
   for (int i = 0; i < nt; i++) out[i] = ++*steps[i];
@@ -73,28 +84,31 @@ void count_steps(int nt, float **steps, double *out) {
 
 #else /* the kernels, for element type T */
 
-/* 1 if every element is finite: NaN and ±inf are the numbers whose exponent bits are all set. */
+/* 1 for NaN and ±inf: the numbers whose exponent bits are all set. */
+INLINE BITS S(nonfinite)(T x) {
+  BITS bits;
+  memcpy(&bits, &x, sizeof bits);
+  return (bits & EXPONENT) == EXPONENT;
+}
+
+/* 1 if every element is finite. */
 int S(all_finite)(int nt, T **x, const int64_t *n, int threads) {
   int bad = 0;
   FOR_EACH_SLICE(nt, n, threads, {
     const T *X = x[i];
     BITS found = 0;
-    for (int64_t j = lo; j < hi; j++) {
-      BITS bits;
-      memcpy(&bits, &X[j], sizeof bits);
-      found |= (bits & EXPONENT) == EXPONENT;
-    }
-    if (found) {
-      _Pragma("omp atomic write") bad = 1;
-    }
+    for (int64_t j = lo; j < hi; j++) found |= S(nonfinite)(X[j]);
+    REPORT(found);
   });
   return !bad;
 }
 
 /* SGD = [AddWeightDecay, Momentum(μ, d, nesterov)?, ScaleByLearningRate]. */
-INLINE void S(sgd_range)(T *restrict P, const T *restrict G, T *restrict B, int64_t lo, int64_t hi, T lr, T wd,
+INLINE BITS S(sgd_range)(T *restrict P, const T *restrict G, T *restrict B, int64_t lo, int64_t hi, T lr, T wd,
                          T mu, T keep, T sign, const int momentum, const int nesterov) {
+  BITS found = 0;
   for (int64_t j = lo; j < hi; j++) {
+    found |= S(nonfinite)(G[j]);
     T d = sign * G[j] + wd * P[j];
     if (momentum) {
       T b = mu * B[j] + keep * d;
@@ -103,25 +117,30 @@ INLINE void S(sgd_range)(T *restrict P, const T *restrict G, T *restrict B, int6
     }
     P[j] -= lr * d;
   }
+  return found;
 }
 
-void S(sgd)(int nt, T **p, T **g, T **buf, const int64_t *n, double lr, double wd, double mu, double damp,
-            int nesterov, int maximize, int threads) {
+int S(sgd)(int nt, T **p, T **g, T **buf, const int64_t *n, double lr, double wd, double mu, double damp,
+           int nesterov, int maximize, int threads) {
   const T sign = maximize ? -1 : 1, keep = 1 - damp;
+  int bad = 0;
   FOR_EACH_SLICE(nt, n, threads, {
     T *B = buf ? buf[i] : NULL;
-    if (!buf) S(sgd_range)(p[i], g[i], B, lo, hi, lr, wd, mu, keep, sign, 0, 0);
-    else if (nesterov) S(sgd_range)(p[i], g[i], B, lo, hi, lr, wd, mu, keep, sign, 1, 1);
-    else S(sgd_range)(p[i], g[i], B, lo, hi, lr, wd, mu, keep, sign, 1, 0);
+    if (!buf) REPORT(S(sgd_range)(p[i], g[i], B, lo, hi, lr, wd, mu, keep, sign, 0, 0));
+    else if (nesterov) REPORT(S(sgd_range)(p[i], g[i], B, lo, hi, lr, wd, mu, keep, sign, 1, 1));
+    else REPORT(S(sgd_range)(p[i], g[i], B, lo, hi, lr, wd, mu, keep, sign, 1, 0));
   });
+  return !bad;
 }
 
 /* Adam(W) = [AddWeightDecay | -, EmaOfSquares, RunningMax?, Momentum(EMA), BiasCorrection?,
  *            ScaleByInverseRms(debias?), ScaleByLearningRate, - | DecoupledWeightDecay]. */
-INLINE void S(adam_range)(T *restrict P, const T *restrict G, T *restrict M, T *restrict V, T *restrict VM,
+INLINE BITS S(adam_range)(T *restrict P, const T *restrict G, T *restrict M, T *restrict V, T *restrict VM,
                           int64_t lo, int64_t hi, T b1, T b2, T eps, T l2, T shrink, T step, T inv_bc2, T sign,
                           const int amsgrad) {
+  BITS found = 0;
   for (int64_t j = lo; j < hi; j++) {
+    found |= S(nonfinite)(G[j]);
     T gj = sign * G[j] + l2 * P[j];
     T mj = b1 * M[j] + (1 - b1) * gj;
     T vj = b2 * V[j] + (1 - b2) * gj * gj;
@@ -133,45 +152,55 @@ INLINE void S(adam_range)(T *restrict P, const T *restrict G, T *restrict M, T *
     }
     P[j] = shrink * P[j] - step * mj / (SQRT(vj) * inv_bc2 + eps);
   }
+  return found;
 }
 
-void S(adam)(int nt, T **p, T **g, T **m, T **v, T **vmax, const int64_t *n, const double *steps, double lr,
+int S(adam)(int nt, T **p, T **g, T **m, T **v, T **vmax, const int64_t *n, const double *steps, double lr,
              double b1, double b2, double eps, double wd, int bias_correction, int decoupled, int maximize,
              int threads) {
   const T sign = maximize ? -1 : 1, l2 = decoupled ? 0 : wd, shrink = decoupled ? 1 - lr * wd : 1;
+  int bad = 0;
   FOR_EACH_SLICE(nt, n, threads, {
     const double t = steps[i];
     const T step = bias_correction ? lr / (1 - pow(b1, t)) : lr;
     const T inv_bc2 = bias_correction ? 1 / sqrt(1 - pow(b2, t)) : 1;
     T *VM = vmax ? vmax[i] : NULL;
-    if (vmax) S(adam_range)(p[i], g[i], m[i], v[i], VM, lo, hi, b1, b2, eps, l2, shrink, step, inv_bc2, sign, 1);
-    else S(adam_range)(p[i], g[i], m[i], v[i], VM, lo, hi, b1, b2, eps, l2, shrink, step, inv_bc2, sign, 0);
+    if (vmax) REPORT(S(adam_range)(p[i], g[i], m[i], v[i], VM, lo, hi, b1, b2, eps, l2, shrink, step, inv_bc2, sign, 1));
+    else REPORT(S(adam_range)(p[i], g[i], m[i], v[i], VM, lo, hi, b1, b2, eps, l2, shrink, step, inv_bc2, sign, 0));
   });
+  return !bad;
 }
 
 /* Adagrad = [AddWeightDecay, SumOfSquares, ScaleByInverseRms, LrDecay, ScaleByLearningRate]. */
-void S(adagrad)(int nt, T **p, T **g, T **sum, const int64_t *n, const double *steps, double lr, double lr_decay,
-                double eps_, double wd_, int maximize, int threads) {
+int S(adagrad)(int nt, T **p, T **g, T **sum, const int64_t *n, const double *steps, double lr, double lr_decay,
+               double eps_, double wd_, int maximize, int threads) {
   const T eps = eps_, wd = wd_, sign = maximize ? -1 : 1;
+  int bad = 0;
   FOR_EACH_SLICE(nt, n, threads, {
     T *restrict P = p[i], *restrict A = sum[i];
     const T *restrict G = g[i];
     const T clr = lr / (1 + (steps[i] - 1) * lr_decay);
+    BITS found = 0;
     for (int64_t j = lo; j < hi; j++) {
+      found |= S(nonfinite)(G[j]);
       T gj = sign * G[j] + wd * P[j];
       T s = A[j] + gj * gj;
       A[j] = s;
       P[j] -= clr * (gj / (SQRT(s) + eps));
     }
+    REPORT(found);
   });
+  return !bad;
 }
 
 /* RMSprop = [AddWeightDecay, EmaOfSquares, TrackEma?, ScaleByInverseRms(centered?), Momentum?,
  *            ScaleByLearningRate]. */
-INLINE void S(rmsprop_range)(T *restrict P, const T *restrict G, T *restrict Q, T *restrict A, T *restrict B,
+INLINE BITS S(rmsprop_range)(T *restrict P, const T *restrict G, T *restrict Q, T *restrict A, T *restrict B,
                              int64_t lo, int64_t hi, T lr, T alpha, T eps, T wd, T mu, T sign, const int centered,
                              const int momentum) {
+  BITS found = 0;
   for (int64_t j = lo; j < hi; j++) {
+    found |= S(nonfinite)(G[j]);
     T gj = sign * G[j] + wd * P[j];
     T s = alpha * Q[j] + (1 - alpha) * gj * gj;
     Q[j] = s;
@@ -188,29 +217,35 @@ INLINE void S(rmsprop_range)(T *restrict P, const T *restrict G, T *restrict Q, 
     }
     P[j] -= lr * d;
   }
+  return found;
 }
 
-void S(rmsprop)(int nt, T **p, T **g, T **sq, T **gavg, T **buf, const int64_t *n, double lr, double alpha,
-                double eps, double wd, double mu, int maximize, int threads) {
+int S(rmsprop)(int nt, T **p, T **g, T **sq, T **gavg, T **buf, const int64_t *n, double lr, double alpha,
+               double eps, double wd, double mu, int maximize, int threads) {
   const T sign = maximize ? -1 : 1;
+  int bad = 0;
   FOR_EACH_SLICE(nt, n, threads, {
     T *A = gavg ? gavg[i] : NULL, *B = buf ? buf[i] : NULL;
-    if (A && B) S(rmsprop_range)(p[i], g[i], sq[i], A, B, lo, hi, lr, alpha, eps, wd, mu, sign, 1, 1);
-    else if (A) S(rmsprop_range)(p[i], g[i], sq[i], A, B, lo, hi, lr, alpha, eps, wd, mu, sign, 1, 0);
-    else if (B) S(rmsprop_range)(p[i], g[i], sq[i], A, B, lo, hi, lr, alpha, eps, wd, mu, sign, 0, 1);
-    else S(rmsprop_range)(p[i], g[i], sq[i], A, B, lo, hi, lr, alpha, eps, wd, mu, sign, 0, 0);
+    if (A && B) REPORT(S(rmsprop_range)(p[i], g[i], sq[i], A, B, lo, hi, lr, alpha, eps, wd, mu, sign, 1, 1));
+    else if (A) REPORT(S(rmsprop_range)(p[i], g[i], sq[i], A, B, lo, hi, lr, alpha, eps, wd, mu, sign, 1, 0));
+    else if (B) REPORT(S(rmsprop_range)(p[i], g[i], sq[i], A, B, lo, hi, lr, alpha, eps, wd, mu, sign, 0, 1));
+    else REPORT(S(rmsprop_range)(p[i], g[i], sq[i], A, B, lo, hi, lr, alpha, eps, wd, mu, sign, 0, 0));
   });
+  return !bad;
 }
 
 /* Adadelta = [AddWeightDecay, EmaOfSquares, ScaleByInverseRms(ε inside), AdadeltaUnitCorrection,
  *             ScaleByLearningRate]. */
-void S(adadelta)(int nt, T **p, T **g, T **sq, T **acc, const int64_t *n, double lr_, double rho_, double eps_,
-                 double wd_, int maximize, int threads) {
+int S(adadelta)(int nt, T **p, T **g, T **sq, T **acc, const int64_t *n, double lr_, double rho_, double eps_,
+                double wd_, int maximize, int threads) {
   const T lr = lr_, rho = rho_, eps = eps_, wd = wd_, sign = maximize ? -1 : 1;
+  int bad = 0;
   FOR_EACH_SLICE(nt, n, threads, {
     T *restrict P = p[i], *restrict Q = sq[i], *restrict D = acc[i];
     const T *restrict G = g[i];
+    BITS found = 0;
     for (int64_t j = lo; j < hi; j++) {
+      found |= S(nonfinite)(G[j]);
       T gj = sign * G[j] + wd * P[j];
       T s = rho * Q[j] + (1 - rho) * gj * gj;
       Q[j] = s;
@@ -218,30 +253,34 @@ void S(adadelta)(int nt, T **p, T **g, T **sq, T **acc, const int64_t *n, double
       D[j] = rho * D[j] + (1 - rho) * delta * delta;
       P[j] -= lr * delta;
     }
+    REPORT(found);
   });
+  return !bad;
 }
 
 /* Adafactor = [FactoredSecondMoment, ClipByRms, AdafactorStepSize, Momentum(EMA)?, DecoupledWeightDecay?]
  * for one tensor of `batch` matrices rows×cols (a vector or scalar: batch = rows = 1, unfactored, `row` NULL),
  * on `nth` threads.  Three passes: the moments, RMS(U), the update. */
-static void S(adafactor_one)(T *p, const T *g, T *row, T *col, T *v, T *m, int64_t batch, int64_t rows, int64_t cols,
+static BITS S(adafactor_one)(T *p, const T *g, T *row, T *col, T *v, T *m, int64_t batch, int64_t rows, int64_t cols,
                              double beta2, double eps1, double eps2, double step_size, int scale_parameter,
                              double clip, double beta1, double wd, int maximize, int nth) {
   const int64_t total = batch * rows * cols;
   const int factored = row != NULL;
-  if (total == 0) return;
+  if (total == 0) return 0;
   /* Pass 1: R ← β·R + (1-β)·mean over columns of (G²+ε₁), C likewise over rows, or the full
    * V ← β·V + (1-β)(G²+ε₁); and Σθ² for RMS(θ). */
   double param_squares = 0;
+  BITS found = 0;
   if (!factored) {
-#pragma omp parallel for simd num_threads(nth) reduction(+ : param_squares)
+#pragma omp parallel for simd num_threads(nth) reduction(+ : param_squares) reduction(| : found)
     for (int64_t j = 0; j < total; j++) {
+      found |= S(nonfinite)(g[j]);
       v[j] = beta2 * v[j] + (1 - beta2) * (g[j] * g[j] + (T)eps1);
       param_squares += (double)p[j] * p[j];
     }
   } else {
     double *col_sums = calloc(batch * cols, sizeof(double));
-#pragma omp parallel num_threads(nth) reduction(+ : param_squares)
+#pragma omp parallel num_threads(nth) reduction(+ : param_squares) reduction(| : found)
     {
       T *mine = calloc(batch * cols, sizeof(T));
 #pragma omp for schedule(static)
@@ -249,14 +288,17 @@ static void S(adafactor_one)(T *p, const T *g, T *row, T *col, T *v, T *m, int64
         const T *restrict G = g + br * cols, *restrict Pr = p + br * cols;
         T *restrict C = mine + (br / rows) * cols;
         T row_sum = 0, squares = 0;
-#pragma omp simd reduction(+ : row_sum, squares)
+        BITS row_found = 0;
+#pragma omp simd reduction(+ : row_sum, squares) reduction(| : row_found)
         for (int64_t c = 0; c < cols; c++) {
+          row_found |= S(nonfinite)(G[c]);
           T s = G[c] * G[c] + (T)eps1;
           row_sum += s;
           C[c] += s;
           squares += Pr[c] * Pr[c];
         }
         param_squares += squares;
+        found |= row_found;
         row[br] = beta2 * row[br] + (1 - beta2) * (row_sum / cols);
       }
 #pragma omp critical
@@ -319,23 +361,25 @@ static void S(adafactor_one)(T *p, const T *g, T *row, T *col, T *v, T *m, int64
   }
   free(row_f);
   free(col_f);
+  return found;
 }
 
 /* A whole Adafactor group: tensor i has shape[3·i..3·i+2] = (batch, rows, cols), step t = steps[i];
  * β̂₂ₜ = 1 − t^decay_rate, ρ_t = lr, or min(10⁻², 1/√t) (min(10⁻⁶·t, 1/√t) with warm-up init) when lr < 0.
  * Few large tensors: each is split over the threads in turn; many: a tensor per thread. Small ones are spread
  * over the threads. */
-void S(adafactor)(int nt, T **p, T **g, T **row, T **col, T **v, T **m, const int64_t *shape, const double *steps,
-                  double decay_rate, double eps1, double eps2, double lr, int warmup_init, int scale_parameter,
-                  double clip, double beta1, double wd, int maximize, int threads) {
+int S(adafactor)(int nt, T **p, T **g, T **row, T **col, T **v, T **m, const int64_t *shape, const double *steps,
+                 double decay_rate, double eps1, double eps2, double lr, int warmup_init, int scale_parameter,
+                 double clip, double beta1, double wd, int maximize, int threads) {
+  int bad = 0;
 #define ADAFACTOR_TENSOR(i, nth)                                                                                  \
   do {                                                                                                           \
     const double t = steps[i];                                                                                   \
     const double cap = warmup_init ? 1e-6 * t : 1e-2, inv_sqrt_t = 1 / sqrt(t);                                   \
     const double rho = lr >= 0 ? lr : (cap < inv_sqrt_t ? cap : inv_sqrt_t);                                      \
-    S(adafactor_one)(p[i], g[i], row[i], col[i], v[i], m ? m[i] : NULL, shape[3 * (i)], shape[3 * (i) + 1],      \
-                     shape[3 * (i) + 2], 1 - pow(t, decay_rate), eps1, eps2, rho, scale_parameter, clip, beta1,  \
-                     wd, maximize, nth);                                                                         \
+    REPORT(S(adafactor_one)(p[i], g[i], row[i], col[i], v[i], m ? m[i] : NULL, shape[3 * (i)],                   \
+                            shape[3 * (i) + 1], shape[3 * (i) + 2], 1 - pow(t, decay_rate), eps1, eps2, rho,      \
+                            scale_parameter, clip, beta1, wd, maximize, nth));                                   \
   } while (0)
   int large = 0;
   for (int i = 0; i < nt; i++) large += shape[3 * i] * shape[3 * i + 1] * shape[3 * i + 2] >= PARALLEL_MIN;
@@ -343,7 +387,7 @@ void S(adafactor)(int nt, T **p, T **g, T **row, T **col, T **v, T **m, const in
     /* many large tensors: a tensor per thread, its three passes in one core's cache, no fork per pass */
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (int i = 0; i < nt; i++) ADAFACTOR_TENSOR(i, 1);
-    return;
+    return !bad;
   }
   for (int i = 0; i < nt; i++)
     if (shape[3 * i] * shape[3 * i + 1] * shape[3 * i + 2] >= PARALLEL_MIN) ADAFACTOR_TENSOR(i, threads);
@@ -351,6 +395,7 @@ void S(adafactor)(int nt, T **p, T **g, T **row, T **col, T **v, T **m, const in
   for (int i = 0; i < nt; i++)
     if (shape[3 * i] * shape[3 * i + 1] * shape[3 * i + 2] < PARALLEL_MIN) ADAFACTOR_TENSOR(i, 1);
 #undef ADAFACTOR_TENSOR
+  return !bad;
 }
 
 #endif

@@ -102,22 +102,28 @@ def all_finite(tensors: Sequence[Tensor]) -> bool:
     """True when no tensor holds a NaN or an infinity (one pass; one host sync for the rest).
 
     For DTensors (sharded parameters) each rank checks its shard and the ranks agree on the answer
-    (an all-reduce), so that they all take, or all skip, the step.
+    (see ``agreed``), so that they all take, or all skip, the step.
     """
-    sharded = [t for t in tensors if is_dtensor(t)] if sharding_possible() else []
-    finite = _locally_finite([local(t) for t in tensors] if sharded else tensors)
-    if sharded:
-        import torch.distributed as dist
+    sharded = sharding_possible() and any(is_dtensor(t) for t in tensors)
+    return agreed(_locally_finite([local(t) for t in tensors] if sharded else tensors), tensors)
 
-        flag = torch.tensor([1 if finite else 0], dtype=torch.int32)
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=sharded[0].device_mesh.get_group())
-        finite = bool(flag.item())
-    return finite
+
+def agreed(flag: bool, tensors: Sequence[Tensor]) -> bool:
+    """``flag`` and-ed over the ranks when ``tensors`` include DTensors, whose shards differ per rank;
+    ``flag`` itself otherwise."""
+    sharded = [t for t in tensors if is_dtensor(t)] if sharding_possible() else []
+    if not sharded:
+        return flag
+    import torch.distributed as dist
+
+    value = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN, group=sharded[0].device_mesh.get_group())
+    return bool(value.item())
 
 
 def gradients_pass(owner: str, policy: str, gradients: Sequence[Tensor], advice: str) -> bool:
-    """The ``nonfinite`` policy for one step: True to go on, False to skip; ``"raise"`` raises
-    ``FloatingPointError`` (with ``advice``) before anything has changed."""
+    """The ``nonfinite`` policy checked before a step: True to go on, False to skip; ``"raise"``
+    raises ``FloatingPointError`` (with ``advice``) before anything has changed."""
     if policy == "ignore" or all_finite(gradients):
         return True
     if policy == "raise":
@@ -144,10 +150,14 @@ class ChainOptimizer(torch.optim.Optimizer):
     """Base class: ``θ ← θ + u`` with ``u`` the gradient passed through ``chain(group)``.
 
     ``nonfinite`` says what a step does when a gradient holds NaN or ±inf:
-    ``"raise"`` (default) raises ``FloatingPointError`` before anything is
-    changed; ``"skip"`` leaves every parameter and all optimizer state untouched
-    and counts the step in ``skipped_steps``; ``"ignore"`` lets the values flow
-    into parameters and state, as torch.optim does.
+    ``"raise"`` (default) takes the step as torch.optim would and then raises
+    ``FloatingPointError``, so a diverged run stops at the step it diverged; the
+    fused kernels notice the value while reading the gradient for the update, so
+    this costs nothing.  ``"skip"`` checks first (one more read of the gradients),
+    leaves every parameter and all optimizer state untouched, and counts the step
+    in ``skipped_steps``: the choice for a run that should survive a bad batch.
+    ``"ignore"`` lets the values flow into parameters and state silently, as
+    torch.optim does.
 
     ``fused`` picks the implementation per param group: ``None`` (default) runs
     the fused C kernel (``descend/_kernels.c``) for the group's contiguous CPU
@@ -177,12 +187,13 @@ class ChainOptimizer(torch.optim.Optimizer):
 
     def fused_step(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], states: list[dict], steps: Any
-    ) -> None:
+    ) -> bool:
         """The whole chain in one kernel call for ``params`` (one dtype, contiguous, on the CPU; for
         sharded parameters, this rank's shards) and their ``grads``.
 
         ``states`` are initialised and ``steps`` (``t`` of each parameter, a C double array; None
-        where the class does not count steps) already counted.
+        where the class does not count steps) already counted.  Returns False when a gradient held
+        NaN or inf (noticed while reading it for the update, which is applied regardless).
         A subclass without a kernel leaves this unimplemented.
         """
         raise NotImplementedError
@@ -265,73 +276,69 @@ class ChainOptimizer(torch.optim.Optimizer):
                         f"{tuple(param.shape)}"
                     )
 
-    def _params_with_grad(self) -> list[tuple[dict[str, Any], list[Tensor]]]:
-        owner = type(self).__name__
-        work = []
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            for p in params:
-                if p.grad.is_sparse:
-                    raise TypeError(f"{owner} does not support sparse gradients; use torch.optim.SparseAdam")
-                if p.grad.is_complex() or p.is_complex():
-                    raise TypeError(f"{owner} does not support complex parameters; pass torch.view_as_real(p)")
-            work.append((group, params))
-        return work
-
-    def gradients_are_usable(self, work: list[tuple[dict[str, Any], list[Tensor]]]) -> bool:
-        """Applies the ``nonfinite`` policy; False means: skip this step."""
-        advice = ("Pass nonfinite='skip' to skip such steps (counted in .skipped_steps), "
-                  "or nonfinite='ignore' to apply them anyway.")
-        if gradients_pass(type(self).__name__, self.nonfinite, [p.grad for _, params in work for p in params], advice):
-            return True
-        self.skipped_steps += 1
-        return False
-
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        work = self._params_with_grad()
-        if not self.gradients_are_usable(work):
+        plan = [(group, *self._fusable(group, [p for p in group["params"] if p.grad is not None]))
+                for group in self.param_groups]
+        gradients = [p.grad for _, by_dtype, rest in plan for params in (*by_dtype.values(), rest) for p in params]
+        if self.nonfinite == "skip" and not all_finite(gradients):
+            self.skipped_steps += 1
             return loss
-        for group, params in work:
+        finite = True
+        for group, by_dtype, rest in plan:
             chain = self.chain(group)
-            by_dtype, rest = self._fusable(group, params)
-            for fusable in by_dtype.values():
-                self._fused_update(fusable, group, chain)
+            for params in by_dtype.values():
+                finite = self._fused_update(params, group, chain) and finite
+            if rest and self.nonfinite == "raise":
+                finite = _locally_finite([local(p.grad) for p in rest]) and finite
             for param in rest:
                 self._update(param, group, chain)
+        if self.nonfinite == "raise" and not agreed(finite, gradients):
+            raise FloatingPointError(
+                f"{type(self).__name__}: a gradient held NaN or inf; the step was applied, as torch.optim would "
+                "apply it, so parameters and state may now hold them too. Pass nonfinite='skip' to skip such "
+                "steps without changing anything (counted in .skipped_steps), or nonfinite='ignore' to go on."
+            )
         return loss
 
     def _fusable(self, group: dict[str, Any], params: list[Tensor]) -> tuple[dict[torch.dtype, list[Tensor]], list]:
-        """Splits ``params`` into those the fused kernel takes (by dtype) and the rest."""
-        if group["fused"] is False or not params:
-            return {}, params
-        has_kernel = type(self).fused_step is not ChainOptimizer.fused_step
-        if not has_kernel or native.library() is None:
-            if group["fused"]:
-                reason = "it has no fused kernel" if not has_kernel else native.error
-                raise RuntimeError(f"{type(self).__name__}: fused=True but {reason}")
-            return {}, params
+        """Splits ``params`` into those the fused kernel takes (by dtype) and the rest, which the
+        reference chain updates; raises for a gradient no path takes (sparse, complex)."""
+        rest = params
         by_dtype: dict[torch.dtype, list[Tensor]] = {}
-        rest = []
-        check_shards = sharding_possible()
-        for p in params:
-            sharded = check_shards and is_dtensor(p)
-            if not sharded and native.can_fuse(p, p.grad) or (
-                sharded and self.elementwise and native.can_fuse(local(p), local(p.grad))
-            ):
-                by_dtype.setdefault(p.dtype, []).append(p)
-            elif group["fused"]:
-                raise RuntimeError(
-                    f"{type(self).__name__}: fused=True needs contiguous CPU float32/float64 parameters and "
-                    f"gradients (and, for a sharded parameter, an elementwise optimizer); got a {p.dtype} "
-                    f"{'sharded ' if sharded else ''}parameter on {p.device} (contiguous: {local(p).is_contiguous()})"
-                )
-            else:
-                rest.append(p)
+        has_kernel = type(self).fused_step is not ChainOptimizer.fused_step
+        if group["fused"] is not False and params and has_kernel and native.library() is not None:
+            rest = []
+            check_shards = sharding_possible()
+            for p in params:
+                sharded = check_shards and is_dtensor(p)
+                if not sharded and native.can_fuse(p, p.grad) or (
+                    sharded and self.elementwise and native.can_fuse(local(p), local(p.grad))
+                ):
+                    by_dtype.setdefault(p.dtype, []).append(p)
+                else:
+                    rest.append(p)
+        owner = type(self).__name__
+        for p in rest:
+            if p.grad.layout != torch.strided:
+                raise TypeError(f"{owner} does not support sparse gradients; use torch.optim.SparseAdam")
+            if p.grad.is_complex() or p.is_complex():
+                raise TypeError(f"{owner} does not support complex parameters; pass torch.view_as_real(p)")
+        if group["fused"] and rest:
+            if not has_kernel or native.library() is None:
+                reason = "it has no fused kernel" if not has_kernel else native.error
+                raise RuntimeError(f"{owner}: fused=True but {reason}")
+            p = rest[0]
+            sharded = sharding_possible() and is_dtensor(p)
+            raise RuntimeError(
+                f"{owner}: fused=True needs contiguous CPU float32/float64 parameters and "
+                f"gradients (and, for a sharded parameter, an elementwise optimizer); got a {p.dtype} "
+                f"{'sharded ' if sharded else ''}parameter on {p.device} (contiguous: {local(p).is_contiguous()})"
+            )
         return by_dtype, rest
 
     def _initialise(self, param: Tensor, state: dict, stateful: list[Transform]) -> None:
@@ -346,11 +353,18 @@ class ChainOptimizer(torch.optim.Optimizer):
         for transform in stateful:
             transform.ensure_state(template, state)
 
-    def _fused_update(self, params: list[Tensor], group: dict[str, Any], chain: list[Transform]) -> None:
+    def _fused_update(self, params: list[Tensor], group: dict[str, Any], chain: list[Transform]) -> bool:
+        """One kernel call for ``params``; False when a gradient held NaN or inf (the step is applied)."""
         stateful = [transform for transform in chain if transform.stateful]
         states = [self.state[p] for p in params]
+        needed: dict[torch.Size, set[str]] = {}  # the state keys a parameter of this shape keeps
         for param, state in zip(params, states):
-            self._initialise(param, state, stateful)
+            keys = needed.get(param.shape)
+            if keys is None:
+                keys = needed[param.shape] = {key for t in stateful for key in t.state_keys(param)}
+                keys |= {"step"} if self.counts_steps else set()
+            if not state.keys() >= keys:
+                self._initialise(param, state, stateful)
         steps = None
         if self.counts_steps:
             step_tensors = [state["step"] for state in states]
@@ -363,8 +377,9 @@ class ChainOptimizer(torch.optim.Optimizer):
         if sharding_possible() and any(is_dtensor(p) for p in params):  # the kernels update this rank's shards
             shards, grads = [local(p) for p in params], [local(g) for g in grads]
             states = [{key: local(value) for key, value in state.items()} for state in states]
-        self.fused_step(group, shards, grads, states, steps)
+        finite = self.fused_step(group, shards, grads, states, steps)
         torch.autograd.graph.increment_version(shards)
+        return bool(finite)
 
     def _update(self, param: Tensor, group: dict[str, Any], chain: list[Transform]) -> None:
         """The reference chain for one parameter; a sharded one is updated shard by shard, with the

@@ -105,7 +105,7 @@ class SGD(ChainOptimizer):
 
 
     def fused_step(self, group, params, grads, states, steps):
-        native.kernel("sgd", params[0].dtype)(
+        return native.kernel("sgd", params[0].dtype)(
             len(params), native.pointers(params), native.pointers(grads),
             _entries(states, "momentum_buffer") if group["momentum"] else None, native.sizes(params),
             group["lr"], group["weight_decay"], group["momentum"], group["dampening"], group["nesterov"],
@@ -162,7 +162,7 @@ class Adagrad(ChainOptimizer):
 
 
     def fused_step(self, group, params, grads, states, steps):
-        native.kernel("adagrad", params[0].dtype)(
+        return native.kernel("adagrad", params[0].dtype)(
             len(params), native.pointers(params), native.pointers(grads), _entries(states, "sum"),
             native.sizes(params), steps, group["lr"], group["lr_decay"], group["eps"], group["weight_decay"],
             group["maximize"], native.threads(),
@@ -227,7 +227,7 @@ class RMSprop(ChainOptimizer):
 
 
     def fused_step(self, group, params, grads, states, steps):
-        native.kernel("rmsprop", params[0].dtype)(
+        return native.kernel("rmsprop", params[0].dtype)(
             len(params), native.pointers(params), native.pointers(grads), _entries(states, "square_avg"),
             _entries(states, "grad_avg") if group["centered"] else None,
             _entries(states, "momentum_buffer") if group["momentum"] else None, native.sizes(params),
@@ -282,7 +282,7 @@ class Adadelta(ChainOptimizer):
 
 
     def fused_step(self, group, params, grads, states, steps):
-        native.kernel("adadelta", params[0].dtype)(
+        return native.kernel("adadelta", params[0].dtype)(
             len(params), native.pointers(params), native.pointers(grads), _entries(states, "square_avg"),
             _entries(states, "acc_delta"), native.sizes(params), group["lr"], group["rho"], group["eps"],
             group["weight_decay"], group["maximize"], native.threads(),
@@ -361,7 +361,7 @@ class Adam(ChainOptimizer):
 
     def fused_step(self, group, params, grads, states, steps):
         beta1, beta2 = group["betas"]
-        native.kernel("adam", params[0].dtype)(
+        return native.kernel("adam", params[0].dtype)(
             len(params), native.pointers(params), native.pointers(grads), _entries(states, "exp_avg"),
             _entries(states, "exp_avg_sq"), _entries(states, "max_exp_avg_sq") if group["amsgrad"] else None,
             native.sizes(params), steps, group["lr"], beta1, beta2, group["eps"], group["weight_decay"],
@@ -512,7 +512,7 @@ class Adafactor(ChainOptimizer):
                 shapes += [1, 1, param.numel()]
                 rows.append(None), cols.append(None), full.append(state["exp_avg_sq"])
         has_first_moment = group["beta1"] is not None
-        native.kernel("adafactor", params[0].dtype)(
+        return native.kernel("adafactor", params[0].dtype)(
             len(params), native.pointers(params), native.pointers(grads), native.pointers(rows),
             native.pointers(cols), native.pointers(full), _entries(states, "exp_avg") if has_first_moment else None,
             native.int64s(shapes), steps, group["decay_rate"], eps1, eps2,

@@ -295,21 +295,47 @@ def _poisoned_step(optimizer, model, value):
     model[0].weight.grad[0, 0] = value
 
 
+def _bits(tensors):
+    """Tensors as raw bits, so that NaN == NaN in a comparison."""
+    return [t.detach().clone().view(torch.int32 if t.dtype == torch.float32 else torch.int64) for t in tensors]
+
+
+@pytest.mark.parametrize("fused", [None, False], ids=["fused", "reference"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 @pytest.mark.parametrize("name", [n for n in OPTIMIZERS if not n.startswith("SAM")])
-def test_nonfinite_gradient_raises_by_default_and_changes_nothing(name, value):
+def test_nonfinite_gradient_raises_by_default_after_the_step_torch_would_take(name, value, fused):
     cls, kwargs = OPTIMIZERS[name]
-    model = make_model()
-    optimizer = cls(model.parameters(), **kwargs)
-    train(model, optimizer, 2)
-    params = snapshot(model)
-    state = [(key, value.clone()) for s in optimizer.state.values() for key, value in s.items()]
-    _poisoned_step(optimizer, model, value)
-    with pytest.raises(FloatingPointError, match="nonfinite='skip'"):
-        optimizer.step()
-    assert all(torch.equal(a, b) for a, b in zip(params, snapshot(model)))
-    after = [(key, value) for s in optimizer.state.values() for key, value in s.items()]
-    assert len(after) == len(state) and all(k1 == k2 and torch.equal(v1, v2) for (k1, v1), (k2, v2) in zip(state, after))
+    runs = {}
+    for policy in ("raise", "ignore"):
+        model = make_model()
+        optimizer = cls(model.parameters(), fused=fused, **({} if policy == "raise" else dict(nonfinite="ignore")),
+                        **kwargs)
+        train(model, optimizer, 2)
+        _poisoned_step(optimizer, model, value)
+        if policy == "raise":
+            with pytest.raises(FloatingPointError, match="nonfinite='skip'"):
+                optimizer.step()
+        else:
+            optimizer.step()
+        state = [v for s in optimizer.state.values() for _, v in sorted(s.items()) if v.is_floating_point()]
+        runs[policy] = _bits([*model.parameters(), *state])
+        assert not torch.isfinite(model[0].weight[0, 0])  # the step was applied
+    assert len(runs["raise"]) == len(runs["ignore"])
+    assert all(torch.equal(a, b) for a, b in zip(runs["raise"], runs["ignore"]))
+
+
+@pytest.mark.parametrize("fused", [None, False], ids=["fused", "reference"])
+@pytest.mark.parametrize("name", ["SGD", "Adam", "Adafactor"])
+def test_nonfinite_gradient_is_noticed_in_any_parameter(name, fused):
+    cls, kwargs = OPTIMIZERS[name]
+    for position in range(4):  # each parameter in turn, at its last element
+        model = make_model()
+        optimizer = cls(model.parameters(), fused=fused, **kwargs)
+        train(model, optimizer, 1)
+        _poisoned_step(optimizer, model, 0.0)
+        list(model.parameters())[position].grad.view(-1)[-1] = float("-inf")
+        with pytest.raises(FloatingPointError):
+            optimizer.step()
 
 
 @pytest.mark.parametrize("name", [n for n in OPTIMIZERS if not n.startswith("SAM")])
