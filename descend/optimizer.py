@@ -24,6 +24,15 @@ except ImportError:  # a torch built without distributed support
     DTensor = None
 
 NONFINITE_POLICIES = ("raise", "skip", "ignore")
+try:  # the devices where torch's _foreach_* ops have fast (multi-tensor) kernels
+    from torch.utils._foreach_utils import _get_foreach_kernels_supported_devices
+
+    FOREACH_DEVICES = frozenset(_get_foreach_kernels_supported_devices())
+except ImportError:
+    FOREACH_DEVICES = frozenset({"cuda"})
+# a multi-tensor chunk holds up to max(largest parameter, this many elements): few launches for many
+# small tensors, temporaries no larger than one parameter's for big ones
+CHUNK_ELEMENTS = 1 << 20
 
 
 def is_dtensor(tensor: Tensor) -> bool:
@@ -163,18 +172,30 @@ class ChainOptimizer(torch.optim.Optimizer):
     the fused C kernel (``descend/_kernels.c``) for the group's contiguous CPU
     float32/float64 parameters and the reference chain for the rest (CUDA,
     bfloat16, non-contiguous); ``False`` always runs the reference chain;
-    ``True`` insists on the kernel and raises where it cannot run.  Both give
-    the same numbers up to rounding (the tests hold them to 1e-6 in float32).
+    ``True`` insists on the kernel and raises where it cannot run.
+    ``foreach`` picks how the reference chain runs: ``True`` on lists of
+    parameters with torch's ``_foreach_*`` ops (one launch per op for a whole
+    list on CUDA), ``False`` one parameter at a time, ``None`` (default) as
+    torch.optim does: lists on CUDA, one at a time on the CPU.  All
+    paths give the same numbers up to rounding (the tests hold them to 1e-6 in
+    float32).
     """
 
     counts_steps = True  # keep ``state["step"]`` (t) per parameter; False where no formula uses t
     elementwise = True  # each element's update depends on that element alone: shards update independently
 
-    def __init__(self, params: Iterable, defaults: dict[str, Any], nonfinite: str = "raise", fused: bool | None = None):
+    def __init__(
+        self,
+        params: Iterable,
+        defaults: dict[str, Any],
+        nonfinite: str = "raise",
+        fused: bool | None = None,
+        foreach: bool | None = None,
+    ):
         check_nonfinite_policy(type(self).__name__, nonfinite)
         self.nonfinite = nonfinite
         self.skipped_steps = 0
-        super().__init__(params, {**defaults, "fused": fused})
+        super().__init__(params, {**defaults, "fused": fused, "foreach": foreach})
 
     # subclasses -----------------------------------------------------------------------------
 
@@ -203,8 +224,11 @@ class ChainOptimizer(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        if group["fused"] not in (None, True, False):
-            raise ValueError(f"{type(self).__name__}: fused must be None, True or False, got {group['fused']!r}")
+        for flag in ("fused", "foreach"):
+            if group[flag] not in (None, True, False):
+                raise ValueError(f"{type(self).__name__}: {flag} must be None, True or False, got {group[flag]!r}")
+        if group["fused"] and group["foreach"]:
+            raise ValueError(f"{type(self).__name__}: fused=True and foreach=True exclude each other; pick one")
         self.validate(group)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -213,6 +237,9 @@ class ChainOptimizer(torch.optim.Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = {"nonfinite": "raise", "skipped_steps": 0, **state}
         super().__setstate__(state)
+        for group in self.param_groups:  # pickled before these options existed
+            group.setdefault("fused", None)
+            group.setdefault("foreach", None)
 
     def state_dict(self) -> dict[str, Any]:
         state_dict = super().state_dict()
@@ -295,8 +322,13 @@ class ChainOptimizer(torch.optim.Optimizer):
                 finite = self._fused_update(params, group, chain) and finite
             if rest and self.nonfinite == "raise":
                 finite = _locally_finite([local(p.grad) for p in rest]) and finite
-            for param in rest:
-                self._update(param, group, chain)
+            many = [p for p in rest if self._takes_foreach(group, p)]
+            if len(many) < len(rest):
+                chosen = {id(p) for p in many}
+                for param in rest:
+                    if id(param) not in chosen:
+                        self._update(param, group, chain)
+            self._update_many(many, group, chain)
         if self.nonfinite == "raise" and not agreed(finite, gradients):
             raise FloatingPointError(
                 f"{type(self).__name__}: a gradient held NaN or inf; the step was applied, as torch.optim would "
@@ -353,10 +385,9 @@ class ChainOptimizer(torch.optim.Optimizer):
         for transform in stateful:
             transform.ensure_state(template, state)
 
-    def _fused_update(self, params: list[Tensor], group: dict[str, Any], chain: list[Transform]) -> bool:
-        """One kernel call for ``params``; False when a gradient held NaN or inf (the step is applied)."""
+    def _initialise_all(self, params: list[Tensor], states: list[dict], chain: list[Transform]) -> None:
+        """``_initialise`` where a state lacks an entry; the check costs a set comparison per parameter."""
         stateful = [transform for transform in chain if transform.stateful]
-        states = [self.state[p] for p in params]
         needed: dict[torch.Size, set[str]] = {}  # the state keys a parameter of this shape keeps
         for param, state in zip(params, states):
             keys = needed.get(param.shape)
@@ -365,14 +396,12 @@ class ChainOptimizer(torch.optim.Optimizer):
                 keys |= {"step"} if self.counts_steps else set()
             if not state.keys() >= keys:
                 self._initialise(param, state, stateful)
-        steps = None
-        if self.counts_steps:
-            step_tensors = [state["step"] for state in states]
-            if all(t.dtype == torch.float32 and t.is_cpu for t in step_tensors):
-                steps = native.count_steps(step_tensors)
-            else:  # e.g. a checkpoint from a torch.optim fused/capturable run
-                torch._foreach_add_(step_tensors, 1.0)
-                steps = native.doubles(torch.stack([t.double().cpu() for t in step_tensors]).tolist())
+
+    def _fused_update(self, params: list[Tensor], group: dict[str, Any], chain: list[Transform]) -> bool:
+        """One kernel call for ``params``; False when a gradient held NaN or inf (the step is applied)."""
+        states = [self.state[p] for p in params]
+        self._initialise_all(params, states, chain)
+        steps = native.doubles(self._count_steps(states)) if self.counts_steps else None
         shards, grads = params, [p.grad for p in params]
         if sharding_possible() and any(is_dtensor(p) for p in params):  # the kernels update this rank's shards
             shards, grads = [local(p) for p in params], [local(g) for g in grads]
@@ -380,6 +409,60 @@ class ChainOptimizer(torch.optim.Optimizer):
         finite = self.fused_step(group, shards, grads, states, steps)
         torch.autograd.graph.increment_version(shards)
         return bool(finite)
+
+    @staticmethod
+    def _takes_foreach(group: dict[str, Any], param: Tensor) -> bool:
+        """Whether the reference chain runs ``param`` on the multi-tensor path: ``foreach=None`` picks it
+        where torch has fast ``_foreach_*`` kernels (CUDA), as torch.optim does; on the CPU one tensor at
+        a time is faster.  Sharded (DTensor) parameters always go one at a time."""
+        if sharding_possible() and is_dtensor(param):
+            return False
+        if group["foreach"] is None:
+            return param.device.type in FOREACH_DEVICES
+        return group["foreach"]
+
+    def _count_steps(self, states: list[dict]) -> Sequence[float]:
+        """``t ← t + 1`` for each parameter's step counter; the new values."""
+        step_tensors = [state["step"] for state in states]
+        if native.library() is not None and all(t.dtype == torch.float32 and t.is_cpu for t in step_tensors):
+            return native.count_steps(step_tensors)
+        torch._foreach_add_(step_tensors, 1.0)  # e.g. counters from a torch.optim fused/capturable run
+        return torch.stack([t.double().cpu() for t in step_tensors]).tolist()
+
+    def _update_many(self, params: list[Tensor], group: dict[str, Any], chain: list[Transform]) -> None:
+        """The reference chain for a list of parameters at once, with torch's ``_foreach_*`` ops (one
+        kernel launch per op for a whole list on CUDA; see ``Transform.many``).  Lists go by device and
+        dtype, in chunks of at most ``max(largest parameter, CHUNK_ELEMENTS)`` elements, so that the
+        temporaries of big models stay as small as on the per-parameter path."""
+        if not params:
+            return
+        self._initialise_all(params, [self.state[param] for param in params], chain)
+        by_kind: dict[tuple, list[Tensor]] = {}
+        for param in params:
+            by_kind.setdefault((param.device, param.dtype), []).append(param)
+        largest = max(CHUNK_ELEMENTS, *(param.numel() for param in params))
+        for same_kind in by_kind.values():
+            chunk, size = [], 0
+            for param in same_kind + [None]:
+                if param is None or (chunk and size + param.numel() > largest):
+                    self._update_chunk(chunk, group, chain)
+                    chunk, size = [], 0
+                if param is not None:
+                    chunk.append(param)
+                    size += param.numel()
+
+    def _update_chunk(self, params: list[Tensor], group: dict[str, Any], chain: list[Transform]) -> None:
+        states = [self.state[param] for param in params]
+        steps = self._count_steps(states) if self.counts_steps else [0] * len(params)
+        work = [(p, s, int(t)) for p, s, t in zip(params, states, steps) if p.numel()]  # as in _update
+        if not work:
+            return
+        params, states, ctxs = [p for p, _, _ in work], [s for _, s, _ in work], [StepContext(t) for _, _, t in work]
+        grads = [param.grad for param in params]
+        us = torch._foreach_neg(grads) if group.get("maximize", False) else torch._foreach_mul(grads, 1.0)
+        for transform in chain:
+            us = transform.many(us, params, states, ctxs)
+        torch._foreach_add_(params, us)
 
     def _update(self, param: Tensor, group: dict[str, Any], chain: list[Transform]) -> None:
         """The reference chain for one parameter; a sharded one is updated shard by shard, with the

@@ -82,11 +82,12 @@ class SGD(ChainOptimizer):
         *,
         nonfinite: str = "raise",
         fused: bool | None = None,
+        foreach: bool | None = None,
     ):
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov, weight_decay=weight_decay, maximize=maximize
         )
-        super().__init__(params, defaults, nonfinite, fused)
+        super().__init__(params, defaults, nonfinite, fused, foreach)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -135,6 +136,7 @@ class Adagrad(ChainOptimizer):
         *,
         nonfinite: str = "raise",
         fused: bool | None = None,
+        foreach: bool | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -144,7 +146,7 @@ class Adagrad(ChainOptimizer):
             eps=eps,
             maximize=maximize,
         )
-        super().__init__(params, defaults, nonfinite, fused)
+        super().__init__(params, defaults, nonfinite, fused, foreach)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -197,6 +199,7 @@ class RMSprop(ChainOptimizer):
         *,
         nonfinite: str = "raise",
         fused: bool | None = None,
+        foreach: bool | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -207,7 +210,7 @@ class RMSprop(ChainOptimizer):
             centered=centered,
             maximize=maximize,
         )
-        super().__init__(params, defaults, nonfinite, fused)
+        super().__init__(params, defaults, nonfinite, fused, foreach)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -260,9 +263,10 @@ class Adadelta(ChainOptimizer):
         *,
         nonfinite: str = "raise",
         fused: bool | None = None,
+        foreach: bool | None = None,
     ):
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
-        super().__init__(params, defaults, nonfinite, fused)
+        super().__init__(params, defaults, nonfinite, fused, foreach)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -320,6 +324,7 @@ class Adam(ChainOptimizer):
         *,
         nonfinite: str = "raise",
         fused: bool | None = None,
+        foreach: bool | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -330,7 +335,7 @@ class Adam(ChainOptimizer):
             bias_correction=bias_correction,
             maximize=maximize,
         )
-        super().__init__(params, defaults, nonfinite, fused)
+        super().__init__(params, defaults, nonfinite, fused, foreach)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -395,9 +400,11 @@ class AdamW(Adam):
         *,
         nonfinite: str = "raise",
         fused: bool | None = None,
+        foreach: bool | None = None,
     ):
         super().__init__(
-            params, lr, betas, eps, weight_decay, amsgrad, bias_correction, maximize, nonfinite=nonfinite, fused=fused
+            params, lr, betas, eps, weight_decay, amsgrad, bias_correction, maximize, nonfinite=nonfinite, fused=fused,
+            foreach=foreach,
         )
 
 
@@ -451,6 +458,7 @@ class Adafactor(ChainOptimizer):
         *,
         nonfinite: str = "raise",
         fused: bool | None = None,
+        foreach: bool | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -464,7 +472,7 @@ class Adafactor(ChainOptimizer):
             warmup_init=warmup_init,
             maximize=maximize,
         )
-        super().__init__(params, defaults, nonfinite, fused)
+        super().__init__(params, defaults, nonfinite, fused, foreach)
 
     def validate(self, group):
         owner = type(self).__name__

@@ -19,6 +19,11 @@ Entry names follow torch.optim (``exp_avg``, ``square_avg``, ...), so a
 torch.optim checkpoint loads into the matching descend optimizer.  Every step
 is plain per-tensor math: this module is the reference that the fused kernels
 (``_kernels.c``) are tested against.
+
+``many`` applies a step to a list of parameters at once.  The elementwise steps
+write it with torch's ``_foreach_*`` ops, the same ops in the same order as
+``__call__``, so that one kernel launch covers a whole list on CUDA; the others
+loop over ``__call__``.
 """
 from __future__ import annotations
 
@@ -77,10 +82,25 @@ class Transform:
     def __call__(self, u: Tensor, param: Tensor, state: dict, ctx: StepContext) -> Tensor:
         raise NotImplementedError
 
+    def many(self, us: list[Tensor], params: list[Tensor], states: list[dict], ctxs: list[StepContext]) -> list[Tensor]:
+        """``__call__`` for each parameter of a list (one device and dtype)."""
+        return [self(u, param, state, ctx) for u, param, state, ctx in zip(us, params, states, ctxs)]
+
 
 def ema_(average: Tensor, value: Tensor, decay: float, weight: float) -> Tensor:
     """In place ``average ← decay·average + weight·value`` (weight = 1 − decay for an EMA)."""
     return average.mul_(decay).add_(value, alpha=weight)
+
+
+def foreach_ema_(averages: list[Tensor], values: list[Tensor], decay: float, weight: float) -> list[Tensor]:
+    """``ema_`` for lists."""
+    torch._foreach_mul_(averages, decay)
+    torch._foreach_add_(averages, values, alpha=weight)
+    return averages
+
+
+def _entries(states: list[dict], key: str) -> list[Tensor]:
+    return [state[key] for state in states]
 
 
 # --- gradient transformations ------------------------------------------------------------
@@ -94,6 +114,10 @@ class AddWeightDecay(Transform):
 
     def __call__(self, u, param, state, ctx):
         return u.add_(param, alpha=self.weight_decay)
+
+    def many(self, us, params, states, ctxs):
+        torch._foreach_add_(us, params, alpha=self.weight_decay)
+        return us
 
 
 @dataclass
@@ -122,6 +146,15 @@ class Momentum(Transform):
             return u.mul_(1.0 - self.dampening).add_(buffer, alpha=self.momentum)
         return u.copy_(buffer)
 
+    def many(self, us, params, states, ctxs):
+        buffers = foreach_ema_(_entries(states, self.key), us, self.momentum, 1.0 - self.dampening)
+        if self.nesterov:
+            torch._foreach_mul_(us, 1.0 - self.dampening)
+            torch._foreach_add_(us, buffers, alpha=self.momentum)
+        else:
+            torch._foreach_copy_(us, buffers)
+        return us
+
 
 @dataclass
 class TrackEma(Transform):
@@ -135,6 +168,10 @@ class TrackEma(Transform):
     def __call__(self, u, param, state, ctx):
         ema_(state[self.key], u, self.decay, 1.0 - self.decay)
         return u
+
+    def many(self, us, params, states, ctxs):
+        foreach_ema_(_entries(states, self.key), us, self.decay, 1.0 - self.decay)
+        return us
 
 
 @dataclass
@@ -153,6 +190,10 @@ class SumOfSquares(Transform):
         state[self.key].addcmul_(u, u)
         return u
 
+    def many(self, us, params, states, ctxs):
+        torch._foreach_addcmul_(_entries(states, self.key), us, us)
+        return us
+
 
 @dataclass
 class EmaOfSquares(Transform):
@@ -166,6 +207,12 @@ class EmaOfSquares(Transform):
     def __call__(self, u, param, state, ctx):
         state[self.key].mul_(self.decay).addcmul_(u, u, value=1.0 - self.decay)
         return u
+
+    def many(self, us, params, states, ctxs):
+        averages = _entries(states, self.key)
+        torch._foreach_mul_(averages, self.decay)
+        torch._foreach_addcmul_(averages, us, us, value=1.0 - self.decay)
+        return us
 
 
 @dataclass
@@ -181,6 +228,10 @@ class RunningMax(Transform):
         torch.maximum(state[self.key], state[self.source], out=state[self.key])
         return u
 
+    def many(self, us, params, states, ctxs):
+        torch._foreach_maximum_(_entries(states, self.key), _entries(states, self.source))
+        return us
+
 
 @dataclass
 class BiasCorrection(Transform):
@@ -190,6 +241,10 @@ class BiasCorrection(Transform):
 
     def __call__(self, u, param, state, ctx):
         return u.div_(1.0 - self.beta**ctx.step)
+
+    def many(self, us, params, states, ctxs):
+        torch._foreach_div_(us, [1.0 - self.beta**ctx.step for ctx in ctxs])
+        return us
 
 
 @dataclass
@@ -220,6 +275,24 @@ class ScaleByInverseRms(Transform):
             denominator.div_(math.sqrt(1.0 - self.debias_beta**ctx.step))
         return u.div_(denominator.add_(self.eps))
 
+    def many(self, us, params, states, ctxs):
+        second_moments = _entries(states, self.source)
+        if self.center_key is not None:
+            centers = _entries(states, self.center_key)
+            second_moments = torch._foreach_addcmul(second_moments, centers, centers, value=-1.0)
+            torch._foreach_clamp_min_(second_moments, 0.0)
+        if self.eps_inside_sqrt:
+            denominators = torch._foreach_add(second_moments, self.eps)
+            torch._foreach_sqrt_(denominators)
+            torch._foreach_div_(us, denominators)
+            return us
+        denominators = torch._foreach_sqrt(second_moments)
+        if self.debias_beta is not None:
+            torch._foreach_div_(denominators, [math.sqrt(1.0 - self.debias_beta**ctx.step) for ctx in ctxs])
+        torch._foreach_add_(denominators, self.eps)
+        torch._foreach_div_(us, denominators)
+        return us
+
 
 @dataclass
 class AdadeltaUnitCorrection(Transform):
@@ -239,6 +312,15 @@ class AdadeltaUnitCorrection(Transform):
         state[self.key].mul_(self.rho).addcmul_(delta, delta, value=1.0 - self.rho)
         return delta
 
+    def many(self, us, params, states, ctxs):
+        accumulated = _entries(states, self.key)
+        factors = torch._foreach_add(accumulated, self.eps)
+        torch._foreach_sqrt_(factors)
+        torch._foreach_mul_(us, factors)
+        torch._foreach_mul_(accumulated, self.rho)
+        torch._foreach_addcmul_(accumulated, us, us, value=1.0 - self.rho)
+        return us
+
 
 @dataclass
 class LrDecay(Transform):
@@ -248,6 +330,10 @@ class LrDecay(Transform):
 
     def __call__(self, u, param, state, ctx):
         return u.div_(1.0 + (ctx.step - 1) * self.decay)
+
+    def many(self, us, params, states, ctxs):
+        torch._foreach_div_(us, [1.0 + (ctx.step - 1) * self.decay for ctx in ctxs])
+        return us
 
 
 def _rms(tensor: Tensor, shards: Shards | None = None) -> float:
@@ -339,6 +425,12 @@ class ScaleByLearningRate(Transform):
         ctx.lr = self.lr
         return u.mul_(-self.lr)
 
+    def many(self, us, params, states, ctxs):
+        for ctx in ctxs:
+            ctx.lr = self.lr
+        torch._foreach_mul_(us, -self.lr)
+        return us
+
 
 @dataclass
 class AdafactorStepSize(Transform):
@@ -382,3 +474,9 @@ class DecoupledWeightDecay(Transform):
 
     def __call__(self, u, param, state, ctx):
         return u.add_(param, alpha=-ctx.lr * self.weight_decay)
+
+    def many(self, us, params, states, ctxs):
+        if len({ctx.lr for ctx in ctxs}) > 1:  # Adafactor: a step size per parameter
+            return super().many(us, params, states, ctxs)
+        torch._foreach_add_(us, params, alpha=-ctxs[0].lr * self.weight_decay)
+        return us

@@ -1,0 +1,109 @@
+"""The multi-tensor reference path (foreach, torch's ``_foreach_*`` ops; the path CUDA takes) against
+the per-parameter reference chain (foreach=False)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import descend
+from conftest import make_params, nonconvex_loss
+from test_fused import CONFIGS
+
+STEPS = 12
+
+
+def trajectory(cls, kwargs, dtype, foreach):
+    params = [p.clone().requires_grad_() for p in make_params(dtype)]
+    optimizer = cls(params, fused=False, foreach=foreach, **kwargs)
+    for _ in range(STEPS):
+        optimizer.zero_grad()
+        nonconvex_loss(params).backward()
+        optimizer.step()
+    state = [v for p in params for _, v in sorted(optimizer.state[p].items())]
+    return [p.detach() for p in params], state
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_foreach_equals_the_per_parameter_chain_bit_for_bit(name):
+    # on the CPU each float32 _foreach_ op runs the per-tensor op it stands for: the paths agree exactly
+    cls, kwargs = CONFIGS[name]
+    params, state = trajectory(cls, kwargs, torch.float32, foreach=True)
+    expected_params, expected_state = trajectory(cls, kwargs, torch.float32, foreach=False)
+    assert len(state) == len(expected_state)
+    for got, want in zip(params + state, expected_params + expected_state):
+        assert torch.equal(got, want), (got, want)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_foreach_in_bfloat16_stays_within_its_rounding(name):
+    # _foreach_mul_ rounds its scalar to bfloat16 first, Tensor.mul_ does not: a last-bit difference
+    cls, kwargs = CONFIGS[name]
+    params, _ = trajectory(cls, kwargs, torch.bfloat16, foreach=True)
+    expected, _ = trajectory(cls, kwargs, torch.bfloat16, foreach=False)
+    for got, want in zip(params, expected):
+        torch.testing.assert_close(got.float(), want.float(), rtol=3e-2, atol=3e-2)
+
+
+def test_foreach_takes_a_group_in_one_list_per_dtype_and_chunks_by_the_largest_parameter(monkeypatch):
+    monkeypatch.setattr(descend.optimizer, "CHUNK_ELEMENTS", 16)
+    sizes = [(40,), (10,), (10,), (30,), (5,)]
+    params = [torch.nn.Parameter(torch.randn(s)) for s in sizes] + [torch.nn.Parameter(torch.randn(7, dtype=torch.float64))]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    optimizer = descend.Adam(params, fused=False, foreach=True)
+    chunks = []
+    real = descend.Adam._update_chunk
+
+    def spy(self, ps, group, chain):
+        chunks.append([p.numel() for p in ps])
+        return real(self, ps, group, chain)
+
+    from unittest import mock
+
+    with mock.patch.object(descend.Adam, "_update_chunk", spy):
+        optimizer.step()
+    assert chunks == [[40], [10, 10], [30, 5], [7]]  # no chunk holds more than the largest parameter (40)
+    assert all(float(optimizer.state[p]["step"]) == 1 for p in params)
+
+
+@pytest.mark.parametrize("bad", [dict(foreach="yes"), dict(fused=True, foreach=True)])
+def test_foreach_flag_is_checked(bad):
+    with pytest.raises(ValueError, match="foreach"):
+        descend.SGD([torch.nn.Parameter(torch.zeros(2))], **bad)
+
+
+def test_foreach_path_applies_the_nonfinite_policy():
+    param = torch.nn.Parameter(torch.ones(3, dtype=torch.bfloat16))
+    param.grad = torch.tensor([1.0, float("nan"), 1.0], dtype=torch.bfloat16)
+    with pytest.raises(FloatingPointError):
+        descend.Adam([param], foreach=True).step()
+    assert torch.isnan(param[1])  # applied, then raised
+    param = torch.nn.Parameter(torch.ones(3, dtype=torch.bfloat16))
+    param.grad = torch.tensor([1.0, float("nan"), 1.0], dtype=torch.bfloat16)
+    optimizer = descend.Adam([param], nonfinite="skip", foreach=True)
+    optimizer.step()
+    assert optimizer.skipped_steps == 1 and torch.equal(param, torch.ones(3, dtype=torch.bfloat16))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", CONFIGS)
+def test_cuda_matches_the_cpu_reference(name):
+    cls, kwargs = CONFIGS[name]
+    cpu = [p.clone().requires_grad_() for p in make_params(torch.float64)]
+    cuda = [p.detach().cuda().requires_grad_() for p in cpu]
+    optimizers = [cls(cpu, fused=False, foreach=False, **kwargs), cls(cuda, **kwargs)]
+    for _ in range(STEPS):
+        for params, optimizer in zip((cpu, cuda), optimizers):
+            optimizer.zero_grad()
+            nonconvex_loss(params).backward()
+            optimizer.step()
+    for a, b in zip(cpu, cuda):
+        torch.testing.assert_close(b.detach().cpu(), a.detach(), rtol=1e-9, atol=1e-10)
+
+
+def test_foreach_default_follows_torch_lists_on_cuda_one_at_a_time_on_cpu():
+    group = dict(foreach=None)
+    assert not descend.Adam._takes_foreach(group, torch.zeros(1))
+    assert descend.Adam._takes_foreach(group, torch.zeros(1, device="meta")) is False
+    assert descend.Adam._takes_foreach(dict(foreach=True), torch.zeros(1))
+    assert "cuda" in descend.optimizer.FOREACH_DEVICES
