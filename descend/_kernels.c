@@ -260,7 +260,7 @@ int S(adadelta)(int nt, T **p, T **g, T **sq, T **acc, const int64_t *n, double 
 
 /* Adafactor = [FactoredSecondMoment, ClipByRms, AdafactorStepSize, Momentum(EMA)?, DecoupledWeightDecay?]
  * for one tensor of `batch` matrices rows×cols (a vector or scalar: batch = rows = 1, unfactored, `row` NULL),
- * on `nth` threads.  Three passes: the moments, RMS(U), the update. */
+ * on `nth` threads.  Two passes over G: the moments (with what RMS(U) needs), then the update. */
 static BITS S(adafactor_one)(T *p, const T *g, T *row, T *col, T *v, T *m, int64_t batch, int64_t rows, int64_t cols,
                              double beta2, double eps1, double eps2, double step_size, int scale_parameter,
                              double clip, double beta1, double wd, int maximize, int nth) {
@@ -268,25 +268,29 @@ static BITS S(adafactor_one)(T *p, const T *g, T *row, T *col, T *v, T *m, int64
   const int factored = row != NULL;
   if (total == 0) return 0;
   /* Pass 1: R ← β·R + (1-β)·mean over columns of (G²+ε₁), C likewise over rows, or the full
-   * V ← β·V + (1-β)(G²+ε₁); and Σθ² for RMS(θ). */
-  double param_squares = 0;
+   * V ← β·V + (1-β)(G²+ε₁); Σθ² for RMS(θ); and what RMS(U) needs, so that no pass reads G for it alone.
+   * Factored, U² = G²·mean(R)/(R_i·C_c), so ΣU² = mean(R)·Σ_c (1/C_c)·D_c with D_c = Σ_i G²_ic/R_i: row i's
+   * share of D is added while the row is still in L1, right after R_i is known.  Unfactored, U² = G²/V. */
+  double param_squares = 0, update_squares = 0;
   BITS found = 0;
   if (!factored) {
-#pragma omp parallel for simd num_threads(nth) reduction(+ : param_squares) reduction(| : found)
+#pragma omp parallel for simd num_threads(nth) reduction(+ : param_squares, update_squares) reduction(| : found)
     for (int64_t j = 0; j < total; j++) {
       found |= S(nonfinite)(g[j]);
-      v[j] = beta2 * v[j] + (1 - beta2) * (g[j] * g[j] + (T)eps1);
+      T vj = beta2 * v[j] + (1 - beta2) * (g[j] * g[j] + (T)eps1);
+      v[j] = vj;
       param_squares += (double)p[j] * p[j];
+      update_squares += (double)(g[j] * g[j] / vj);
     }
   } else {
-    double *col_sums = calloc(batch * cols, sizeof(double));
+    double *col_sums = calloc(2 * batch * cols, sizeof(double)), *weighted_sums = col_sums + batch * cols;
 #pragma omp parallel num_threads(nth) reduction(+ : param_squares) reduction(| : found)
     {
-      T *mine = calloc(batch * cols, sizeof(T));
+      T *mine = calloc(2 * batch * cols, sizeof(T)), *my_weighted = mine + batch * cols;
 #pragma omp for schedule(static)
       for (int64_t br = 0; br < batch * rows; br++) {
         const T *restrict G = g + br * cols, *restrict Pr = p + br * cols;
-        T *restrict C = mine + (br / rows) * cols;
+        T *restrict C = mine + (br / rows) * cols, *restrict D = my_weighted + (br / rows) * cols;
         T row_sum = 0, squares = 0;
         BITS row_found = 0;
 #pragma omp simd reduction(+ : row_sum, squares) reduction(| : row_found)
@@ -299,13 +303,24 @@ static BITS S(adafactor_one)(T *p, const T *g, T *row, T *col, T *v, T *m, int64
         }
         param_squares += squares;
         found |= row_found;
-        row[br] = beta2 * row[br] + (1 - beta2) * (row_sum / cols);
+        const T r = beta2 * row[br] + (1 - beta2) * (row_sum / cols), inv_r = 1 / r;
+        row[br] = r;
+#pragma omp simd
+        for (int64_t c = 0; c < cols; c++) D[c] += G[c] * G[c] * inv_r;
       }
 #pragma omp critical
-      for (int64_t k = 0; k < batch * cols; k++) col_sums[k] += mine[k];
+      for (int64_t k = 0; k < 2 * batch * cols; k++) col_sums[k] += mine[k];
       free(mine);
     }
-    for (int64_t k = 0; k < batch * cols; k++) col[k] = beta2 * col[k] + (1 - beta2) * (col_sums[k] / rows);
+    for (int64_t b = 0; b < batch; b++) {
+      double mean = 0, weighted = 0;
+      for (int64_t r = 0; r < rows; r++) mean += row[b * rows + r];
+      for (int64_t k = b * cols; k < (b + 1) * cols; k++) {
+        col[k] = beta2 * col[k] + (1 - beta2) * (col_sums[k] / rows);
+        weighted += weighted_sums[k] / col[k];
+      }
+      update_squares += mean / rows * weighted;
+    }
     free(col_sums);
   }
   /* α = ρ_t·max(ε₂, RMS(θ)) (or ρ_t); the factors of 1/√V̂ for element (br, c): row_f[br]·col_f[(br/rows)·cols + c],
@@ -325,20 +340,6 @@ static BITS S(adafactor_one)(T *p, const T *g, T *row, T *col, T *v, T *m, int64
   } else {
     row_f[0] = 1;
     for (int64_t j = 0; j < total; j++) col_f[j] = 1 / SQRT(v[j]);
-  }
-  /* Pass 2: RMS(U). */
-  double update_squares = 0;
-#pragma omp parallel for num_threads(nth) reduction(+ : update_squares)
-  for (int64_t br = 0; br < batch * rows; br++) {
-    const T *restrict G = g + br * cols, *restrict CF = col_f + (br / rows) * cols;
-    const T rf = row_f[factored ? br : 0];
-    T squares = 0;
-#pragma omp simd reduction(+ : squares)
-    for (int64_t c = 0; c < cols; c++) {
-      T u = G[c] * rf * CF[c];
-      squares += u * u;
-    }
-    update_squares += squares;
   }
   /* Pass 3: Û = U / max(1, RMS(U)/d); step = −αÛ (or m ← β₁m + (1-β₁)(−αÛ)); θ ← θ(1 − αλ) + step. */
   const double rms = sqrt(update_squares / total);
