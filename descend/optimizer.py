@@ -311,7 +311,8 @@ class ChainOptimizer(torch.optim.Optimizer):
                 loss = closure()
         plan = [(group, *self._fusable(group, [p for p in group["params"] if p.grad is not None]))
                 for group in self.param_groups]
-        gradients = [p.grad for _, by_dtype, rest in plan for params in (*by_dtype.values(), rest) for p in params]
+        gradients = [] if self.nonfinite == "ignore" else [
+            p.grad for _, by_dtype, rest in plan for params in (*by_dtype.values(), rest) for p in params]
         if self.nonfinite == "skip" and not all_finite(gradients):
             self.skipped_steps += 1
             return loss
@@ -346,11 +347,13 @@ class ChainOptimizer(torch.optim.Optimizer):
         if group["fused"] is not False and params and has_kernel and native.library() is not None:
             rest = []
             check_shards = sharding_possible()
+            can_fuse = native.can_fuse
             for p in params:
-                sharded = check_shards and is_dtensor(p)
-                if not sharded and native.can_fuse(p, p.grad) or (
-                    sharded and self.elementwise and native.can_fuse(local(p), local(p.grad))
-                ):
+                if check_shards and is_dtensor(p):
+                    fusable = self.elementwise and can_fuse(local(p), local(p.grad))
+                else:
+                    fusable = can_fuse(p, p.grad)
+                if fusable:
                     by_dtype.setdefault(p.dtype, []).append(p)
                 else:
                     rest.append(p)

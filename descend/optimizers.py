@@ -513,11 +513,12 @@ class Adafactor(ChainOptimizer):
         eps1, eps2 = group["eps"]
         shapes, rows, cols, full = [], [], [], []
         for param, state in zip(params, states):
-            if FactoredSecondMoment.factored(param):
-                shapes += [math.prod(param.shape[:-2]), param.shape[-2], param.shape[-1]]
+            shape = param.shape
+            if len(shape) >= 2:  # FactoredSecondMoment.factored
+                shapes += (math.prod(shape[:-2]), shape[-2], shape[-1])
                 rows.append(state["exp_avg_sq_row"]), cols.append(state["exp_avg_sq_col"]), full.append(None)
             else:
-                shapes += [1, 1, param.numel()]
+                shapes += (1, 1, param.numel())
                 rows.append(None), cols.append(None), full.append(state["exp_avg_sq"])
         has_first_moment = group["beta1"] is not None
         return native.kernel("adafactor", params[0].dtype)(
