@@ -323,12 +323,11 @@ class ChainOptimizer(torch.optim.Optimizer):
                 finite = self._fused_update(params, group, chain) and finite
             if rest and self.nonfinite == "raise":
                 finite = _locally_finite([local(p.grad) for p in rest]) and finite
-            many = [p for p in rest if self._takes_foreach(group, p)]
-            if len(many) < len(rest):
-                chosen = {id(p) for p in many}
-                for param in rest:
-                    if id(param) not in chosen:
-                        self._update(param, group, chain)
+            many, one_at_a_time = [], []
+            for param in rest:
+                (many if self._takes_foreach(group, param) else one_at_a_time).append(param)
+            for param in one_at_a_time:
+                self._update(param, group, chain)
             self._update_many(many, group, chain)
         if self.nonfinite == "raise" and not agreed(finite, gradients):
             raise FloatingPointError(
