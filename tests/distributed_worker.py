@@ -98,4 +98,20 @@ def scenarios(rank: int, world: int) -> dict:
         fully_shard(model, mesh=mesh)
         train(model, cls(model.parameters(), **kwargs), rank, world)
         results[f"fsdp-{name}"] = full_params(model)
+
+    for policy in ("raise", "skip"):  # a NaN in rank 0's shard only: every rank must decide alike
+        model = make_model()
+        fully_shard(model, mesh=mesh)
+        optimizer = descend.Adam(model.parameters(), lr=0.01, nonfinite=policy)
+        train(model, optimizer, rank, world, steps=1)
+        x, y = batch(99)
+        optimizer.zero_grad()
+        ((model(x) - y) ** 2).mean().backward()
+        if rank == 0:
+            model[0].weight.grad.to_local().view(-1)[0] = float("nan")
+        try:
+            optimizer.step()
+            results[f"fsdp-nan-{policy}"] = f"stepped, skipped {optimizer.skipped_steps}"
+        except FloatingPointError:
+            results[f"fsdp-nan-{policy}"] = "raised"
     return results

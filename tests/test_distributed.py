@@ -67,6 +67,11 @@ def test_fsdp2_sharded_run_equals_unsharded(two_ranks, name):
     assert_same(rank0, one_process(name), tolerance=2e-6)
 
 
+def test_fsdp2_ranks_agree_on_a_nonfinite_gradient_in_one_shard(two_ranks):
+    assert [r["fsdp-nan-raise"] for r in two_ranks] == ["raised", "raised"]
+    assert [r["fsdp-nan-skip"] for r in two_ranks] == ["stepped, skipped 1", "stepped, skipped 1"]
+
+
 def test_torchrun_two_processes_match_one(tmp_path):
     """The README's command: `torchrun --nproc_per_node=2 -m descend train ...` equals one process."""
     import re
