@@ -113,8 +113,7 @@ def all_finite(tensors: Sequence[Tensor]) -> bool:
     For DTensors (sharded parameters) each rank checks its shard and the ranks agree on the answer
     (see ``agreed``), so that they all take, or all skip, the step.
     """
-    sharded = sharding_possible() and any(is_dtensor(t) for t in tensors)
-    return agreed(_locally_finite([local(t) for t in tensors] if sharded else tensors), tensors)
+    return agreed(_locally_finite([local(t) for t in tensors]), tensors)
 
 
 def agreed(flag: bool, tensors: Sequence[Tensor]) -> bool:
