@@ -270,15 +270,21 @@ static BITS S(adafactor_one)(T *p, const T *g, T *row, T *col, T *v, T *m, int64
   /* Pass 1: R ← β·R + (1-β)·mean over columns of (G²+ε₁), C likewise over rows, or the full
    * V ← β·V + (1-β)(G²+ε₁); Σθ² for RMS(θ); and what RMS(U) needs, so that no pass reads G for it alone.
    * Factored, U² = G²·mean(R)/(R_i·C_c), so ΣU² = mean(R)·Σ_c (1/C_c)·D_c with D_c = Σ_i G²_ic/R_i: row i's
-   * share of D is added while the row is still in L1, right after R_i is known.  Unfactored, U² = G²/V. */
+   * share of D is added while the row is still in L1, right after R_i is known.  Unfactored, U² = G²/V.
+   * Also the factors of 1/√V̂ for element (br, c): row_f[br]·col_f[(br/rows)·cols + c], with
+   * 1/√V̂ = (1/√(R/mean R))(1/√C), or 1·(1/√v[j]) unfactored. */
   double param_squares = 0, update_squares = 0;
   BITS found = 0;
+  T *row_f = malloc((factored ? batch * rows : 1) * sizeof(T));
+  T *col_f = malloc((factored ? batch * cols : total) * sizeof(T));
   if (!factored) {
+    row_f[0] = 1;
 #pragma omp parallel for simd num_threads(nth) reduction(+ : param_squares, update_squares) reduction(| : found)
     for (int64_t j = 0; j < total; j++) {
       found |= S(nonfinite)(g[j]);
       T vj = beta2 * v[j] + (1 - beta2) * (g[j] * g[j] + (T)eps1);
       v[j] = vj;
+      col_f[j] = 1 / SQRT(vj);
       param_squares += (double)p[j] * p[j];
       update_squares += (double)(g[j] * g[j] / vj);
     }
@@ -315,32 +321,20 @@ static BITS S(adafactor_one)(T *p, const T *g, T *row, T *col, T *v, T *m, int64
     for (int64_t b = 0; b < batch; b++) {
       double mean = 0, weighted = 0;
       for (int64_t r = 0; r < rows; r++) mean += row[b * rows + r];
+      mean /= rows;
+      for (int64_t r = 0; r < rows; r++) row_f[b * rows + r] = 1 / sqrt(row[b * rows + r] / mean);
       for (int64_t k = b * cols; k < (b + 1) * cols; k++) {
         col[k] = beta2 * col[k] + (1 - beta2) * (col_sums[k] / rows);
+        col_f[k] = 1 / sqrt((double)col[k]);
         weighted += weighted_sums[k] / col[k];
       }
-      update_squares += mean / rows * weighted;
+      update_squares += mean * weighted;
     }
     free(col_sums);
   }
-  /* α = ρ_t·max(ε₂, RMS(θ)) (or ρ_t); the factors of 1/√V̂ for element (br, c): row_f[br]·col_f[(br/rows)·cols + c],
-   * with 1/√V̂ = (1/√(R/mean R))(1/√C), or 1·(1/√v[j]) unfactored. */
+  /* α = ρ_t·max(ε₂, RMS(θ)) (or ρ_t). */
   const double param_rms = sqrt(param_squares / total);
   const double alpha = scale_parameter ? step_size * (param_rms > eps2 ? param_rms : eps2) : step_size;
-  T *row_f = malloc((factored ? batch * rows : 1) * sizeof(T));
-  T *col_f = malloc((factored ? batch * cols : total) * sizeof(T));
-  if (factored) {
-    for (int64_t b = 0; b < batch; b++) {
-      double mean = 0;
-      for (int64_t r = 0; r < rows; r++) mean += row[b * rows + r];
-      mean /= rows;
-      for (int64_t r = 0; r < rows; r++) row_f[b * rows + r] = 1 / sqrt(row[b * rows + r] / mean);
-      for (int64_t c = 0; c < cols; c++) col_f[b * cols + c] = 1 / sqrt((double)col[b * cols + c]);
-    }
-  } else {
-    row_f[0] = 1;
-    for (int64_t j = 0; j < total; j++) col_f[j] = 1 / SQRT(v[j]);
-  }
   /* Pass 3: Û = U / max(1, RMS(U)/d); step = −αÛ (or m ← β₁m + (1-β₁)(−αÛ)); θ ← θ(1 − αλ) + step. */
   const double rms = sqrt(update_squares / total);
   const T scale = (maximize ? 1 : -1) * alpha / (rms / clip > 1 ? rms / clip : 1);

@@ -144,10 +144,9 @@ def readable(tensor: Tensor) -> bool:
 
 def can_fuse(param: Tensor, grad: Tensor | None) -> bool:
     """True when the kernels can update ``param`` in place: ``readable``, with a gradient of the same dtype
-    and layout (its state is made alike: see ChainOptimizer).  Runs for every parameter at every step,
-    so it is ``readable`` written out."""
-    return (grad is not None and param.dtype in DTYPES and grad.dtype == param.dtype and param.is_cpu
-            and grad.layout == torch.strided and param.is_contiguous() and grad.is_contiguous())
+    and layout (its state is made alike: see ChainOptimizer)."""
+    return (readable(param) and grad is not None and grad.dtype == param.dtype and grad.layout == torch.strided
+            and grad.is_contiguous())
 
 
 def count_steps(step_tensors: Sequence[Tensor]):

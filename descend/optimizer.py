@@ -402,7 +402,7 @@ class ChainOptimizer(torch.optim.Optimizer):
         """One kernel call for ``params``; False when a gradient held NaN or inf (the step is applied)."""
         states = [self.state[p] for p in params]
         self._initialise_all(params, states, chain)
-        steps = native.doubles(self._count_steps(states)) if self.counts_steps else None
+        steps = self._count_steps(states) if self.counts_steps else None
         shards, grads = params, [p.grad for p in params]
         if sharding_possible() and any(is_dtensor(p) for p in params):  # the kernels update this rank's shards
             shards, grads = [local(p) for p in params], [local(g) for g in grads]
@@ -423,12 +423,12 @@ class ChainOptimizer(torch.optim.Optimizer):
         return group["foreach"]
 
     def _count_steps(self, states: list[dict]) -> Sequence[float]:
-        """``t ← t + 1`` for each parameter's step counter; the new values."""
+        """``t ← t + 1`` for each parameter's step counter; the new values, as a C double array."""
         step_tensors = [state["step"] for state in states]
         if native.library() is not None and all(t.dtype == torch.float32 and t.is_cpu for t in step_tensors):
             return native.count_steps(step_tensors)
         torch._foreach_add_(step_tensors, 1.0)  # e.g. counters from a torch.optim fused/capturable run
-        return torch.stack([t.double().cpu() for t in step_tensors]).tolist()
+        return native.doubles(torch.stack([t.double().cpu() for t in step_tensors]).tolist())
 
     def _update_many(self, params: list[Tensor], group: dict[str, Any], chain: list[Transform]) -> None:
         """The reference chain for a list of parameters at once, with torch's ``_foreach_*`` ops (one

@@ -514,7 +514,7 @@ class Adafactor(ChainOptimizer):
         shapes, rows, cols, full = [], [], [], []
         for param, state in zip(params, states):
             shape = param.shape
-            if len(shape) >= 2:  # FactoredSecondMoment.factored
+            if FactoredSecondMoment.factored(param):
                 shapes += (math.prod(shape[:-2]), shape[-2], shape[-1])
                 rows.append(state["exp_avg_sq_row"]), cols.append(state["exp_avg_sq_col"]), full.append(None)
             else:
