@@ -10,7 +10,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[lab,dev]"
+	$(PY) -m pip install --quiet -e ".[lab,dev,playground]"
 	touch $@
 
 lab: setup

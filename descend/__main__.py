@@ -1,4 +1,4 @@
-"""Command line: ``descend lab`` (also ``python -m descend lab``)."""
+"""Command line: ``descend lab`` (also ``python -m descend lab``), ``descend playground``."""
 from __future__ import annotations
 
 import argparse
@@ -86,6 +86,25 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _playground(args: argparse.Namespace) -> int:
+    try:
+        from .playground.server import PortInUse, is_loopback, serve
+    except ImportError as error:
+        raise CommandError(f"the playground needs {error.name}: pip install 'descend[playground]'") from None
+    if not (0 <= args.port <= 65535):
+        raise CommandError(f"--port must lie in [0, 65535], got {args.port}")
+    if not is_loopback(args.host):
+        print(f"descend: warning: --host {args.host} lets other machines on the network use the playground "
+              "(and run optimizers on this one)", file=sys.stderr)
+    try:
+        serve(args.host, args.port, open_browser=not args.no_browser)
+    except PortInUse as error:
+        raise CommandError(str(error)) from None
+    except OSError as error:
+        raise CommandError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}") from None
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="descend", description="descend: optimizers and the lab that measures them")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -111,10 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     comparison.add_argument("--seeds", default="0,1", help="seeds of the final runs, comma-separated")
     comparison.add_argument("--out", default="compare", help="folder for the table and plots")
     comparison.add_argument("--no-progress", action="store_true")
+    playground = commands.add_parser("playground", help="a local web page: descend's optimizers on 2-D landscapes")
+    playground.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    playground.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    playground.add_argument("--no-browser", action="store_true", help="do not open a browser")
     args = parser.parse_args(argv)
     try:
         if args.command == "compare":
             return _compare(args)
+        if args.command == "playground":
+            return _playground(args)
         if args.command == "train":
             from .train import run
 

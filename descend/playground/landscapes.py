@@ -1,0 +1,308 @@
+"""The 2-D test functions of the playground, each with its exact gradient.
+
+Every function is a polynomial in ``(x, y)``, written with plain arithmetic so that
+the same code evaluates one point (Python floats, fast enough for 2000 optimizer
+steps in a few ms) and a whole grid (numpy arrays, for the contours).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A landscape parameter the page shows as a slider (``log``: the slider moves log10 of the value)."""
+
+    name: str
+    label: str
+    default: float
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    def check(self, owner: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{owner}: {self.name} must be a finite number, got {value!r}")
+        if not self.low <= value <= self.high:
+            raise ValueError(f"{owner}: {self.name} must lie in [{self.low:g}, {self.high:g}], got {value!r}")
+        if self.integer and value != int(value):
+            raise ValueError(f"{owner}: {self.name} must be a whole number, got {value!r}")
+        return int(value) if self.integer else float(value)
+
+
+class Landscape:
+    """A loss ``f(x, y)`` on a plotting window, with its gradient and (for stochastic ones) sampled gradients."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    formula: ClassVar[str]  # shown in the page
+    window: ClassVar[tuple[tuple[float, float], tuple[float, float]]]
+    start: ClassVar[tuple[float, float]]
+    minima: ClassVar[tuple[tuple[float, float], ...]] = ()
+    log_scale: ClassVar[bool] = False  # plot log(1 + f - f*) when f spans many decades
+    knobs: ClassVar[tuple[Knob, ...]] = ()
+    stochastic: ClassVar[bool] = False
+
+    def __init__(self, **params: Any):
+        unknown = sorted(set(params) - {k.name for k in self.knobs})
+        if unknown:
+            raise ValueError(f"{self.title}: unknown parameter {', '.join(unknown)}")
+        self.params = {k.name: k.check(self.title, params.get(k.name, k.default)) for k in self.knobs}
+
+    def value(self, x, y):
+        raise NotImplementedError
+
+    def gradient(self, x, y) -> tuple:
+        raise NotImplementedError
+
+    def minimum_value(self) -> float:
+        return min((float(self.value(*m)) for m in self.minima), default=0.0)
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        """What one stochastic step draws (a mini-batch, noise); None for a deterministic landscape."""
+        return None
+
+    def sampled_gradient(self, x: float, y: float, sample: Any) -> tuple[float, float]:
+        return self.gradient(x, y)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "formula": self.formula,
+            "window": self.window,
+            "start": self.start,
+            "minima": [list(m) for m in self.minima_points()],
+            "log_scale": self.log_scale,
+            "stochastic": self.stochastic,
+            "knobs": [vars(k) for k in self.knobs],
+        }
+
+    def minima_points(self) -> tuple[tuple[float, float], ...]:
+        return self.minima
+
+
+class Quadratic(Landscape):
+    r"""``f = ½ θᵀHθ`` with ``H = R(φ) diag(1/κ, 1) R(φ)ᵀ``: the largest curvature is 1 for every ``κ``.
+
+    Gradient descent converges for ``α < 2`` (``2/λ_max``) and, at ``α = 1``, needs about
+    ``κ`` steps along the flat direction; the rotation ``φ`` puts the valley off the axes,
+    which is where per-coordinate methods (Adam, Adagrad) behave differently from SGD.
+    """
+
+    name = "quadratic"
+    title = "Ill-conditioned quadratic"
+    formula = "f = ½ θᵀHθ,  H = R(φ) diag(1/κ, 1) R(φ)ᵀ"
+    window = ((-3.0, 3.0), (-3.0, 3.0))
+    start = (-2.5, 2.0)
+    minima = ((0.0, 0.0),)
+    knobs = (
+        Knob("condition", "condition number κ", 10.0, 1.0, 1000.0, log=True),
+        Knob("angle", "rotation φ (degrees)", 30.0, 0.0, 90.0),
+    )
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        phi = math.radians(self.params["angle"])
+        c, s = math.cos(phi), math.sin(phi)
+        flat, steep = 1.0 / self.params["condition"], 1.0
+        # H = R diag(flat, steep) Rᵀ with R = [[c, -s], [s, c]]
+        self.hxx = flat * c * c + steep * s * s
+        self.hyy = flat * s * s + steep * c * c
+        self.hxy = (flat - steep) * c * s
+
+    def value(self, x, y):
+        return 0.5 * (self.hxx * x * x + 2 * self.hxy * x * y + self.hyy * y * y)
+
+    def gradient(self, x, y):
+        return self.hxx * x + self.hxy * y, self.hxy * x + self.hyy * y
+
+
+class Rosenbrock(Landscape):
+    """Rosenbrock's banana valley, ``(1 − x)² + 100 (y − x²)²``, minimum ``f(1, 1) = 0``."""
+
+    name = "rosenbrock"
+    title = "Rosenbrock"
+    formula = "f = (1 − x)² + 100 (y − x²)²"
+    window = ((-2.0, 2.0), (-1.0, 3.0))
+    start = (-1.2, 1.0)
+    minima = ((1.0, 1.0),)
+    log_scale = True
+
+    def value(self, x, y):
+        return (1 - x) ** 2 + 100 * (y - x * x) ** 2
+
+    def gradient(self, x, y):
+        valley = y - x * x
+        return -2 * (1 - x) - 400 * x * valley, 200 * valley
+
+
+class Beale(Landscape):
+    """Beale's function, minimum ``f(3, 0.5) = 0``, with flat plateaus and steep walls."""
+
+    name = "beale"
+    title = "Beale"
+    formula = "f = (1.5 − x + xy)² + (2.25 − x + xy²)² + (2.625 − x + xy³)²"
+    window = ((-4.5, 4.5), (-4.5, 4.5))
+    start = (1.0, 1.5)
+    minima = ((3.0, 0.5),)
+    log_scale = True
+
+    def value(self, x, y):
+        return (1.5 - x + x * y) ** 2 + (2.25 - x + x * y * y) ** 2 + (2.625 - x + x * y**3) ** 2
+
+    def gradient(self, x, y):
+        a, b, c = 1.5 - x + x * y, 2.25 - x + x * y * y, 2.625 - x + x * y**3
+        dx = 2 * a * (y - 1) + 2 * b * (y * y - 1) + 2 * c * (y**3 - 1)
+        dy = 2 * a * x + 2 * b * 2 * x * y + 2 * c * 3 * x * y * y
+        return dx, dy
+
+
+class Saddle(Landscape):
+    """A saddle at the origin, ``x² − y²``, held by quartic walls: minima ``f(0, ±√2) = −1``."""
+
+    name = "saddle"
+    title = "Saddle"
+    formula = "f = x² − y² + y⁴/4"
+    window = ((-2.5, 2.5), (-2.5, 2.5))
+    start = (-2.0, 0.02)
+    minima = ((0.0, math.sqrt(2.0)), (0.0, -math.sqrt(2.0)))
+
+    def value(self, x, y):
+        return x * x - y * y + y**4 / 4
+
+    def gradient(self, x, y):
+        return 2 * x, -2 * y + y**3
+
+
+class Himmelblau(Landscape):
+    """Himmelblau's function: four minima with ``f = 0``."""
+
+    name = "himmelblau"
+    title = "Himmelblau"
+    formula = "f = (x² + y − 11)² + (x + y² − 7)²"
+    window = ((-5.0, 5.0), (-5.0, 5.0))
+    start = (-0.5, -0.5)
+    minima = ((3.0, 2.0), (-2.805118, 3.131312), (-3.779310, -3.283186), (3.584428, -1.848127))
+    log_scale = True
+
+    def value(self, x, y):
+        return (x * x + y - 11) ** 2 + (x + y * y - 7) ** 2
+
+    def gradient(self, x, y):
+        a, b = x * x + y - 11, x + y * y - 7
+        return 4 * a * x + 2 * b, 2 * a + 4 * b * y
+
+
+@dataclass
+class _Batch:
+    indices: np.ndarray
+    noise: tuple[float, float]
+
+
+class ConvexHull(Landscape):
+    r"""The sum of per-sample quadratics of seed 002, eq. (4.13) and Fig. 4.2.
+
+    .. math::
+        C(\theta) = \frac1n \sum_{i=1}^n C_i(\theta), \qquad
+        C_i(\theta) = a_i(\theta_1 - u_{i,1})^2 + (\theta_2 - u_{i,2})^2
+
+    Every minimizer ``u_i`` lies in the convex hull ``S`` of the ``u``'s, and so does the
+    minimizer of ``C``.  A stochastic step uses the mean gradient of a mini-batch of
+    ``batch`` samples drawn without replacement (``batch = n`` is gradient descent), plus
+    Gaussian noise of standard deviation ``noise``.  ``spread = 0`` puts every ``u_i`` at
+    the same point (Fig. 4.2 b).
+    """
+
+    name = "convex-hull"
+    title = "Convex hull (sum of per-sample quadratics)"
+    formula = "C = (1/n) Σᵢ aᵢ(θ₁ − uᵢ₁)² + (θ₂ − uᵢ₂)²,  steps use a mini-batch of the i"
+    window = ((-3.0, 3.0), (-3.0, 3.0))
+    start = (-2.5, 2.5)
+    stochastic = True
+    knobs = (
+        Knob("batch", "mini-batch size (5 = full batch)", 1, 1, 5, integer=True),
+        Knob("noise", "gradient noise σ", 0.0, 0.0, 5.0),
+        Knob("spread", "spread of the minimizers uᵢ", 1.0, 0.0, 2.0),
+    )
+    # the five samples of Fig. 4.2: minimizers on a pentagon-like cloud around (0.5, 0.5), curvatures a_i
+    _centers = np.array([[1.2, 0.9], [-0.4, 1.3], [-0.6, -0.1], [0.7, -0.5], [1.6, 0.4]])
+    _curvatures = np.array([0.5, 1.0, 2.0, 1.5, 0.8])
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        middle = self._centers.mean(axis=0)
+        self.u = middle + self.params["spread"] * (self._centers - middle)
+        self.a = self._curvatures
+        weights = self.a / self.a.sum()
+        self.minimizer = (float(weights @ self.u[:, 0]), float(self.u[:, 1].mean()))
+
+    @property
+    def hull(self) -> list[list[float]]:
+        """The corners of ``S`` in order, for drawing it (Andrew's monotone chain)."""
+        points = sorted({(round(float(p[0]), 12), round(float(p[1]), 12)) for p in self.u})
+        if len(points) < 3:
+            return [list(p) for p in points]
+
+        def cross(o, a, b):
+            return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+        def chain(ordered):
+            kept = []
+            for p in ordered:
+                while len(kept) >= 2 and cross(kept[-2], kept[-1], p) <= 0:
+                    kept.pop()
+                kept.append(p)
+            return kept[:-1]
+
+        return [list(p) for p in chain(points) + chain(points[::-1])]
+
+    def minima_points(self):
+        return (self.minimizer,)
+
+    def minimum_value(self) -> float:
+        return float(self.value(*self.minimizer))
+
+    def describe(self):
+        return {**super().describe(), "hull": self.hull, "samples": self.u.tolist()}
+
+    def _mean_gradient(self, x, y, indices):
+        a, u = self.a[indices], self.u[indices]
+        return float(np.mean(2 * a * (x - u[:, 0]))), float(np.mean(2 * (y - u[:, 1])))
+
+    def value(self, x, y):
+        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        total = sum(a * (x - u[0]) ** 2 + (y - u[1]) ** 2 for a, u in zip(self.a, self.u))
+        return total / len(self.a)
+
+    def gradient(self, x, y):
+        gx = sum(2 * a * (x - u[0]) for a, u in zip(self.a, self.u)) / len(self.a)
+        gy = sum(2 * (y - u[1]) for u in self.u) / len(self.a)
+        return gx, gy
+
+    def sample(self, rng):
+        indices = rng.choice(len(self.a), size=self.params["batch"], replace=False)
+        sigma = self.params["noise"]
+        noise = (float(rng.normal(0, sigma)), float(rng.normal(0, sigma))) if sigma else (0.0, 0.0)
+        return _Batch(np.sort(indices), noise)
+
+    def sampled_gradient(self, x, y, sample: _Batch):
+        gx, gy = self._mean_gradient(x, y, sample.indices)
+        return gx + sample.noise[0], gy + sample.noise[1]
+
+
+LANDSCAPES: dict[str, type[Landscape]] = {
+    cls.name: cls for cls in (Quadratic, Rosenbrock, Beale, Saddle, Himmelblau, ConvexHull)
+}
+
+
+def make_landscape(name: str, params: dict[str, Any] | None = None) -> Landscape:
+    """The landscape called ``name`` with the given knob values (ValueError for unknown or out-of-range ones)."""
+    if name not in LANDSCAPES:
+        raise ValueError(f"unknown landscape {name!r}; the landscapes are {', '.join(LANDSCAPES)}")
+    return LANDSCAPES[name](**(params or {}))

@@ -1,0 +1,191 @@
+"""The playground's web server: a thin Starlette layer over ``descend.playground.api``.
+
+Routes: ``/`` the page, ``/static/*`` its script and style, ``/plotly.min.js`` the plotly.js that
+ships inside the ``plotly`` Python package (no network needed), ``/api/catalog``, ``/api/run`` and
+``/api/csv``.  Requests whose ``Host`` or ``Origin`` is not this machine's loopback are refused
+(403) unless the server was opened to that host with ``--host``: this keeps other web pages, and
+DNS-rebinding tricks, from driving a server on 127.0.0.1.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import ipaddress
+import json
+import socket
+import threading
+import webbrowser
+from importlib import resources
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from . import api
+
+STATIC = Path(str(resources.files("descend.playground") / "static"))
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def plotly_js() -> Path | str:
+    """The plotly.js bundled with the plotly Python package: its file, or the text when it is not a file."""
+    bundled = Path(str(resources.files("plotly") / "package_data" / "plotly.min.js"))
+    if bundled.is_file():
+        return bundled
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def _hostname(value: str) -> str:
+    """The host of a ``Host`` header (``name:port``, ``[::1]:port``) or of an ``Origin`` URL."""
+    if "://" not in value:
+        value = "//" + value
+    return (urlsplit(value).hostname or "").lower()
+
+
+class LoopbackOnly:
+    """ASGI middleware: 403 for requests whose Host or Origin names a machine not allowed to reach us."""
+
+    def __init__(self, app, opened_to: str | None = None):
+        self.app = app
+        opened = (opened_to or "").strip("[]").lower()
+        self.anyone = opened in ("0.0.0.0", "::")
+        self.allowed = {opened} if opened and not is_loopback(opened) else set()
+
+    def allows(self, host: str) -> bool:
+        return self.anyone or is_loopback(host) or host in self.allowed
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            for header in ("host", "origin"):
+                if header in headers and not self.allows(_hostname(headers[header])):
+                    response = PlainTextResponse(
+                        f"descend playground: refused a request with {header} {headers[header]!r}; "
+                        "only this machine may use it (see --host)", status_code=403)
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+async def _page(request: Request) -> Response:
+    return FileResponse(STATIC / "index.html", media_type="text/html")
+
+
+async def _plotly(request: Request) -> Response:
+    found = plotly_js()
+    if isinstance(found, Path):
+        return FileResponse(found, media_type="text/javascript")
+    return Response(found, media_type="text/javascript")
+
+
+async def _catalog(request: Request) -> Response:
+    return JSONResponse(api.catalog())
+
+
+async def _setup_of(request: Request):
+    try:
+        return json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise api.SetupError(f"the request is not valid JSON: {error}") from None
+
+
+def _refusal(error: api.SetupError) -> Response:
+    return JSONResponse({"error": str(error), "run": error.run}, status_code=400)
+
+
+async def _run(request: Request) -> Response:
+    try:
+        setup = await _setup_of(request)
+        # the trajectories are pure Python/CPU work: run them off the event loop
+        from starlette.concurrency import run_in_threadpool
+
+        return JSONResponse(await run_in_threadpool(api.run_setup, setup))
+    except api.SetupError as error:
+        return _refusal(error)
+
+
+def setup_csv(result: dict) -> str:
+    """The numbers of a computed setup as CSV: one row per optimizer and step."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["optimizer", "step", "x", "y", "loss", "diverged_at"])
+    for run in result["runs"]:
+        for step, ((x, y), loss) in enumerate(zip(run["points"], run["losses"])):
+            writer.writerow([run["optimizer"], step, repr(x), repr(y), repr(loss),
+                             "" if run["diverged_at"] is None else run["diverged_at"]])
+    return out.getvalue()
+
+
+async def _csv(request: Request) -> Response:
+    try:
+        setup = {**(await _setup_of(request)), "surface": False}
+        from starlette.concurrency import run_in_threadpool
+
+        result = await run_in_threadpool(api.run_setup, setup)
+    except api.SetupError as error:
+        return _refusal(error)
+    return Response(setup_csv(result), media_type="text/csv",
+                    headers={"Content-Disposition": 'attachment; filename="descend-playground.csv"'})
+
+
+def create_app(opened_to: str | None = None) -> Starlette:
+    """The playground app; ``opened_to``: the ``--host`` it was started with (loopback when None)."""
+    routes = [
+        Route("/", _page),
+        Route("/plotly.min.js", _plotly),
+        Route("/api/catalog", _catalog),
+        Route("/api/run", _run, methods=["POST"]),
+        Route("/api/csv", _csv, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(LoopbackOnly, opened_to=opened_to)])
+
+
+class PortInUse(OSError):
+    pass
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0: a free one); PortInUse when it is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        if error.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
+            raise PortInUse(f"port {port} on {host} is in use; choose another with --port, or leave --port out "
+                            "for a free one") from None
+        raise
+    sock.listen(128)
+    return sock
+
+
+def serve(host: str = "127.0.0.1", port: int = 0, open_browser: bool = True) -> None:
+    """Serves the playground until interrupted (the socket is bound first, so a taken port fails at once)."""
+    import uvicorn
+
+    sock = bind(host, port)
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{sock.getsockname()[1]}/"
+    print(f"descend playground: {url}  (Ctrl+C stops it)", flush=True)
+    if open_browser:
+        threading.Timer(0.5, webbrowser.open, args=(url,)).start()
+    config = uvicorn.Config(create_app(opened_to=host), log_level="warning")
+    uvicorn.Server(config).run(sockets=[sock])
