@@ -1,5 +1,6 @@
 """descend: first-order training optimizers as drop-in ``torch.optim`` classes."""
 from .compare import Comparison, compare, performance_profile
+from .landscape import landscape
 from .lr_find import LRFinderResult, lr_find
 from .optimizer import ChainOptimizer
 from .optimizers import SGD, Adadelta, Adafactor, Adagrad, Adam, AdamW, RMSprop
@@ -29,4 +30,5 @@ __all__ = [
     "compare",
     "Comparison",
     "performance_profile",
+    "landscape",
 ]
