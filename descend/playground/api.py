@@ -217,8 +217,9 @@ def optimizer_kwargs(name: str, hyperparameters: dict[str, Any]) -> tuple[type, 
 class Trajectory:
     """The points ``θ_0 … θ_T`` an optimizer visited and the full loss ``f(θ_t)`` at each.
 
-    ``diverged_at``: the first step whose value, gradient or parameters were not finite (the
-    trajectory stops before it); None when all ``steps`` steps were finite.
+    ``diverged_at``: the index ``k`` of the first point ``θ_k`` that would not be finite (its
+    parameters or loss are not, or ``θ_{k−1}``'s gradient is not); the trajectory is cut there, so
+    ``len(points) == diverged_at``.  None when all ``steps`` steps stayed finite.
     """
 
     points: list[list[float]]
@@ -304,7 +305,7 @@ def trajectory(
                 closure()
                 optimizer.step()
         except FloatingPointError:
-            return Trajectory(points, losses, diverged_at=step)
+            return Trajectory(points, losses, diverged_at=step + 1)  # θ_step had no finite gradient
         x, y = theta.tolist()
         loss = _loss(landscape, x, y) if _finite(x, y) else None
         if loss is None:

@@ -189,3 +189,34 @@ def serve(host: str = "127.0.0.1", port: int = 0, open_browser: bool = True) -> 
         threading.Timer(0.5, webbrowser.open, args=(url,)).start()
     config = uvicorn.Config(create_app(opened_to=host), log_level="warning")
     uvicorn.Server(config).run(sockets=[sock])
+
+
+class Running:
+    """A playground server on a background thread, for tests and benchmarks.
+
+    >>> with Running() as url:  # doctest: +SKIP
+    ...     urllib.request.urlopen(url + "api/catalog")
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, opened_to: str | None = None):
+        self.host, self.port, self.opened_to = host, port, opened_to
+
+    def __enter__(self) -> str:
+        import time
+
+        import uvicorn
+
+        sock = bind(self.host, self.port)
+        self.server = uvicorn.Server(uvicorn.Config(create_app(self.opened_to or self.host), log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the playground server did not start")
+            time.sleep(0.02)
+        return f"http://{self.host}:{sock.getsockname()[1]}/"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

@@ -1,0 +1,376 @@
+"""descend playground: the API the page calls, the server in front of it, and the page in headless Chromium."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import tomllib
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import descend
+from descend.__main__ import main
+from descend.playground import api
+from descend.playground.landscapes import LANDSCAPES, make_landscape
+from descend.playground.server import Running
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+# --- landscapes -------------------------------------------------------------------------------
+
+
+def landscape_points(landscape):
+    (x0, x1), (y0, y1) = landscape.window
+    rng = np.random.default_rng(0)
+    return [(float(x), float(y)) for x, y in zip(rng.uniform(x0, x1, 6), rng.uniform(y0, y1, 6))]
+
+
+@pytest.mark.parametrize("name", list(LANDSCAPES))
+def test_each_landscape_gradient_matches_finite_differences(name):
+    for params in ({}, {"condition": 300.0, "angle": 70.0} if name == "quadratic" else {}):
+        landscape = make_landscape(name, params)
+        for x, y in landscape_points(landscape):
+            h = 1e-6
+            numeric = ((landscape.value(x + h, y) - landscape.value(x - h, y)) / (2 * h),
+                       (landscape.value(x, y + h) - landscape.value(x, y - h)) / (2 * h))
+            exact = landscape.gradient(x, y)
+            scale = 1 + abs(exact[0]) + abs(exact[1])
+            assert abs(float(exact[0]) - numeric[0]) < 1e-6 * scale, (x, y)
+            assert abs(float(exact[1]) - numeric[1]) < 1e-6 * scale, (x, y)
+
+
+@pytest.mark.parametrize("name", list(LANDSCAPES))
+def test_each_landscape_has_its_stated_minima(name):
+    landscape = make_landscape(name)
+    for point in landscape.minima_points():
+        assert np.hypot(*landscape.gradient(*point)) < 1e-5
+        assert float(landscape.value(*point)) == pytest.approx(landscape.minimum_value(), abs=1e-9)
+    grid = api.surface(landscape, resolution=41)
+    values = [h for row in grid["height"] for h in row]
+    assert min(values) >= (0 if landscape.log_scale else landscape.minimum_value()) - 1e-9
+
+
+def test_convex_hull_minibatch_gradients_are_unbiased_and_full_batch_is_exact():
+    hull = make_landscape("convex-hull", {"batch": 1})
+    x, y = 0.7, -1.3
+    per_sample = [hull._mean_gradient(x, y, np.array([i])) for i in range(5)]
+    assert np.allclose(np.mean(per_sample, axis=0), hull.gradient(x, y))
+    full = make_landscape("convex-hull", {"batch": 5})
+    assert full.sampled_gradient(x, y, full.sample(np.random.default_rng(0))) == pytest.approx(full.gradient(x, y))
+    # the minimizer lies in the hull of the per-sample minimizers (seed 002, Fig. 4.2)
+    assert np.hypot(*hull.gradient(*hull.minimizer)) < 1e-12
+
+
+def test_bad_landscape_parameters_are_refused():
+    with pytest.raises(ValueError, match="condition must lie in"):
+        make_landscape("quadratic", {"condition": 0.5})
+    with pytest.raises(ValueError, match="unknown landscape"):
+        make_landscape("volcano")
+    with pytest.raises(ValueError, match="whole number"):
+        make_landscape("convex-hull", {"batch": 2.5})
+
+
+# --- the optimizers on offer ------------------------------------------------------------------
+
+
+def test_catalog_lists_every_public_optimizer_class_and_the_named_variants():
+    catalog = api.optimizer_catalog()
+    public = [n for n in descend.__all__ if isinstance(getattr(descend, n), type)
+              and issubclass(getattr(descend, n), descend.ChainOptimizer) and n != "ChainOptimizer"]
+    assert set(public) <= set(catalog)
+    for variant in ("SGD momentum (EMA form)", "SGD momentum (velocity form)", "Nesterov (reformulated)",
+                    "Nesterov (look-ahead)", "Adam (no bias correction)", "SAM (SGD)", "Adafactor"):
+        assert variant in catalog
+    sliders = {h["name"]: h for h in catalog["Adam"]["hyperparameters"]}
+    assert sliders["lr"]["scale"] == "log" and sliders["betas[1]"]["scale"] == "decay"
+    assert sliders["betas[1]"]["default"] == 0.999 and sliders["bias_correction"]["scale"] == "bool"
+
+
+def test_a_new_public_optimizer_class_appears_without_code_changes(monkeypatch):
+    class Lionish(descend.SGD):
+        def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
+                     weight_decay: float = 0.0, strange: float = 3.0, *, nonfinite: str = "raise"):
+            super().__init__(params, lr=lr, weight_decay=weight_decay, nonfinite=nonfinite)
+
+    monkeypatch.setattr(descend, "Lionish", Lionish, raising=False)
+    monkeypatch.setattr(descend, "__all__", [*descend.__all__, "Lionish"])
+    api.optimizer_catalog.cache_clear()
+    try:
+        entry = api.optimizer_catalog()["Lionish"]
+    finally:
+        monkeypatch.undo()
+        api.optimizer_catalog.cache_clear()
+    sliders = {h["name"]: h for h in entry["hyperparameters"]}
+    assert set(sliders) == {"lr", "betas[0]", "betas[1]", "weight_decay", "strange"}
+    assert sliders["strange"]["scale"] == "log" and sliders["strange"]["low"] < 3.0 < sliders["strange"]["high"]
+
+
+def direct_run(make_optimizer, landscape, start, steps):
+    """What a user writing their own loop gets: θ.grad = ∇f(θ), optimizer.step()."""
+    theta = torch.tensor(start, dtype=torch.float64, requires_grad=True)
+    optimizer = make_optimizer([theta])
+    for _ in range(steps):
+        if isinstance(optimizer, descend.SAM):
+            def closure():
+                theta.grad = torch.tensor(landscape.gradient(*theta.tolist()), dtype=torch.float64)
+                return landscape.value(*theta.tolist())
+
+            optimizer.step(closure)
+        else:
+            theta.grad = torch.tensor(landscape.gradient(*theta.tolist()), dtype=torch.float64)
+            optimizer.step()
+    return theta.tolist()
+
+
+DIRECT = [
+    ("SGD", {"lr": 0.02}, lambda p: descend.SGD(p, lr=0.02)),
+    ("SGD momentum (EMA form)", {"lr": 0.05, "momentum": 0.8},
+     lambda p: descend.SGD(p, lr=0.05, momentum=0.8, dampening=0.8)),
+    ("SGD momentum (velocity form)", {"lr": 0.01, "momentum": 0.9},
+     lambda p: descend.SGD(p, lr=0.01, momentum=0.9)),
+    ("Nesterov (reformulated)", {"lr": 0.01, "momentum": 0.9},
+     lambda p: descend.SGD(p, lr=0.01, momentum=0.9, nesterov=True)),
+    ("Nesterov (look-ahead)", {"lr": 0.05, "momentum": 0.7},
+     lambda p: descend.SGD(p, lr=0.05, momentum=0.7, dampening=0.7, nesterov=True)),
+    ("Adam", {"lr": 0.05, "betas[1]": 0.99}, lambda p: descend.Adam(p, lr=0.05, betas=(0.9, 0.99))),
+    ("Adam (no bias correction)", {"lr": 0.05}, lambda p: descend.Adam(p, lr=0.05, bias_correction=False)),
+    ("Adafactor", {"beta1": 0.9}, lambda p: descend.Adafactor(p, beta1=0.9)),
+    ("SAM (SGD)", {"lr": 0.01, "rho": 0.1}, lambda p: descend.SAM(p, descend.SGD, rho=0.1, lr=0.01)),
+]
+
+
+@pytest.mark.parametrize("name, hyperparameters, make", DIRECT, ids=[d[0] for d in DIRECT])
+def test_trajectory_ends_where_the_optimizer_class_used_directly_ends(name, hyperparameters, make):
+    landscape = make_landscape("himmelblau")
+    run = api.trajectory(landscape, name, hyperparameters, start=(-0.5, -0.5), steps=60)
+    assert run.diverged_at is None and len(run.points) == 61
+    assert run.points[-1] == direct_run(make, landscape, (-0.5, -0.5), 60)
+    assert run.losses[-1] == landscape.value(*run.points[-1])
+
+
+@pytest.mark.parametrize("name", [n for n in api.public_optimizer_classes() if n != "SAM"])
+def test_every_public_class_with_its_defaults_matches_direct_use(name):
+    landscape = make_landscape("quadratic")
+    cls = api.public_optimizer_classes()[name]
+    run = api.trajectory(landscape, name, {}, start=(1.0, -2.0), steps=25)
+    assert run.points[-1] == direct_run(cls, landscape, (1.0, -2.0), 25)
+
+
+def test_stochastic_trajectories_repeat_with_the_seed_and_differ_across_seeds():
+    hull = make_landscape("convex-hull", {"batch": 1, "noise": 0.5})
+    first = api.trajectory(hull, "SGD", {"lr": 0.05}, steps=50, seed=1)
+    assert api.trajectory(hull, "SGD", {"lr": 0.05}, steps=50, seed=1).points == first.points
+    assert api.trajectory(hull, "SGD", {"lr": 0.05}, steps=50, seed=2).points != first.points
+
+
+def test_a_diverging_trajectory_is_cut_at_the_first_non_finite_value():
+    landscape = make_landscape("rosenbrock")
+    run = api.trajectory(landscape, "SGD", {"lr": 0.05}, start=(-1.2, 1.0), steps=500)
+    assert run.diverged_at is not None and len(run.points) == run.diverged_at == len(run.losses)
+    assert all(math.isfinite(v) for point in run.points for v in point)
+    # the optimizer used directly reaches a non-finite point (or gradient) there
+    def finite(function, x, y):
+        try:
+            return all(math.isfinite(v) for v in np.atleast_1d(function(x, y)))
+        except OverflowError:
+            return False
+
+    theta = torch.tensor([-1.2, 1.0], dtype=torch.float64)
+    optimizer = descend.SGD([theta], lr=0.05)
+    k = 0
+    while finite(landscape.value, *theta.tolist()):
+        k += 1
+        if not finite(landscape.gradient, *theta.tolist()):
+            break
+        theta.grad = torch.tensor(landscape.gradient(*theta.tolist()), dtype=torch.float64)
+        optimizer.step()
+    assert k == run.diverged_at
+
+
+def test_a_hyperparameter_out_of_range_gets_the_optimizers_own_message():
+    with pytest.raises(ValueError) as own:
+        descend.Adam([torch.zeros(2, requires_grad=True)], betas=(0.9, 1.5))
+    setup = {"landscape": "beale", "runs": [{"optimizer": "SGD", "hyperparameters": {"lr": 0.01}},
+                                             {"optimizer": "Adam", "hyperparameters": {"betas[1]": 1.5}}]}
+    with pytest.raises(api.SetupError) as refused:
+        api.run_setup(setup)
+    assert str(refused.value) == str(own.value) and refused.value.run == 1
+    with pytest.raises(api.SetupError, match="unknown hyperparameter"):
+        api.run_setup({"runs": [{"optimizer": "SGD", "hyperparameters": {"beta": 1}}]})
+    with pytest.raises(api.SetupError, match="start must be"):
+        api.run_setup({"start": [0, float("nan")], "runs": [{"optimizer": "SGD"}]})
+
+
+def test_run_setup_answers_what_the_page_draws():
+    answer = api.run_setup({"landscape": "convex-hull", "landscape_params": {"batch": 2}, "steps": 30,
+                            "runs": [{"optimizer": "SGD", "hyperparameters": {"lr": 0.1}, "batch": 5},
+                                     {"optimizer": "SGD", "hyperparameters": {"lr": 0.1}}]})
+    full, sampled = answer["runs"]
+    assert full["points"] == api.trajectory(make_landscape("convex-hull", {"batch": 5}), "SGD", {"lr": 0.1},
+                                            steps=30).points
+    assert sampled["points"] != full["points"]
+    assert len(answer["surface"]["x"]) == len(answer["surface"]["height"][0])
+    assert answer["landscape"]["hull"] and len(full["heights"]) == len(full["points"]) == 31
+
+
+# --- the server -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Running() as url:
+        yield url
+
+
+def request(url, body=None, headers=None):
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_server_serves_the_page_plotly_and_the_api(server):
+    status, page = request(server)
+    assert status == 200 and b"/plotly.min.js" in page and b"cdn" not in page.lower()
+    status, script = request(server + "plotly.min.js")
+    assert status == 200 and len(script) > 1_000_000 and b"plotly" in script[:2000].lower()
+    status, app = request(server + "static/app.js")
+    assert status == 200 and b"/api/run" in app
+    status, catalog = request(server + "api/catalog")
+    assert status == 200 and "Adam" in json.loads(catalog)["optimizers"]
+    setup = {"landscape": "quadratic", "steps": 20, "runs": [{"optimizer": "Adam", "hyperparameters": {"lr": 0.1}}]}
+    status, answer = request(server + "api/run", setup)
+    run = json.loads(answer)["runs"][0]
+    assert status == 200 and run["points"] == api.trajectory("quadratic", "Adam", {"lr": 0.1}, steps=20).points
+    status, table = request(server + "api/csv", setup)
+    lines = table.decode().splitlines()
+    assert status == 200 and lines[0] == "optimizer,step,x,y,loss,diverged_at" and len(lines) == 22
+
+
+def test_server_answers_bad_input_with_400_and_the_message(server):
+    status, answer = request(server + "api/run", {"runs": [{"optimizer": "SGD", "hyperparameters": {"lr": -1}}]})
+    assert status == 400 and json.loads(answer) == {"error": "SGD: lr must be a finite number >= 0, got -1", "run": 0}
+    status, answer = request(server + "api/run", b"{not json")
+    assert status == 400 and "not valid JSON" in json.loads(answer)["error"]
+
+
+def test_server_refuses_requests_from_other_origins_and_hosts(server):
+    assert request(server + "api/catalog", headers={"Origin": "http://evil.example"})[0] == 403
+    assert request(server + "api/catalog", headers={"Host": "evil.example"})[0] == 403
+    assert request(server + "api/catalog", headers={"Origin": "http://localhost:1234"})[0] == 200
+    assert request(server + "api/catalog", headers={"Host": "[::1]:80"})[0] == 200
+
+
+def test_opening_the_server_with_host_lets_that_host_in():
+    with Running(opened_to="192.0.2.7") as url:
+        assert request(url + "api/catalog", headers={"Host": "192.0.2.7:8000"})[0] == 200
+        assert request(url + "api/catalog", headers={"Host": "198.51.100.1"})[0] == 403
+
+
+def test_a_port_in_use_gives_a_one_line_error_and_exit_status_2(capfd):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        status = main(["playground", "--port", str(taken.getsockname()[1]), "--no-browser"])
+    finally:
+        taken.close()
+    error = capfd.readouterr().err
+    assert status == 2 and error.count("\n") == 1 and "is in use" in error
+
+
+def test_static_files_ship_with_the_package():
+    config = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    assert "static/*" in config["tool"]["setuptools"]["package-data"]["descend.playground"]
+    assert "playground" in config["project"]["optional-dependencies"]
+    static = Path(api.__file__).parent / "static"
+    assert {"index.html", "app.js", "style.css"} <= {p.name for p in static.iterdir()}
+
+
+# --- the page, in headless Chromium ---------------------------------------------------------------
+
+
+def browser_or_skip():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"Chromium is not installed at {CHROMIUM}: the end-to-end page test needs it")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed: the end-to-end page test needs it (pip install playwright)")
+    return sync_playwright
+
+
+def test_page_end_to_end_in_headless_chromium(server):
+    sync_playwright = browser_or_skip()
+    problems = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM,
+                                             args=["--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
+        page = browser.new_page(viewport={"width": 1400, "height": 950})
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+
+        def settled():
+            page.wait_for_timeout(100)
+            page.wait_for_function("['ready', 'error'].includes(document.body.dataset.status)", timeout=90_000)
+
+        def endpoint(run):
+            return page.evaluate(f"window.playground.result.runs[{run}].points.at(-1)")
+
+        page.goto(server)
+        settled()
+        # pick two optimizers
+        page.locator(".run[data-index='0'] select.optimizer").select_option("SGD momentum (EMA form)")
+        settled()
+        page.locator(".run[data-index='1'] select.optimizer").select_option("Adam")
+        settled()
+        assert page.evaluate("window.playground.result.runs.map(r => r.optimizer)") == [
+            "SGD momentum (EMA form)", "Adam"]
+        state = page.evaluate("window.playground.state")
+        before = endpoint(0)
+        # move the lr slider of the first optimizer: the trajectory changes, and is the API's trajectory
+        slider = page.locator(".run[data-index='0'] input[type=range][data-name='lr']")
+        slider.focus()
+        for _ in range(40):
+            slider.press("ArrowLeft")
+        settled()
+        after = endpoint(0)
+        lr = page.evaluate("window.playground.state.runs[0].hyperparameters.lr")
+        assert after != before and lr < state["runs"][0]["hyperparameters"]["lr"]
+        run = api.trajectory("quadratic", "SGD momentum (EMA form)", {"lr": lr, "momentum": 0.9},
+                             start=state["start"], steps=state["steps"])
+        assert after == run.points[-1]
+        # the URL holds the whole setup: opening it elsewhere restores it
+        shared = page.url
+        second = browser.new_page()
+        second.on("pageerror", lambda e: problems.append(str(e)))
+        second.goto(shared)
+        second.wait_for_function("document.body.dataset.status === 'ready'", timeout=90_000)
+        assert second.evaluate("window.playground.result.runs[0].points.at(-1)") == after
+        second.close()
+        # a click on the contour plot moves the start
+        box = page.locator("#contour .nsewdrag").bounding_box()
+        page.mouse.click(box["x"] + 0.75 * box["width"], box["y"] + 0.25 * box["height"])
+        settled()
+        start = page.evaluate("window.playground.result.runs[0].points[0]")
+        assert start[0] > 0.5 and start[1] > 0.5
+        assert problems == []
+        # an out-of-range value typed in shows the optimizer's own message (the browser itself logs
+        # the 400 answer as a failed resource: the only console error allowed)
+        box = page.locator(".run[data-index='1'] input[type=number][data-name='lr']")
+        box.fill("-3")
+        box.press("Enter")
+        settled()
+        assert "Adam: lr must be a finite number >= 0, got -3" in page.inner_text("#message")
+        browser.close()
+    assert all("status of 400" in problem for problem in problems), problems
