@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import socket
 import tomllib
 import urllib.error
@@ -60,10 +61,10 @@ def test_each_landscape_has_its_stated_minima(name):
 def test_convex_hull_minibatch_gradients_are_unbiased_and_full_batch_is_exact():
     hull = make_landscape("convex-hull", {"batch": 1})
     x, y = 0.7, -1.3
-    per_sample = [hull._mean_gradient(x, y, np.array([i])) for i in range(5)]
+    per_sample = [hull._mean_gradient(x, y, [i]) for i in range(5)]
     assert np.allclose(np.mean(per_sample, axis=0), hull.gradient(x, y))
     full = make_landscape("convex-hull", {"batch": 5})
-    assert full.sampled_gradient(x, y, full.sample(np.random.default_rng(0))) == pytest.approx(full.gradient(x, y))
+    assert full.sampled_gradient(x, y, full.sample(random.Random(0))) == pytest.approx(full.gradient(x, y))
     # the minimizer lies in the hull of the per-sample minimizers (seed 002, Fig. 4.2)
     assert np.hypot(*hull.gradient(*hull.minimizer)) < 1e-12
 
@@ -327,7 +328,7 @@ def test_page_end_to_end_in_headless_chromium(server):
         def endpoint(run):
             return page.evaluate(f"window.playground.result.runs[{run}].points.at(-1)")
 
-        page.goto(server)
+        page.goto(server + "?animate=0")  # the animation is for people; the test wants the final frame
         settled()
         # pick two optimizers
         page.locator(".run[data-index='0'] select.optimizer").select_option("SGD momentum (EMA form)")

@@ -7,6 +7,7 @@ steps in a few ms) and a whole grid (numpy arrays, for the contours).
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -63,7 +64,7 @@ class Landscape:
     def minimum_value(self) -> float:
         return min((float(self.value(*m)) for m in self.minima), default=0.0)
 
-    def sample(self, rng: np.random.Generator) -> Any:
+    def sample(self, rng: random.Random) -> Any:
         """What one stochastic step draws (a mini-batch, noise); None for a deterministic landscape."""
         return None
 
@@ -202,7 +203,7 @@ class Himmelblau(Landscape):
 
 @dataclass
 class _Batch:
-    indices: np.ndarray
+    indices: list[int]
     noise: tuple[float, float]
 
 
@@ -238,15 +239,16 @@ class ConvexHull(Landscape):
     def __init__(self, **params):
         super().__init__(**params)
         middle = self._centers.mean(axis=0)
-        self.u = middle + self.params["spread"] * (self._centers - middle)
-        self.a = self._curvatures
-        weights = self.a / self.a.sum()
-        self.minimizer = (float(weights @ self.u[:, 0]), float(self.u[:, 1].mean()))
+        # plain floats: one optimizer step evaluates these sums on Python numbers, far faster than numpy
+        self.u = [tuple(map(float, p)) for p in middle + self.params["spread"] * (self._centers - middle)]
+        self.a = [float(a) for a in self._curvatures]
+        weights = self._curvatures / self._curvatures.sum()
+        self.minimizer = (float(weights @ np.array(self.u)[:, 0]), float(np.mean([u[1] for u in self.u])))
 
     @property
     def hull(self) -> list[list[float]]:
         """The corners of ``S`` in order, for drawing it (Andrew's monotone chain)."""
-        points = sorted({(round(float(p[0]), 12), round(float(p[1]), 12)) for p in self.u})
+        points = sorted({(round(p[0], 12), round(p[1], 12)) for p in self.u})
         if len(points) < 3:
             return [list(p) for p in points]
 
@@ -270,27 +272,26 @@ class ConvexHull(Landscape):
         return float(self.value(*self.minimizer))
 
     def describe(self):
-        return {**super().describe(), "hull": self.hull, "samples": self.u.tolist()}
+        return {**super().describe(), "hull": self.hull, "samples": [list(u) for u in self.u]}
 
     def _mean_gradient(self, x, y, indices):
-        a, u = self.a[indices], self.u[indices]
-        return float(np.mean(2 * a * (x - u[:, 0]))), float(np.mean(2 * (y - u[:, 1])))
+        """The mean of ``∇C_i`` over the samples ``indices``."""
+        gx = sum(2 * self.a[i] * (x - self.u[i][0]) for i in indices) / len(indices)
+        gy = sum(2 * (y - self.u[i][1]) for i in indices) / len(indices)
+        return gx, gy
 
     def value(self, x, y):
-        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
         total = sum(a * (x - u[0]) ** 2 + (y - u[1]) ** 2 for a, u in zip(self.a, self.u))
         return total / len(self.a)
 
     def gradient(self, x, y):
-        gx = sum(2 * a * (x - u[0]) for a, u in zip(self.a, self.u)) / len(self.a)
-        gy = sum(2 * (y - u[1]) for u in self.u) / len(self.a)
-        return gx, gy
+        return self._mean_gradient(x, y, range(len(self.a)))
 
-    def sample(self, rng):
-        indices = rng.choice(len(self.a), size=self.params["batch"], replace=False)
+    def sample(self, rng: random.Random):
+        indices = sorted(rng.sample(range(len(self.a)), self.params["batch"]))
         sigma = self.params["noise"]
-        noise = (float(rng.normal(0, sigma)), float(rng.normal(0, sigma))) if sigma else (0.0, 0.0)
-        return _Batch(np.sort(indices), noise)
+        noise = (rng.gauss(0.0, sigma), rng.gauss(0.0, sigma)) if sigma else (0.0, 0.0)
+        return _Batch(indices, noise)
 
     def sampled_gradient(self, x, y, sample: _Batch):
         gx, gy = self._mean_gradient(x, y, sample.indices)

@@ -514,8 +514,15 @@ function showUpTo(k, full3d = true) {
   $("scrub-label").textContent = `step ${k}`;
 }
 
+const STILL = new URLSearchParams(location.search).get("animate") === "0"; // ?animate=0: no animation
+
 function animate(longest) {
   cancelAnimationFrame(page.animation);
+  if (STILL) {
+    showUpTo(longest);
+    document.body.dataset.status = "ready";
+    return;
+  }
   const duration = Math.min(1500, 6 * longest + 200);
   const begin = performance.now();
   let frame = 0;
