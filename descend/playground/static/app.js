@@ -20,11 +20,11 @@ window.playground = page; // for the end-to-end test and for curious users
 // ---- presets: the pictures of the course slides (seed 004) and lecture notes (seed 002) ----------
 const PRESETS = {
   "Learning rate: too low / just right / too high": {
-    landscape: "quadratic", params: { condition: 10, angle: 30 }, start: [-2.5, 2.0], steps: 60, seed: 0,
+    landscape: "quadratic", params: { condition: 10, angle: 30 }, start: [-2.5, -1.0], steps: 60, seed: 0,
     runs: [
       { optimizer: "SGD", hyperparameters: { lr: 0.1 } },
       { optimizer: "SGD", hyperparameters: { lr: 1.0 } },
-      { optimizer: "SGD", hyperparameters: { lr: 2.05 } },
+      { optimizer: "SGD", hyperparameters: { lr: 2.1 } },
     ],
   },
   "Momentum β ∈ {0, 0.5, 0.9}, α = 0.001/(1−β), on Rosenbrock (Fig. 4.1)": {
@@ -42,7 +42,7 @@ const PRESETS = {
       { optimizer: "SGD momentum (velocity form)", hyperparameters: { lr: 1.0, momentum: 0.6 } },
     ],
   },
-  "Nesterov: reformulated vs look-ahead": {
+  "Nesterov: look-ahead with α/(1−β) retraces the reformulated form": {
     landscape: "quadratic", params: { condition: 50, angle: 30 }, start: [-2.5, 2.0], steps: 150, seed: 0,
     runs: [
       { optimizer: "SGD momentum (velocity form)", hyperparameters: { lr: 0.3, momentum: 0.9 } },
@@ -441,7 +441,8 @@ function draw() {
   Plotly.react("surface", surfaceTraces, {
     margin: { l: 0, r: 0, t: 30, b: 0 }, title: { text: "drag to rotate", font: { size: 12, color: "#6b7585" } },
     showlegend: false, uirevision: "keep",
-    scene: { xaxis: { title: "x", range: [x0, x1] }, yaxis: { title: "y", range: [y0, y1] }, zaxis: { title: zLabel },
+    scene: { xaxis: { title: { text: "x" }, range: [x0, x1] }, yaxis: { title: { text: "y" }, range: [y0, y1] },
+      zaxis: { title: { text: zLabel }, range: [Math.min(...zs), Math.max(...zs) + 2 * lift] },
       camera: oldCamera || { eye: { x: -1.4, y: -1.5, z: 1.1 } }, aspectmode: "manual", aspectratio: { x: 1, y: 1, z: 0.6 } },
   }, CONFIG);
 
@@ -506,9 +507,13 @@ function showUpTo(k, full3d = true) {
     })),
     traces: runs.map((_, i) => i),
   }, QUICK);
-  if (full3d) {
-    Plotly.restyle("surface", { x: xs, y: ys, z: runs.map((r) => r.heights.slice(0, k + 1).map((h) => h + lift)) },
-      runs.map((_, i) => i + 1));
+  if (full3d) { // on the surface, points outside the window are left out (a gap), not drawn in the air
+    const [[x0, x1], [y0, y1]] = page.result.landscape.window;
+    const inside = runs.map((r) => r.points.slice(0, k + 1).map((p) => p[0] >= x0 && p[0] <= x1 && p[1] >= y0 && p[1] <= y1));
+    const keep = (values, i) => values.map((v, j) => (inside[i][j] ? v : null));
+    Plotly.restyle("surface", {
+      x: xs.map(keep), y: ys.map(keep), z: runs.map((r, i) => keep(r.heights.slice(0, k + 1).map((h) => h + lift), i)),
+    }, runs.map((_, i) => i + 1));
   }
   $("scrub").value = k;
   $("scrub-label").textContent = `step ${k}`;
@@ -541,6 +546,8 @@ function openSaved(saved) {
   if (saved.format !== "descend.landscape") throw new Error("not a file written by descend.landscape(...).save()");
   page.savedMode = true;
   cancelAnimationFrame(page.animation);
+  showMessage("");
+  document.body.classList.add("saved");
   $("saved-banner").hidden = false;
   $("saved-title").textContent = `Saved landscape: ${saved.title || ""} (${saved.kind})`;
   const path = saved.path || [];
@@ -548,7 +555,7 @@ function openSaved(saved) {
     Plotly.purge("contour");
     Plotly.react("contour-base", [{ x: saved.x, y: saved.loss, mode: "lines", line: { color: "#1f77b4" } }], {
       margin: { l: 50, r: 10, t: 30, b: 40 }, title: { text: saved.title || "1-D slice", font: { size: 14 } },
-      xaxis: { ...AXIS, title: saved.xlabel || "t" }, yaxis: { ...AXIS, title: "loss" },
+      xaxis: { ...AXIS, title: { text: saved.xlabel || "t" } }, yaxis: { ...AXIS, title: { text: "loss" } },
     }, CONFIG);
     Plotly.purge("surface");
   } else {
@@ -560,11 +567,13 @@ function openSaved(saved) {
         marker: { size: 4 }, name: "trajectory" },
     ], {
       margin: { l: 50, r: 10, t: 30, b: 40 }, title: { text: saved.title || "loss landscape", font: { size: 14 } },
-      xaxis: { ...AXIS, title: saved.xlabel || "α" }, yaxis: { ...AXIS, title: saved.ylabel || "β" }, showlegend: false,
+      xaxis: { ...AXIS, title: { text: saved.xlabel || "α" } }, yaxis: { ...AXIS, title: { text: saved.ylabel || "β" } },
+      showlegend: false,
     }, CONFIG);
     Plotly.react("surface", [{ type: "surface", x: saved.x, y: saved.y, z: saved.loss, colorscale: COLORSCALE, showscale: false }], {
       margin: { l: 0, r: 0, t: 30, b: 0 }, title: { text: "drag to rotate", font: { size: 12 } },
-      scene: { xaxis: { title: saved.xlabel || "α" }, yaxis: { title: saved.ylabel || "β" }, zaxis: { title: "loss" } },
+      scene: { xaxis: { title: { text: saved.xlabel || "α" } }, yaxis: { title: { text: saved.ylabel || "β" } },
+        zaxis: { title: { text: "loss" } } },
     }, CONFIG);
   }
   Plotly.purge("loss");
@@ -573,6 +582,7 @@ function openSaved(saved) {
 
 function closeSaved() {
   page.savedMode = false;
+  document.body.classList.remove("saved");
   $("saved-banner").hidden = true;
   $("open-landscape").value = "";
   page.surface = null;
