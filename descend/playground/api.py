@@ -70,14 +70,15 @@ class Variant:
 
 # the forms the course material (seeds 002 and 003) contrasts; every other public class appears as itself
 VARIANTS = (
-    Variant("SGD momentum (velocity form)", "SGD", fixed={"nesterov": False}, defaults={"momentum": 0.9},
-            tied={}, note="v ← μv − αg, θ ← θ + v (dampening = 0)"),
+    Variant("SGD momentum (velocity form)", "SGD", fixed={"nesterov": False, "dampening": 0.0},
+            defaults={"momentum": 0.9}, note="v ← μv − αg, θ ← θ + v (dampening = 0)"),
     Variant("SGD momentum (EMA form)", "SGD", fixed={"nesterov": False}, tied={"dampening": "momentum"},
             defaults={"momentum": 0.9}, note="v ← βv + (1−β)g, θ ← θ − αv (dampening = momentum)"),
     Variant("Nesterov (reformulated)", "SGD", fixed={"nesterov": True, "dampening": 0.0}, defaults={"momentum": 0.9},
             note="θ ← θ − μv_{t−1} + (1+μ)v_t (nesterov=True)"),
     Variant("Nesterov (look-ahead)", "SGD", fixed={"nesterov": True}, tied={"dampening": "momentum"},
-            defaults={"momentum": 0.9}, note="θ ← θ − α(βv_{t+1} + (1−β)g) (nesterov=True, dampening=momentum)"),
+            defaults={"momentum": 0.9},
+            note="θ ← θ − α(βv_{t+1} + (1−β)g) (nesterov=True, dampening=momentum)"),
     Variant("Adam (no bias correction)", "Adam", fixed={"bias_correction": False},
             note="θ ← θ − αm_t/(√v_t + ε)"),
     Variant("SAM (SGD)", "SAM", base="SGD", note="SGD steps with the gradient at θ + ρ g/‖g‖"),
@@ -285,8 +286,9 @@ def trajectory(
     if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_STEPS:
         raise ValueError(f"steps must be a whole number in [0, {MAX_STEPS}], got {steps!r}")
     start = landscape.start if start is None else start
-    if not isinstance(start, (list, tuple)) or len(start) != 2 or not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in start) \
-            or not _finite(*start):
+    numbers = isinstance(start, (list, tuple)) and len(start) == 2 \
+        and all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in start)
+    if not numbers or not _finite(*start):
         raise ValueError(f"start must be two finite numbers (x, y), got {start!r}")
     cls, kwargs = optimizer_kwargs(optimizer_name, hyperparameters or {})
     with _one_thread():

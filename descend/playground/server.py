@@ -182,7 +182,7 @@ def serve(host: str = "127.0.0.1", port: int = 0, open_browser: bool = True) -> 
     import uvicorn
 
     sock = bind(host, port)
-    shown = f"[{host}]" if ":" in host else host
+    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
     url = f"http://{shown}:{sock.getsockname()[1]}/"
     print(f"descend playground: {url}  (Ctrl+C stops it)", flush=True)
     if open_browser:
