@@ -359,6 +359,15 @@ def test_page_end_to_end_in_headless_chromium(server):
         second.wait_for_function("document.body.dataset.status === 'ready'", timeout=90_000)
         assert second.evaluate("window.playground.result.runs[0].points.at(-1)") == after
         second.close()
+        # export: the figure as SVG, the numbers as CSV
+        with page.expect_download(timeout=90_000) as svg:
+            page.click("#export-svg")
+        assert svg.value.suggested_filename == "descend-contour.svg"
+        assert Path(svg.value.path()).read_text().startswith("<svg")
+        with page.expect_download(timeout=90_000) as table:
+            page.click("#export-csv")
+        rows = Path(table.value.path()).read_text().splitlines()
+        assert rows[0].startswith("optimizer,step,x,y,loss") and len(rows) == 1 + 2 * (state["steps"] + 1)
         # a click on the contour plot moves the start
         box = page.locator("#contour .nsewdrag").bounding_box()
         page.mouse.click(box["x"] + 0.75 * box["width"], box["y"] + 0.25 * box["height"])

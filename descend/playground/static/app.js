@@ -446,17 +446,22 @@ function draw() {
       camera: oldCamera || { eye: { x: -1.4, y: -1.5, z: 1.1 } }, aspectmode: "manual", aspectratio: { x: 1, y: 1, z: 0.6 } },
   }, CONFIG);
 
-  const lossTraces = result.runs.map((run, i) => ({
-    x: [], y: [], mode: "lines", name: labelOf(s.runs[i], i), line: { color: COLORS[i % COLORS.length], width: 2 },
+  const lossTraces = result.runs.map((run, i) => ({ // the first point now, so that the legend lists the run
+    x: run.gaps.length ? [0] : [], y: run.gaps.slice(0, 1).map((g) => (g > 0 ? g : null)), mode: "lines", line: { color: COLORS[i % COLORS.length], width: 2 },
+    name: labelOf(s.runs[i], i) + (run.diverged_at !== null ? ` — diverged at step ${run.diverged_at}` : ""),
   }));
   const gaps = result.runs.flatMap((r) => r.gaps.filter((g) => g > 0));
-  const low = gaps.length ? Math.log10(Math.min(...gaps)) : -1, high = gaps.length ? Math.log10(Math.max(...gaps)) : 1;
+  const first = Math.max(...result.runs.map((r) => r.gaps[0] ?? 0), 1e-300);
+  const low = gaps.length ? Math.log10(Math.min(...gaps)) : -1;
+  // a diverging run would squash the others: the axis stops three decades above the starting loss
+  const high = gaps.length ? Math.min(Math.log10(Math.max(...gaps)), Math.log10(first) + 3) : 1;
   const pad = Math.max(0.2, 0.05 * (high - low));
   Plotly.react("loss", lossTraces, {
     margin: { l: 60, r: 10, t: 10, b: 36 },
     xaxis: { ...AXIS, title: { text: "step", standoff: 4 }, range: [0, Math.max(1, s.steps)] },
     yaxis: { ...AXIS, type: "log", title: { text: "f − f*", standoff: 4 }, exponentformat: "power",
-      range: [low - pad, high + pad] },
+      range: [low - pad, high + pad], ...(high - low < 8 ? { dtick: 1 } : {}) }, // decades only, no 2s and 5s
+    showlegend: true,
     legend: { x: 1, xanchor: "right", y: 1, bgcolor: "rgba(255,255,255,0.85)", font: { size: 11 } },
   }, CONFIG);
 
@@ -486,6 +491,19 @@ function describeRuns() {
   $("legend-notes").innerHTML = notes.join("<br>");
 }
 
+// x and y of every path up to step k; points far outside the window (a diverging run reaches 1e150)
+// become gaps, which SVG could not draw anyway
+function pathsUpTo(k) {
+  const [[x0, x1], [y0, y1]] = page.result.landscape.window;
+  const far = 100 * Math.max(x1 - x0, y1 - y0);
+  const near = (p) => Math.abs(p[0] - (x0 + x1) / 2) < far && Math.abs(p[1] - (y0 + y1) / 2) < far;
+  const upTo = page.result.runs.map((r) => r.points.slice(0, k + 1));
+  return {
+    xs: upTo.map((points) => points.map((p) => (near(p) ? p[0] : null))),
+    ys: upTo.map((points) => points.map((p) => (near(p) ? p[1] : null))),
+  };
+}
+
 const QUICK = { transition: { duration: 0 }, frame: { duration: 0, redraw: false }, mode: "immediate" };
 
 // Shows the paths up to step k.  Plotly.animate without redraw moves only the path traces, so the
@@ -493,8 +511,7 @@ const QUICK = { transition: { duration: 0 }, frame: { duration: 0, redraw: false
 function showUpTo(k, full3d = true) {
   const { pathIndex, headIndex, lift } = page.traces;
   const runs = page.result.runs;
-  const xs = runs.map((r) => r.points.slice(0, k + 1).map((p) => p[0]));
-  const ys = runs.map((r) => r.points.slice(0, k + 1).map((p) => p[1]));
+  const { xs, ys } = pathsUpTo(k);
   const paths = runs.map((_, i) => pathIndex + i), heads = runs.map((_, i) => headIndex + i);
   const moved = [
     ...runs.map((_, i) => ({ x: xs[i], y: ys[i] })),
@@ -653,10 +670,9 @@ function wire() {
     scratch.style.cssText = "position:absolute;left:-10000px;width:900px;height:700px";
     document.body.appendChild(scratch);
     const full = page.figure.paths.map((trace, i) => (i < page.traces.pathIndex ? trace : { ...trace }));
-    const k = Number($("scrub").value);
+    const { xs, ys } = pathsUpTo(Number($("scrub").value));
     page.result.runs.forEach((run, i) => {
-      full[page.traces.pathIndex + i] = { ...full[page.traces.pathIndex + i],
-        x: run.points.slice(0, k + 1).map((p) => p[0]), y: run.points.slice(0, k + 1).map((p) => p[1]) };
+      full[page.traces.pathIndex + i] = { ...full[page.traces.pathIndex + i], x: xs[i], y: ys[i] };
     });
     const legend = { showlegend: true, legend: { x: 0, y: 1, bgcolor: "rgba(255,255,255,0.85)", font: { size: 11 } } };
     await Plotly.newPlot(scratch, [...page.figure.contour, ...full.slice(0, page.traces.headIndex)],
