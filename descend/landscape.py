@@ -267,23 +267,27 @@ def landscape(
     steps: int = 41,
     span: float | tuple[float, float] | None = None,
     seed: int = 0,
-    points_per_batch: int = 64,
+    points_per_batch: int | None = None,
     progress: bool = True,
 ) -> LossLandscape:
     """The loss of ``model`` around its current parameters (see the module docstring for the three kinds).
 
     ``loss_fn(model(inputs), targets)`` must return the mean loss of a batch; ``data`` is
     ``(inputs, targets)`` or an iterable of such batches (a DataLoader), averaged by batch size.
-    ``steps`` points per axis; ``span``: the coordinate range, a number ``s`` for ``[−s, s]`` or a
+    ``steps`` points per axis, evaluated ``points_per_batch`` at a time (default: 64, fewer for
+    models above a million parameters); ``span``: the coordinate range, a number ``s`` for ``[−s, s]`` or a
     pair (defaults: ``[−1, 1]`` for "filter" and given directions, ``[−0.25, 1.25]`` for
     "interpolate", the trajectory's extent plus a margin for "pca").  The model is evaluated in
     eval mode (no dropout); its parameters are not touched.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
         raise ValueError(f"landscape: steps must be a whole number >= 2, got {steps!r}")
-    if isinstance(points_per_batch, bool) or not isinstance(points_per_batch, int) or points_per_batch < 1:
+    if points_per_batch is not None and (isinstance(points_per_batch, bool) or not isinstance(points_per_batch, int)
+                                         or points_per_batch < 1):
         raise ValueError(f"landscape: points_per_batch must be a whole number >= 1, got {points_per_batch!r}")
     names, center = _trainable(model)
+    if points_per_batch is None:  # 64 points, or fewer so that the stacked parameter copies stay near 2**26 numbers
+        points_per_batch = max(1, min(64, 2**26 // sum(p.numel() for p in center)))
     path = explained = None
     if isinstance(directions, str):
         if directions == "filter":

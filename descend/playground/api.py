@@ -14,6 +14,7 @@ import functools
 import inspect
 import math
 import random
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -254,16 +255,27 @@ def _evaluate(landscape: Landscape, x: float, y: float, sample: Any) -> tuple[fl
     return (value, gx, gy) if _finite(value, gx, gy) else None
 
 
+_threads = {"lock": threading.Lock(), "running": 0, "previous": 1}
+
+
 @contextlib.contextmanager
 def _one_thread():
     """Torch on one thread: a 2-element step gains nothing from threads, and on a busy machine the
-    kernels' thread teams wait for each other (measured 5x slower with 2 threads under load)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    kernels' thread teams wait for each other (measured 5x slower with 2 threads under load).
+    The setting is process-wide: the last trajectory to finish (the server runs several at once)
+    puts back the count that was there before the first began."""
+    with _threads["lock"]:
+        if _threads["running"] == 0:
+            _threads["previous"] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _threads["running"] += 1
     try:
         yield
     finally:
-        torch.set_num_threads(previous)
+        with _threads["lock"]:
+            _threads["running"] -= 1
+            if _threads["running"] == 0:
+                torch.set_num_threads(_threads["previous"])
 
 
 def trajectory(
