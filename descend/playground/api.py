@@ -3,9 +3,12 @@ hyperparameters, and the trajectories that descend's own optimizer classes take 
 
 The web server (``descend.playground.server``) only turns these calls into JSON.
 
->>> from descend.playground import api
->>> run = api.trajectory("rosenbrock", "SGD", {"lr": 1e-3}, start=(-1.2, 1.0), steps=500)
->>> run.points[-1], run.losses[-1], run.diverged_at
+Example::
+
+    from descend.playground import api
+    run = api.trajectory("rosenbrock", "SGD momentum (EMA form)", {"lr": 1e-2, "momentum": 0.9},
+                         start=(-1.2, 1.0), steps=500)
+    run.points[-1], run.losses[-1], run.diverged_at
 """
 from __future__ import annotations
 
@@ -201,13 +204,12 @@ def optimizer_kwargs(name: str, hyperparameters: dict[str, Any]) -> tuple[type, 
         values[target] = values[source]
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
-        if "[" in key:
+        if "[" in key:  # one entry of a tuple argument: collected by index, made a tuple below
             base_name, index = key[:-1].split("[")
-            pair = kwargs.setdefault(base_name, [None, None])
-            pair[int(index)] = value
+            kwargs.setdefault(base_name, {})[int(index)] = value
         else:
             kwargs[key] = value
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    kwargs = {k: tuple(v[i] for i in sorted(v)) if isinstance(v, dict) else v for k, v in kwargs.items()}
     classes = public_optimizer_classes()
     if variant.base is not None:
         kwargs["base_optimizer"] = classes[variant.base]

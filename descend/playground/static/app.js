@@ -263,6 +263,14 @@ function buildAll() {
 }
 
 function applyState(state) {
+  const landscape = page.catalog.landscapes[state.landscape];
+  if (!landscape) throw new Error(`unknown landscape ${state.landscape}`);
+  // a hand-edited or older link may leave fields out: the landscape's own defaults fill them
+  state.params = { ...(state.params || {}) };
+  state.start = Array.isArray(state.start) && state.start.length === 2 ? state.start : [...landscape.start];
+  state.steps = Number.isInteger(state.steps) ? state.steps : 200;
+  state.seed = Number.isInteger(state.seed) ? state.seed : 0;
+  state.runs = (state.runs || []).slice(0, page.catalog.max_runs);
   page.state = state;
   for (const run of state.runs) {
     if (!entryOf(run.optimizer)) throw new Error(`unknown optimizer ${run.optimizer}`);
