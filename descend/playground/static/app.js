@@ -393,10 +393,15 @@ function draw() {
   const result = page.result, surface = page.surface.data, info = result.landscape, s = page.state;
   const [[x0, x1], [y0, y1]] = info.window;
   const zLabel = info.log_scale ? "log₁₀(1 + f − f*)" : "f";
+  // contour levels evenly spaced in sqrt(f − f*): a quadratic's ellipses then come evenly spaced
+  // (log-scale landscapes are drawn on their log heights as they are)
+  const lowest = Math.min(...surface.height.flat().filter((z) => z !== null));
+  const levels = info.log_scale ? surface.height
+    : surface.height.map((row) => row.map((z) => (z === null ? null : Math.sqrt(Math.max(z - lowest, 0)))));
   const contour = [{
-    type: "contour", x: surface.x, y: surface.y, z: surface.height, colorscale: COLORSCALE, ncontours: 28,
+    type: "contour", x: surface.x, y: surface.y, z: levels, colorscale: COLORSCALE, ncontours: 28,
     contours: { coloring: "fill" }, line: { width: 0.5, color: "rgba(255,255,255,0.6)" }, showscale: false,
-    hovertemplate: `x=%{x:.3f}<br>y=%{y:.3f}<br>${zLabel}=%{z:.4g}<extra></extra>`,
+    hoverinfo: "skip",
   }];
   if (info.hull) {
     const hull = [...info.hull, info.hull[0]];
@@ -521,11 +526,14 @@ function showUpTo(k, full3d = true) {
   const runs = page.result.runs;
   const { xs, ys } = pathsUpTo(k);
   const paths = runs.map((_, i) => pathIndex + i), heads = runs.map((_, i) => headIndex + i);
+  // every trace of the plot goes into the frame: Plotly.animate drops the scatter traces left out of it
+  const start = page.state.start;
   const moved = [
+    { x: [start[0]], y: [start[1]] },
     ...runs.map((_, i) => ({ x: xs[i], y: ys[i] })),
     ...runs.map((_, i) => ({ x: xs[i].slice(-1), y: ys[i].slice(-1) })),
   ];
-  Plotly.animate("contour", { data: moved, traces: [...paths, ...heads] }, QUICK);
+  Plotly.animate("contour", { data: moved, traces: [0, ...paths, ...heads] }, QUICK);
   Plotly.animate("loss", {
     data: runs.map((r) => ({
       x: r.gaps.slice(0, k + 1).map((_, j) => j), y: r.gaps.slice(0, k + 1).map((g) => (g > 0 ? g : null)),
@@ -704,6 +712,8 @@ function wire() {
   $("scrub").addEventListener("input", () => { cancelAnimationFrame(page.animation); showUpTo(Number($("scrub").value)); });
   $("play").addEventListener("click", () => page.result && animate(Number($("scrub").max)));
   // a click on the contour plot moves the start there (the exact point under the mouse)
+  $("contour").addEventListener("mousemove", showReadout);
+  $("contour").addEventListener("mouseleave", () => { $("readout").textContent = ""; });
   $("contour").addEventListener("click", (event) => {
     const plot = $("contour"), layout = plot._fullLayout, area = plot.querySelector(".nsewdrag");
     if (page.savedMode || !layout || !area) return;
@@ -715,6 +725,23 @@ function wire() {
     $("start-y").value = format(page.state.start[1]);
     changed();
   });
+}
+
+// the value under the mouse, read from the grid the server computed (the paths' plot covers the contours)
+function showReadout(event) {
+  const plot = $("contour"), layout = plot._fullLayout, area = plot.querySelector(".nsewdrag");
+  if (page.savedMode || !layout || !area || !page.surface) return;
+  const box = area.getBoundingClientRect();
+  const x = layout.xaxis.p2c(event.clientX - box.left), y = layout.yaxis.p2c(event.clientY - box.top);
+  const grid = page.surface.data, nearest = (axis, v) => {
+    const step = (axis[axis.length - 1] - axis[0]) / (axis.length - 1);
+    return Math.round((v - axis[0]) / step);
+  };
+  const i = nearest(grid.x, x), j = nearest(grid.y, y);
+  const inside = i >= 0 && j >= 0 && i < grid.x.length && j < grid.y.length;
+  const zLabel = page.result?.landscape.log_scale ? "log₁₀(1 + f − f*)" : "f";
+  $("readout").textContent = inside && grid.height[j][i] !== null
+    ? `x = ${format(x)}, y = ${format(y)}, ${zLabel} ≈ ${format(grid.height[j][i])}` : "";
 }
 
 async function init() {
