@@ -36,7 +36,7 @@ from .transforms import (
 )
 
 
-def _entries(states, key):
+def _pointers(states, key):
     """The state tensors under ``key``, as a C pointer array (NULL when the chain keeps no such entry)."""
     return native.pointers([state[key] for state in states]) if key in states[0] else None
 
@@ -105,15 +105,6 @@ class SGD(ChainOptimizer):
         return _with_coupled_decay(group, steps + [ScaleByLearningRate(group["lr"])])
 
 
-    def fused_step(self, group, params, grads, states, steps):
-        return native.kernel("sgd", params[0].dtype)(
-            len(params), native.pointers(params), native.pointers(grads),
-            _entries(states, "momentum_buffer") if group["momentum"] else None, native.sizes(params),
-            group["lr"], group["weight_decay"], group["momentum"], group["dampening"], group["nesterov"],
-            group["maximize"], native.threads(),
-        )
-
-
 class Adagrad(ChainOptimizer):
     r"""AdaGrad (Duchi et al. 2011): every coordinate's step shrinks with its gradient history.
 
@@ -161,14 +152,6 @@ class Adagrad(ChainOptimizer):
         if group["lr_decay"]:
             steps.append(LrDecay(group["lr_decay"]))
         return _with_coupled_decay(group, steps + [ScaleByLearningRate(group["lr"])])
-
-
-    def fused_step(self, group, params, grads, states, steps):
-        return native.kernel("adagrad", params[0].dtype)(
-            len(params), native.pointers(params), native.pointers(grads), _entries(states, "sum"),
-            native.sizes(params), steps, group["lr"], group["lr_decay"], group["eps"], group["weight_decay"],
-            group["maximize"], native.threads(),
-        )
 
 
 class RMSprop(ChainOptimizer):
@@ -229,16 +212,6 @@ class RMSprop(ChainOptimizer):
         return _with_coupled_decay(group, steps + [ScaleByLearningRate(group["lr"])])
 
 
-    def fused_step(self, group, params, grads, states, steps):
-        return native.kernel("rmsprop", params[0].dtype)(
-            len(params), native.pointers(params), native.pointers(grads), _entries(states, "square_avg"),
-            _entries(states, "grad_avg") if group["centered"] else None,
-            _entries(states, "momentum_buffer") if group["momentum"] else None, native.sizes(params),
-            group["lr"], group["alpha"], group["eps"], group["weight_decay"], group["momentum"], group["maximize"],
-            native.threads(),
-        )
-
-
 class Adadelta(ChainOptimizer):
     r"""Adadelta (Zeiler 2012, Algorithm 1): RMSprop with the units fixed by past updates.
 
@@ -283,14 +256,6 @@ class Adadelta(ChainOptimizer):
             ScaleByLearningRate(group["lr"]),
         ]
         return _with_coupled_decay(group, steps)
-
-
-    def fused_step(self, group, params, grads, states, steps):
-        return native.kernel("adadelta", params[0].dtype)(
-            len(params), native.pointers(params), native.pointers(grads), _entries(states, "square_avg"),
-            _entries(states, "acc_delta"), native.sizes(params), group["lr"], group["rho"], group["eps"],
-            group["weight_decay"], group["maximize"], native.threads(),
-        )
 
 
 class Adam(ChainOptimizer):
@@ -360,18 +325,8 @@ class Adam(ChainOptimizer):
         steps.append(ScaleByInverseRms(second_moment, group["eps"], debias_beta=beta2 if corrected else None))
         steps.append(ScaleByLearningRate(group["lr"]))
         if self.decoupled_weight_decay:
-            return steps + ([DecoupledWeightDecay(group["weight_decay"])] if group["weight_decay"] else [])
+            return steps + ([DecoupledWeightDecay(group["weight_decay"], group["lr"])] if group["weight_decay"] else [])
         return _with_coupled_decay(group, steps)
-
-
-    def fused_step(self, group, params, grads, states, steps):
-        beta1, beta2 = group["betas"]
-        return native.kernel("adam", params[0].dtype)(
-            len(params), native.pointers(params), native.pointers(grads), _entries(states, "exp_avg"),
-            _entries(states, "exp_avg_sq"), _entries(states, "max_exp_avg_sq") if group["amsgrad"] else None,
-            native.sizes(params), steps, group["lr"], beta1, beta2, group["eps"], group["weight_decay"],
-            group["bias_correction"], self.decoupled_weight_decay, group["maximize"], native.threads(),
-        )
 
 
 class AdamW(Adam):
@@ -509,6 +464,10 @@ class Adafactor(ChainOptimizer):
             steps.append(DecoupledWeightDecay(group["weight_decay"]))
         return steps
 
+    def kernel_chain(self, group):
+        """The chain ``fused_step`` computes (``_kernels.c``): Adafactor's own, whatever a subclass's is."""
+        return Adafactor.chain(self, group)
+
     def fused_step(self, group, params, grads, states, steps):
         eps1, eps2 = group["eps"]
         shapes, rows, cols, full = [], [], [], []
@@ -523,7 +482,7 @@ class Adafactor(ChainOptimizer):
         has_first_moment = group["beta1"] is not None
         return native.kernel("adafactor", params[0].dtype)(
             len(params), native.pointers(params), native.pointers(grads), native.pointers(rows),
-            native.pointers(cols), native.pointers(full), _entries(states, "exp_avg") if has_first_moment else None,
+            native.pointers(cols), native.pointers(full), _pointers(states, "exp_avg") if has_first_moment else None,
             native.int64s(shapes), steps, group["decay_rate"], eps1, eps2,
             -1.0 if group["lr"] is None else group["lr"], group["warmup_init"], group["scale_parameter"],
             group["clip_threshold"], group["beta1"] if has_first_moment else 0.0, group["weight_decay"],
