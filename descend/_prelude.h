@@ -78,4 +78,29 @@ INLINE uint16_t f32_to_bf16(float x) {
   return (uint16_t)(bits >> 16);
 }
 
+/* Stochastic rounding into bfloat16 state (state_dtype=torch.bfloat16): adding 16 random bits below the
+ * kept ones before truncating rounds up with probability equal to the dropped fraction, so the stored
+ * value is unbiased and a slow EMA (β = 0.999) still moves; round-to-nearest would freeze it.  The bits are
+ * a hash of the element's offset, the step and the state entry, the same as descend.transforms.store_state
+ * computes on the reference path. */
+INLINE uint32_t sr_seed(uint32_t salt, double t) { return salt * 0x27D4EB2Fu + (uint32_t)(int64_t)t * 0x165667B1u; }
+
+INLINE uint32_t sr_bits(int64_t j, uint32_t seed) {
+  uint32_t x = (uint32_t)j * 0x9E3779B1u + seed;
+  x ^= x >> 16;
+  x *= 0x85EBCA6Bu;
+  x ^= x >> 13;
+  x *= 0xC2B2AE35u;
+  x ^= x >> 16;
+  return x;
+}
+
+INLINE uint16_t f32_to_bf16_stochastic(float x, uint32_t random) {
+  uint32_t bits;
+  memcpy(&bits, &x, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40u);
+  bits += random & 0xffffu;
+  return (uint16_t)(bits >> 16);
+}
+
 #endif

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -222,7 +223,12 @@ def c_source(trace: Trace, param_dtype: torch.dtype, state_dtype: torch.dtype) -
     stores = []
     for role, expr in trace.outputs:
         value = operand(expr)
-        stores.append(f"{_role_var(role)}[j] = {C_STORE[storage(role)].format(value)};")
+        if role != "param" and state_dtype == torch.bfloat16:  # unbiased: see transforms.store_state
+            seed = f"seed_{_role_var(role)}"
+            prologue.append(f"const uint32_t {seed} = sr_seed({zlib.crc32(role.encode())}u, t);")
+            stores.append(f"{_role_var(role)}[j] = f32_to_bf16_stochastic({value}, sr_bits(j, {seed}));")
+        else:
+            stores.append(f"{_role_var(role)}[j] = {C_STORE[storage(role)].format(value)};")
     pointers = []
     for k, role in enumerate(roles):
         const = "" if role in written else "const "

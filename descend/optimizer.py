@@ -34,6 +34,7 @@ except ImportError:
     FOREACH_DEVICES = frozenset({"cuda"})
 _warned_chains: set[str] = set()
 SIXTEEN_BIT = (torch.bfloat16, torch.float16)
+STATE_DTYPES = (None, torch.float32, torch.float64, torch.bfloat16)
 
 
 @dataclass(frozen=True)
@@ -219,11 +220,12 @@ class ChainOptimizer(torch.optim.Optimizer):
         nonfinite: str = "raise",
         fused: bool | None = None,
         foreach: bool | None = None,
+        state_dtype: torch.dtype | None = None,
     ):
         check_nonfinite_policy(type(self).__name__, nonfinite)
         self.nonfinite = nonfinite
         self.skipped_steps = 0
-        super().__init__(params, {**defaults, "fused": fused, "foreach": foreach})
+        super().__init__(params, {**defaults, "fused": fused, "foreach": foreach, "state_dtype": state_dtype})
 
     # subclasses -----------------------------------------------------------------------------
 
@@ -261,6 +263,9 @@ class ChainOptimizer(torch.optim.Optimizer):
                 raise ValueError(f"{type(self).__name__}: {flag} must be None, True or False, got {group[flag]!r}")
         if group["fused"] and group["foreach"]:
             raise ValueError(f"{type(self).__name__}: fused=True and foreach=True exclude each other; pick one")
+        if group.setdefault("state_dtype", None) not in STATE_DTYPES:
+            raise ValueError(f"{type(self).__name__}: state_dtype must be None, torch.float32, torch.float64 or "
+                             f"torch.bfloat16, got {group['state_dtype']!r}")
         self.validate(group)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -272,6 +277,7 @@ class ChainOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:  # pickled before these options existed
             group.setdefault("fused", None)
             group.setdefault("foreach", None)
+            group.setdefault("state_dtype", None)
 
     def state_dict(self) -> dict[str, Any]:
         state_dict = super().state_dict()
@@ -288,6 +294,7 @@ class ChainOptimizer(torch.optim.Optimizer):
         skipped_steps = state_dict.pop("skipped_steps", 0)
         self._check_state_dict(state_dict)
         super().load_state_dict(state_dict)
+        self._keep_state_precision(state_dict)
         for state in self.state.values():  # the fused kernels need state laid out like its parameter
             for key, value in state.items():
                 if isinstance(value, Tensor) and key != "step" and not value.is_contiguous():
@@ -296,6 +303,20 @@ class ChainOptimizer(torch.optim.Optimizer):
             for name, default in self.defaults.items():
                 group.setdefault(name, default)
         self.skipped_steps = skipped_steps
+
+    def _keep_state_precision(self, state_dict: dict[str, Any]) -> None:
+        """torch's ``load_state_dict`` casts every state tensor to its parameter's dtype; a 16-bit parameter's
+        float32 state (see ``_state_dtype``) is taken again from the checkpoint, so that no bit is lost."""
+        for group, saved_group in zip(self.param_groups, state_dict.get("param_groups", [])):
+            for saved, param in zip(saved_group["params"], group["params"]):
+                entries = state_dict.get("state", {}).get(saved)
+                if not isinstance(entries, dict) or param not in self.state:
+                    continue
+                dtype = self._state_dtype(group, param.dtype)
+                for key, value in entries.items():
+                    if (key != "step" and isinstance(value, Tensor) and value.is_floating_point()
+                            and value.dtype == dtype != param.dtype):
+                        self.state[param][key] = value.to(device=local(param).device, copy=True)
 
     def _check_state_dict(self, state_dict: dict[str, Any]) -> None:
         owner = type(self).__name__

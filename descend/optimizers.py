@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
+
 from . import native
 from .optimizer import (
     ChainOptimizer,
@@ -83,11 +85,12 @@ class SGD(ChainOptimizer):
         nonfinite: str = "raise",
         fused: bool | None = None,
         foreach: bool | None = None,
+        state_dtype: torch.dtype | None = None,
     ):
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov, weight_decay=weight_decay, maximize=maximize
         )
-        super().__init__(params, defaults, nonfinite, fused, foreach)
+        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -128,6 +131,7 @@ class Adagrad(ChainOptimizer):
         nonfinite: str = "raise",
         fused: bool | None = None,
         foreach: bool | None = None,
+        state_dtype: torch.dtype | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -137,7 +141,7 @@ class Adagrad(ChainOptimizer):
             eps=eps,
             maximize=maximize,
         )
-        super().__init__(params, defaults, nonfinite, fused, foreach)
+        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -183,6 +187,7 @@ class RMSprop(ChainOptimizer):
         nonfinite: str = "raise",
         fused: bool | None = None,
         foreach: bool | None = None,
+        state_dtype: torch.dtype | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -193,7 +198,7 @@ class RMSprop(ChainOptimizer):
             centered=centered,
             maximize=maximize,
         )
-        super().__init__(params, defaults, nonfinite, fused, foreach)
+        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -237,9 +242,10 @@ class Adadelta(ChainOptimizer):
         nonfinite: str = "raise",
         fused: bool | None = None,
         foreach: bool | None = None,
+        state_dtype: torch.dtype | None = None,
     ):
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
-        super().__init__(params, defaults, nonfinite, fused, foreach)
+        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -290,6 +296,7 @@ class Adam(ChainOptimizer):
         nonfinite: str = "raise",
         fused: bool | None = None,
         foreach: bool | None = None,
+        state_dtype: torch.dtype | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -300,7 +307,7 @@ class Adam(ChainOptimizer):
             bias_correction=bias_correction,
             maximize=maximize,
         )
-        super().__init__(params, defaults, nonfinite, fused, foreach)
+        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -356,10 +363,11 @@ class AdamW(Adam):
         nonfinite: str = "raise",
         fused: bool | None = None,
         foreach: bool | None = None,
+        state_dtype: torch.dtype | None = None,
     ):
         super().__init__(
             params, lr, betas, eps, weight_decay, amsgrad, bias_correction, maximize, nonfinite=nonfinite, fused=fused,
-            foreach=foreach,
+            foreach=foreach, state_dtype=state_dtype,
         )
 
 
@@ -414,6 +422,7 @@ class Adafactor(ChainOptimizer):
         nonfinite: str = "raise",
         fused: bool | None = None,
         foreach: bool | None = None,
+        state_dtype: torch.dtype | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -427,7 +436,7 @@ class Adafactor(ChainOptimizer):
             warmup_init=warmup_init,
             maximize=maximize,
         )
-        super().__init__(params, defaults, nonfinite, fused, foreach)
+        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
 
     def validate(self, group):
         owner = type(self).__name__

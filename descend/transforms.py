@@ -28,6 +28,7 @@ loop over ``__call__``.
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,7 +125,7 @@ class Elementwise(Transform):
         view = _Values(state, self.scalar_state, lambda value: value.item())
         u = self.formula(u, param, view, float(ctx.step))
         for key, value in view.stored.items():
-            state[key].copy_(value)
+            store_state(state[key], value, ctx.step, key)
         return u
 
     def many(self, us, params, states, ctxs):
@@ -135,7 +136,12 @@ class Elementwise(Transform):
         view = _ListValues(states, self.scalar_state, ScalarList, TensorList)
         us = self.formula(TensorList(us), TensorList(params), view, ScalarList(float(c.step) for c in ctxs))
         for key, values in view.stored.items():
-            torch._foreach_copy_(_entries(states, key), values)
+            targets = _entries(states, key)
+            if targets[0].dtype == torch.bfloat16:
+                for target, value, ctx in zip(targets, values, ctxs):
+                    store_state(target, value, ctx.step, key)
+            else:
+                torch._foreach_copy_(targets, values)
         return us
 
 
@@ -149,7 +155,9 @@ class _Values(dict):
 
     def __missing__(self, key):
         value = self.state[key]
-        return self.as_number(value) if key in self.scalar_keys else value
+        if key in self.scalar_keys:
+            return self.as_number(value)
+        return value.float() if value.dtype in _SIXTEEN_BIT else value  # 16-bit state computes in float32
 
     def __setitem__(self, key, value):
         super().__setitem__(key, value)
@@ -166,7 +174,48 @@ class _ListValues(_Values):
     def __missing__(self, key):
         if key in self.scalar_keys:
             return self.scalar_list(state[key].item() for state in self.states)
-        return self.tensor_list(_entries(self.states, key))
+        values = _entries(self.states, key)
+        return self.tensor_list(v.float() if v.dtype in _SIXTEEN_BIT else v for v in values)
+
+
+def store_state(target: Tensor, value, step: float, key: str) -> None:
+    """``target ← value``; into bfloat16 state (``state_dtype=torch.bfloat16``) with stochastic rounding.
+
+    Round-to-nearest would bias a slow average: with β = 0.999, ``0.999·v`` rounds back to ``v`` in
+    bfloat16 and the average never decays.  Adding 16 random bits below the kept ones before truncating
+    rounds up with probability equal to the dropped fraction, so the stored value is unbiased.  The bits
+    hash the element's memory offset, the step and the entry's name (``_prelude.h``'s ``sr_bits``), so this
+    reference and the kernels store the same bits.
+    """
+    if target.dtype != torch.bfloat16 or not isinstance(value, Tensor) or value.dtype == torch.bfloat16:
+        target.copy_(value)
+        return
+    value = torch.as_tensor(value, dtype=torch.float32).expand(target.shape)
+    bits = value.float().contiguous().view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    offsets = torch.arange(target.numel(), dtype=torch.int64, device=target.device).as_strided(
+        target.shape, target.stride()) if target.numel() else torch.zeros(target.shape, dtype=torch.int64)
+    random = _sr_bits(offsets, _sr_seed(zlib.crc32(key.encode()), step))
+    rounded = ((bits + (random & 0xFFFF)) & 0xFFFF0000).to(torch.int32)
+    nan = torch.isnan(value)
+    result = rounded.view(torch.float32).masked_fill(nan, float("nan"))
+    target.copy_(result)  # exact: the low 16 bits are zero
+
+
+_U32 = 0xFFFFFFFF
+_SIXTEEN_BIT = (torch.bfloat16, torch.float16)
+
+
+def _sr_seed(salt: int, step: float) -> int:
+    return (salt * 0x27D4EB2F + (int(step) & _U32) * 0x165667B1) & _U32
+
+
+def _sr_bits(offsets: Tensor, seed: int) -> Tensor:
+    x = ((offsets & _U32) * 0x9E3779B1 + seed) & _U32
+    x ^= x >> 16
+    x = (x * 0x85EBCA6B) & _U32
+    x ^= x >> 13
+    x = (x * 0xC2B2AE35) & _U32
+    return x ^ (x >> 16)
 
 
 def _entries(states: list[dict], key: str) -> list[Tensor]:

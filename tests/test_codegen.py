@@ -319,3 +319,63 @@ def test_the_generated_source_is_readable_c_with_one_loop_and_double_scalars():
     assert source.count("for (int64_t j = lo; j < hi; j++)") == 1
     assert "pow(hyper[" in source and "const double" in source  # bias corrections once per tensor, in double
     assert math.isclose(sum(1 for line in source.splitlines() if "[j] = " in line), 3)  # θ, m, v: one write each
+
+
+# --- state_dtype=torch.bfloat16: half the state memory, stochastic rounding -----------------------
+
+
+def decayed_average(fused: bool, steps: int = 600) -> torch.Tensor:
+    """RMSprop's s ← 0.999·s + 0.001·g² from s = 1 with g = 0 and lr = 0: s should reach 0.999^steps."""
+    param = torch.nn.Parameter(torch.zeros(4096))
+    param.grad = torch.zeros(4096)
+    optimizer = descend.RMSprop([param], lr=0.0, alpha=0.999, state_dtype=torch.bfloat16, fused=fused)
+    optimizer.step()
+    optimizer.state[param]["square_avg"].fill_(1.0)
+    for _ in range(steps):
+        optimizer.step()
+    return optimizer.state[param]["square_avg"]
+
+
+def test_bfloat16_state_is_rounded_stochastically_so_a_slow_average_still_decays():
+    nearest = torch.tensor(1.0, dtype=torch.bfloat16)
+    assert torch.equal(nearest * 0.999, nearest)  # round-to-nearest: the average would never move
+    fused, reference = decayed_average(True), decayed_average(False)
+    assert fused.dtype == torch.bfloat16
+    assert torch.equal(fused, reference)  # the kernel and the reference draw the same random bits
+    assert fused.float().mean().item() == pytest.approx(0.999**600, rel=0.01)
+
+
+def test_bfloat16_state_trains_like_float32_state_on_a_long_run():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 32, generator=generator)
+    y = x @ torch.randn(32, 1, generator=generator) + 0.01 * torch.randn(256, 1, generator=generator)
+    losses = {}
+    for state_dtype in (torch.float32, torch.bfloat16):
+        weight = torch.nn.Parameter(torch.zeros(32, 1))
+        optimizer = descend.Adam([weight], lr=3e-3, betas=(0.9, 0.999), state_dtype=state_dtype)
+        for _ in range(600):
+            optimizer.zero_grad()
+            loss = ((x @ weight - y) ** 2).mean()
+            loss.backward()
+            optimizer.step()
+        losses[state_dtype] = loss.item()
+        assert all(v.dtype == state_dtype for k, v in optimizer.state[weight].items() if k != "step")
+    assert losses[torch.bfloat16] == pytest.approx(losses[torch.float32], rel=0.1, abs=1e-4), losses
+
+
+def test_state_dtype_is_checked():
+    with pytest.raises(ValueError, match="state_dtype"):
+        descend.Adam([torch.nn.Parameter(torch.ones(2))], state_dtype=torch.int8)
+
+
+def test_a_checkpoint_keeps_the_float32_state_of_16_bit_parameters_bit_for_bit():
+    param = torch.nn.Parameter(torch.randn(64).bfloat16())
+    param.grad = torch.randn(64).bfloat16()
+    optimizer = descend.Adam([param], lr=0.1)
+    optimizer.step()
+    saved = optimizer.state_dict()
+    fresh = descend.Adam([param], lr=0.1)
+    fresh.load_state_dict(saved)
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert fresh.state[param][key].dtype == torch.float32
+        assert torch.equal(fresh.state[param][key], optimizer.state[param][key])
