@@ -121,10 +121,67 @@ def speed_table(repeats: int) -> list[str]:
     return rows
 
 
+SIXTEEN_BIT = {  # torch's fused CPU path takes bfloat16 for these
+    "Adam": OPTIMIZERS["Adam"], "AdamW": OPTIMIZERS["AdamW"], "SGD momentum": OPTIMIZERS["SGD momentum"],
+    "Adagrad": OPTIMIZERS["Adagrad"],
+}
+
+
+def sixteen_bit_table(repeats: int) -> list[str]:
+    """bfloat16 parameters and gradients: descend's generated kernel (float32 compute, float32 state) against
+    torch's paths on the same bfloat16 parameters (torch keeps bfloat16 state)."""
+    rows = ["| optimizer | workload | descend bf16 ms | torch fused bf16 ms | torch foreach bf16 ms | "
+            "torch fused / descend |", "|---|---|---|---|---|---|"]
+    for workload, shapes in list(workloads().items())[:2]:
+        for name, (make_ours, make_theirs, _) in SIXTEEN_BIT.items():
+            candidates = {"descend": make_ours(make_params_16(shapes)).step}
+            for path in ("fused", "foreach"):
+                try:
+                    optimizer = make_theirs(make_params_16(shapes), **TORCH_PATHS[path])
+                    optimizer.step()
+                    candidates[path] = optimizer.step
+                except (RuntimeError, ValueError, TypeError):
+                    pass
+            seconds = time_interleaved(candidates, repeats)
+            cell = lambda key: f"{seconds[key] * 1e3:.2f}" if key in seconds else "—"  # noqa: E731
+            ratio = f"{seconds['fused'] / seconds['descend']:.2f}×" if "fused" in seconds else "—"
+            rows.append(f"| {name} | {workload} | {cell('descend')} | {cell('fused')} | {cell('foreach')} | {ratio} |")
+            print(rows[-1], file=sys.stderr)
+    return rows
+
+
+def make_params_16(shapes):
+    params = []
+    for p in make_params(shapes):
+        params.append(torch.nn.Parameter(p.detach().bfloat16()))
+        params[-1].grad = p.grad.bfloat16()
+    return params
+
+
+def state_dtype_table(repeats: int) -> list[str]:
+    """Adam with float32 parameters and bfloat16 state (stochastic rounding) against float32 state."""
+    rows = ["| workload | float32 state ms | bfloat16 state ms | speed-up | state bytes float32 | state bytes bfloat16 |",
+            "|---|---|---|---|---|---|"]
+    for workload, shapes in list(workloads().items())[:2]:
+        optimizers = {str(d): descend.Adam(make_params(shapes), state_dtype=d) for d in (torch.float32, torch.bfloat16)}
+        seconds = time_interleaved({k: o.step for k, o in optimizers.items()}, repeats)
+        size = {k: sum(v.numel() * v.element_size() for s in o.state.values() for key, v in s.items() if key != "step")
+                for k, o in optimizers.items()}
+        f32, bf16 = str(torch.float32), str(torch.bfloat16)
+        rows.append(f"| {workload} | {seconds[f32] * 1e3:.2f} | {seconds[bf16] * 1e3:.2f} | "
+                    f"{seconds[f32] / seconds[bf16]:.2f}× | {size[f32] / 2**20:.0f} MiB | {size[bf16] / 2**20:.0f} MiB |")
+        print(rows[-1], file=sys.stderr)
+    return rows
+
+
 FIRST_STEP = """
 import time, torch, descend
+from descend.transforms import AddWeightDecay
+class Custom(descend.Adam):  # a chain no built-in optimizer has: its kernel is generated and compiled on first use
+    def chain(self, group):
+        return [AddWeightDecay(0.1)] + super().chain(group)
 p = torch.nn.Parameter(torch.randn(1024, 1024)); p.grad = torch.randn(1024, 1024)
-optimizer = descend.{name}([p])
+optimizer = {factory}([p])
 start = time.perf_counter(); optimizer.step(); print(time.perf_counter() - start)
 """
 
@@ -132,11 +189,12 @@ start = time.perf_counter(); optimizer.step(); print(time.perf_counter() - start
 def first_step_table() -> list[str]:
     """Cold: a fresh kernel cache (the build is in the first step); warm: a later process, cache in place."""
     rows = ["| optimizer | cold first step s (kernel build included) | warm first step s (later process) |", "|---|---|---|"]
-    for name in ("Adam", "Adafactor", "SGD"):
+    for name, factory in (("Adam", "descend.Adam"), ("Adafactor", "descend.Adafactor"), ("SGD", "descend.SGD"),
+                          ("a user's chain (L2 + Adam)", "Custom")):
         with tempfile.TemporaryDirectory() as cache:
             env = dict(os.environ, DESCEND_CACHE_DIR=cache)
-            run = lambda: float(subprocess.run([sys.executable, "-c", FIRST_STEP.format(name=name)], env=env,  # noqa: E731
-                                               capture_output=True, text=True, check=True).stdout)
+            run = lambda: float(subprocess.run([sys.executable, "-c", FIRST_STEP.format(factory=factory)],  # noqa: E731
+                                               env=env, capture_output=True, text=True, check=True).stdout)
             cold, warm = run(), run()
         rows.append(f"| {name} | {cold:.2f} | {warm:.3f} |")
     return rows
@@ -167,6 +225,7 @@ def memory_table() -> list[str]:
                           ("Adagrad", "descend.Adagrad(params)"), ("RMSprop", "descend.RMSprop(params, centered=True)"),
                           ("Adadelta", "descend.Adadelta(params)"), ("Adafactor", "descend.Adafactor(params, beta1=0.9)"),
                           ("Adam", "descend.Adam(params, fused=False)"),
+                          ("Adam", "descend.Adam(params, state_dtype=torch.bfloat16)"),
                           ("Adam", "descend.Adam(params, fused=False, foreach=True)"),
                           ("Adam", "torch.optim.Adam(params, fused=True)"),
                           ("Adam", "torch.optim.Adam(params, foreach=True)"),
@@ -174,7 +233,7 @@ def memory_table() -> list[str]:
         out = subprocess.run([sys.executable, "-c", MEMORY_STEP.format(factory=factory)], capture_output=True,
                              text=True, check=True).stdout
         extra = max(0, int(out))
-        flags = [flag for flag in ("fused=False", "foreach=True") if flag in factory]
+        flags = [flag for flag in ("fused=False", "foreach=True", "state_dtype=torch.bfloat16") if flag in factory]
         path = factory.split("(")[0] + (f"({', '.join(flags)})" if flags else "")
         rows.append(f"| {name} | {path} | {extra / 2**20:.1f} MiB | {extra / largest:.2f} |")
     return rows
@@ -232,7 +291,10 @@ def main(argv=None):
         "bytes (Adam) can move more counted bytes per second than axpy.",
         "",
     ]
-    sections = [("## Step time", speed_table(args.repeats)), ("## First step", first_step_table()),
+    sections = [("## Step time", speed_table(args.repeats)),
+                ("## bfloat16 parameters", sixteen_bit_table(args.repeats)),
+                ("## bfloat16 state (`state_dtype=torch.bfloat16`)", state_dtype_table(args.repeats)),
+                ("## First step", first_step_table()),
                 ("## Peak extra memory in a step", memory_table()), ("## SAM", sam_table(args.repeats))]
     text = "\n".join(header + [line for title, rows in sections for line in ["", title, "", *rows]]) + "\n"
     print(text)

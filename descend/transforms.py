@@ -11,19 +11,23 @@ change ``u`` and applies ``θ ← θ + u``.  Each step below is one transformati
     AdamW      = Adam without AddWeightDecay, then DecoupledWeightDecay
     ...
 
-The chain owns ``u`` (the optimizer hands it a copy of the gradient), so a
-step may change ``u`` in place.  A step may keep per-parameter state (a
-momentum buffer, a running average of squared gradients); it names its entries
-in ``state_keys`` (by default its ``key`` field) and creates them in ``init``.
-Entry names follow torch.optim (``exp_avg``, ``square_avg``, ...), so a
-torch.optim checkpoint loads into the matching descend optimizer.  Every step
-is plain per-tensor math: this module is the reference that the fused kernels
-(``_kernels.c``) are tested against.
+Most steps are ``Elementwise``: their ``formula`` is the textbook line itself
+(``s ← βs + (1−β)u²`` is ``state[k] = β * state[k] + (1 - β) * (u * u)``), and it is
+the only place the formula is written.  The same code runs on tensors (the
+reference path), on lists of tensors (torch's ``_foreach_*`` ops, one launch per
+op for a whole list on CUDA) and on symbols, from which ``descend.codegen``
+generates one fused C or Triton kernel for a whole chain.  The others (Adafactor's
+factored second moment, update clipping and step size, which reduce over whole
+matrices) are written as tensor code, with a hand-written kernel for Adafactor's
+chain (``_kernels.c``).
 
-``many`` applies a step to a list of parameters at once.  The elementwise steps
-write it with torch's ``_foreach_*`` ops, the same ops in the same order as
-``__call__``, so that one kernel launch covers a whole list on CUDA; the others
-loop over ``__call__``.
+A step may keep per-parameter state (a momentum buffer, a running average of
+squared gradients); it names its entries in ``state_keys`` (by default its ``key``
+field) and creates them in ``init``; a step may read the entries an earlier step
+keeps (``ScaleByInverseRms(source=...)``), and the tracer checks that some step of
+the chain keeps every entry read.  Entry names follow torch.optim (``exp_avg``,
+``square_avg``, ...), so a torch.optim checkpoint loads into the matching descend
+optimizer.
 """
 from __future__ import annotations
 
