@@ -494,7 +494,14 @@ class ChainOptimizer(torch.optim.Optimizer):
         """One kernel call for ``params``; False when a gradient held NaN or inf (the step is applied)."""
         states = [self.state[p] for p in params]
         self._initialise_all(params, states, chain, group)
-        self._conform_state(params, states, chain, group)
+        if route.kind == "hand":
+            self._conform_state(params, states, chain, group)
+        else:  # the check costs a Python loop over every entry: done again only when some tensor moved
+            checked = self.__dict__.setdefault("_conformed", {})
+            key = (id(group), params[0].dtype)
+            if checked.get(key) != self._fingerprint(params, states, route.trace):
+                self._conform_state(params, states, chain, group)
+                checked[key] = self._fingerprint(params, states, route.trace)
         steps = self._count_steps(states) if self.counts_steps else None
         shards, grads = params, [p.grad for p in params]
         if sharding_possible() and any(is_dtensor(p) for p in params):  # the kernels update this rank's shards
@@ -506,6 +513,15 @@ class ChainOptimizer(torch.optim.Optimizer):
             finite = self._generated_step(route.trace, chain, group, shards, grads, states, steps)
         torch.autograd.graph.increment_version(shards)
         return bool(finite)
+
+    @staticmethod
+    def _fingerprint(params: list[Tensor], states: list[dict], trace) -> tuple:
+        """The addresses, sizes and strides of the parameters and the state a kernel will touch: equal on two
+        steps only if no parameter or state tensor was replaced, converted or resized in between."""
+        tensors = [param if role == "param" else state[role] for param, state in zip(params, states)
+                   for role in trace.loads if role != "grad"]
+        return (bytes(native.pointers(tensors)), bytes(native.sizes(tensors)),
+                tuple(param.stride() for param in params), params[0].dtype)
 
     def _generated_step(self, trace, chain, group, params, grads, states, steps) -> bool:
         """The chain's generated kernel over ``params`` (one dtype); see ``descend.codegen``."""
