@@ -20,7 +20,7 @@ import descend  # noqa: E402
 from descend import codegen, codegen_triton  # noqa: E402
 from descend.transforms import AddWeightDecay, Elementwise, ScaleByLearningRate  # noqa: E402
 from descend.formula import sign, where  # noqa: E402
-from conftest import make_params, nonconvex_loss  # noqa: E402
+from conftest import make_params, nonconvex_loss, run_optimizer  # noqa: E402
 from test_fused import CONFIGS  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # numpy, on NaN input
@@ -120,6 +120,28 @@ def test_triton_kernel_equals_reference_chain(name, dtype, interpreted, launches
             assert state[key].dtype == expected[key].dtype
             tolerance = dict(rtol=1e-9, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-7)
             torch.testing.assert_close(state[key], expected[key], **tolerance)
+
+
+# one case per built-in step and setting, so that a wrong formula fails here too, not only a wrong printer
+TORCH_CASES = [
+    ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.05)),
+    ("Adagrad", dict(lr=0.1, lr_decay=0.01, weight_decay=0.1, initial_accumulator_value=0.1)),
+    ("RMSprop", dict(lr=0.01, centered=True, momentum=0.5, alpha=0.9, maximize=True)),
+    ("Adadelta", dict(lr=0.5, rho=0.95, weight_decay=0.1)),
+    ("Adam", dict(lr=0.01, weight_decay=0.1, betas=(0.8, 0.99))),
+    ("AdamW", dict(lr=0.01, weight_decay=0.3, amsgrad=True)),
+]
+
+
+@pytest.mark.parametrize("name, kwargs", TORCH_CASES, ids=[name for name, _ in TORCH_CASES])
+def test_triton_trajectory_equals_torch_optim(name, kwargs, interpreted, launches):
+    start = make_params(torch.float64)
+    got, _ = run_optimizer(getattr(descend, name), start, 3, **kwargs)
+    want, _ = run_optimizer(getattr(torch.optim, name), start, 3, foreach=False, **kwargs)
+    for g, w, s in zip(got, want, start):
+        assert not torch.equal(w, s)
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    assert len(launches) == 3
 
 
 def test_the_default_and_fused_true_take_the_triton_kernel(interpreted, launches):
