@@ -365,7 +365,8 @@ def _trial(kernel: Kernel, device: torch.device) -> None:
     tensors = [torch.zeros(n, dtype=kernel.param_dtype if role in ("param", "grad") else kernel.state_dtype,
                            device=device) for role in roles]
     state = dict(zip(roles, tensors))
-    found = launch(kernel, [state["param"]], [state["grad"]], [state], [1.0], None,
+    prepared = [[1.0] * len(kernel.trace.scalars)] if kernel.trace.scalars else None
+    found = launch(kernel, [state["param"]], [state["grad"]], [state], [1.0], prepared,
                    [0.0] * kernel.trace.hyper_count)
     found.item()  # waits for it: an error in the launch shows here
 

@@ -243,6 +243,46 @@ def test_a_user_written_step_runs_in_the_triton_kernel(dtype, interpreted, launc
     assert len(launches) == 2
 
 
+class ShrinkingStep(Elementwise):
+    """A step with a per-tensor number in its state: ``p ← βp`` once per step (``prepare``), ``u ← p·u``."""
+
+    stateful = True
+    scalar_state = ("shrink",)
+
+    def __init__(self, beta):
+        self.beta = beta
+
+    def state_keys(self, param):
+        return ("shrink",)
+
+    def init(self, param):
+        return {"shrink": torch.tensor(1.0)}
+
+    def prepare(self, state, t):
+        state["shrink"].mul_(self.beta)
+
+    def formula(self, u, param, state, t):
+        return u * state["shrink"]
+
+
+class Shrinking(descend.SGD):
+    def chain(self, group):
+        return [ShrinkingStep(0.5), *super().chain(group)]
+
+
+def test_prepared_per_tensor_scalars_reach_the_kernel(interpreted, launches):
+    for ours, reference, *_ in side_by_side(Shrinking, dict(lr=0.1, momentum=0.9), torch.float32, 2, resync=True):
+        for o, r in zip(ours, reference):
+            torch.testing.assert_close(o, r, rtol=1e-6, atol=1e-6)
+    assert len(launches) == 2
+
+
+def test_the_trial_launch_runs_every_kind_of_kernel(interpreted):
+    for cls, kwargs in ((Shrinking, dict(lr=0.1)), (descend.Adam, dict(amsgrad=True))):
+        kernel = codegen_triton.kernel(traced(cls, kwargs)[0], torch.bfloat16, torch.float32)
+        codegen_triton._trial(kernel, torch.device("cpu"))  # what a first CUDA launch runs, here interpreted
+
+
 def test_a_kernel_that_cannot_be_generated_leaves_its_parameters_to_the_reference_path(interpreted, monkeypatch):
     monkeypatch.setattr(codegen_triton, "triton_source", mock.Mock(side_effect=SyntaxError("broken printer")))
     for name, fresh in (("_kernels", {}), ("_warned", set()), ("error", None)):
