@@ -197,9 +197,10 @@ class ChainOptimizer(torch.optim.Optimizer):
     torch.optim does.
 
     ``fused`` picks the implementation per param group: ``None`` (default) runs
-    the fused C kernel (``descend/_kernels.c``) for the group's contiguous CPU
-    float32/float64 parameters and the reference chain for the rest (CUDA,
-    bfloat16, non-contiguous); ``False`` always runs the reference chain;
+    the chain's generated kernel, C for the group's dense CPU parameters and
+    Triton (``descend.codegen_triton``, where triton is installed) for dense
+    CUDA ones, and the reference chain for the rest (non-dense, other devices
+    or dtypes); ``False`` always runs the reference chain;
     ``True`` insists on the kernel and raises where it cannot run.
     ``foreach`` picks how the reference chain runs: ``True`` on lists of
     parameters with torch's ``_foreach_*`` ops (one launch per op for a whole
@@ -409,11 +410,12 @@ class ChainOptimizer(torch.optim.Optimizer):
         if route.kind is not None and params:
             rest = []
             check_shards = sharding_possible()
+            built: dict[tuple, bool] = {}  # whether the kernel for a (device, dtype) could be had
             for p in params:
                 if check_shards and is_dtensor(p):
-                    fusable = self.elementwise and self._kernel_takes(group, route, local(p), local(p.grad))
+                    fusable = self.elementwise and self._kernel_takes(group, route, local(p), local(p.grad), built)
                 else:
-                    fusable = self._kernel_takes(group, route, p, p.grad)
+                    fusable = self._kernel_takes(group, route, p, p.grad, built)
                 if fusable:
                     by_dtype.setdefault((p.device, p.dtype), []).append(p)
                 else:
@@ -431,9 +433,9 @@ class ChainOptimizer(torch.optim.Optimizer):
             sharded = sharding_possible() and is_dtensor(p)
             dtypes = "float32/float64" if route.kind == "hand" else "float32/float64/bfloat16/float16"
             gpu = "" if route.kind == "hand" else (
-                "; CUDA parameters need triton (pip install descend[gpu])" if not codegen_triton.available() else
-                f"; on CUDA, a Triton kernel ({codegen_triton.error})" if codegen_triton.error else
-                "; on CUDA, dense ones too")
+                " (CUDA parameters need triton: pip install 'descend[gpu]')" if not codegen_triton.available() else
+                f" (the Triton kernel for CUDA failed: {codegen_triton.error})" if codegen_triton.error else
+                " (or dense CUDA ones, for the Triton kernel)")
             raise RuntimeError(
                 f"{owner}: fused=True needs dense CPU {dtypes} parameters and gradients of the same dtype and "
                 f"layout (and, for a sharded parameter, an elementwise optimizer); got a {p.dtype} "
@@ -442,17 +444,23 @@ class ChainOptimizer(torch.optim.Optimizer):
             )
         return by_dtype, rest
 
-    def _kernel_takes(self, group: dict[str, Any], route: Route, param: Tensor, grad: Tensor | None) -> bool:
+    def _kernel_takes(self, group: dict[str, Any], route: Route, param: Tensor, grad: Tensor | None,
+                      built: dict[tuple, bool]) -> bool:
         """Whether the kernel of ``route`` can update ``param``: the generated Triton kernel on a GPU (see
         ``codegen_triton.takes``), the generated C kernel or the class's ``fused_step`` on the CPU; False
-        where the kernel fails to build (``native.error`` / ``codegen_triton.error`` say why)."""
-        if route.kind == "generated" and codegen_triton.takes(param, grad):
-            state_dtype = self._state_dtype(group, param.dtype)
-            return codegen_triton.kernel(route.trace, param.dtype, state_dtype, param.device) is not None
+        where the kernel fails to build (``native.error`` / ``codegen_triton.error`` say why).  ``built``
+        remembers that per device and dtype, for the other parameters of the same call."""
         if route.kind == "hand":
             return native.can_fuse(param, grad)
-        return native.can_fuse_chain(param, grad) and generated_kernel(
-            route.trace, param.dtype, self._state_dtype(group, param.dtype)) is not None
+        on_gpu = codegen_triton.takes(param, grad)
+        if not on_gpu and not native.can_fuse_chain(param, grad):
+            return False
+        key = (param.device, param.dtype)
+        if key not in built:
+            state_dtype = self._state_dtype(group, param.dtype)
+            built[key] = (codegen_triton.kernel(route.trace, param.dtype, state_dtype, param.device) if on_gpu
+                          else generated_kernel(route.trace, param.dtype, state_dtype)) is not None
+        return built[key]
 
     def _initialise(self, param: Tensor, state: dict, stateful: list[Transform], group: dict[str, Any]) -> None:
         """Creates the step counter and the chain's missing state entries (first step, or a step added later).
