@@ -31,6 +31,7 @@ its ``@jit`` helpers (``tl.zeros``, ``tl.max`` ...) were decorated at import, co
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import sys
@@ -79,8 +80,11 @@ def interpreting() -> bool:
 
 def takes(param: Tensor, grad: Tensor | None) -> bool:
     """True when a Triton kernel can update ``param`` in place: a dense tensor on a device in
-    ``DEVICE_TYPES`` of a dtype the kernels take, its gradient alike (same device, dtype and strides)."""
+    ``DEVICE_TYPES`` of a dtype the kernels take, its gradient alike (same device, dtype and strides).
+    The interpreter takes CPU tensors only, compiled kernels GPU tensors only (the kernels dereference
+    the addresses in their tables)."""
     return (triton is not None and param.device.type in DEVICE_TYPES and param.dtype in TL_DTYPES
+            and (param.device.type == "cpu") == interpreting()
             and grad is not None and grad.device == param.device and grad.dtype == param.dtype
             and grad.layout == torch.strided and grad.stride() == param.stride() and native.dense(param))
 
@@ -429,10 +433,11 @@ def launch(kernel: Kernel, params: Sequence[Tensor], grads: Sequence[Tensor], st
     real = codegen.compute_dtype(kernel.param_dtype)
     scalars = _to_device(table.astype(np.float64 if real == torch.float64 else np.float32), device)
     aligned = all(address % 16 == 0 for address in addresses)
-    kernel.function[(len(chunk_tensor),)](
-        pointers, size_table, chunk_tensor, chunk_start, scalars, found,
-        K=len(roles), NK=max(1, len(kernel.columns)), BLOCK=BLOCK, CHUNK=CHUNK, ALIGNED=aligned,
-        num_warps=NUM_WARPS)
+    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():  # triton launches
+        kernel.function[(len(chunk_tensor),)](  # on the current device: make it the tensors' one
+            pointers, size_table, chunk_tensor, chunk_start, scalars, found,
+            K=len(roles), NK=max(1, len(kernel.columns)), BLOCK=BLOCK, CHUNK=CHUNK, ALIGNED=aligned,
+            num_warps=NUM_WARPS)
     return found
 
 

@@ -296,6 +296,16 @@ def test_a_kernel_that_cannot_be_generated_leaves_its_parameters_to_the_referenc
         descend.SGD([param], lr=0.1, fused=True).step()
 
 
+def test_compiled_kernels_never_take_cpu_tensors(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(codegen_triton, "DEVICE_TYPES", frozenset({"cpu", "cuda"}))
+    param = torch.zeros(3)
+    assert not codegen_triton.takes(param, torch.zeros(3))  # it would dereference host addresses on the GPU
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert codegen_triton.takes(param, torch.zeros(3))
+    assert not codegen_triton.takes(param, torch.zeros(3, dtype=torch.float64))
+
+
 def test_the_kernel_source_is_a_real_file_in_the_cache(interpreted, tmp_path, monkeypatch):
     monkeypatch.setenv("DESCEND_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(codegen_triton, "_kernels", {})
