@@ -408,6 +408,8 @@ def launch(kernel: Kernel, params: Sequence[Tensor], grads: Sequence[Tensor], st
            steps: Sequence[float], prepared: Sequence[Sequence[float]] | None, hyper: Sequence[float]) -> Tensor:
     """Runs ``kernel`` once over all ``params``; returns ``found`` (int32, one element, on their device):
     1 when a gradient held NaN or ±inf.  Reading it is the caller's choice (``found.item()`` syncs)."""
+    if CHUNK % BLOCK:
+        raise ValueError(f"codegen_triton: CHUNK ({CHUNK}) must be a multiple of BLOCK ({BLOCK})")
     roles = kernel.trace.loads
     device = params[0].device
     addresses, sizes = [], []
