@@ -21,7 +21,8 @@ step, and the kernel itself never computes a power of ``β``.
 Compute type: float32 for float32, bfloat16 and float16 parameters (with IEEE-rounded ``/`` and ``√``:
 ``tl.div_rn``, ``tl.sqrt_rn``), float64 for float64; state may have another storage dtype than the
 parameter (float32 state for 16-bit parameters by default).  Each program runs its full ``BLOCK``-wide
-slices without masks and one masked tail.
+slices without masks (with 16-byte vector loads and stores where every address of the launch is 16-byte
+aligned: the ``ALIGN`` hint) and then one masked tail.
 
 The source is written to a file in ``<descend cache>/triton`` and imported from there (Triton's ``jit``
 reads a kernel's source with ``inspect``).  Under ``TRITON_INTERPRET=1`` (read by ``triton.jit`` when the

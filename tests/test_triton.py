@@ -19,7 +19,7 @@ pytest.importorskip("triton", reason="triton is not installed (pip install desce
 import descend  # noqa: E402
 from descend import codegen, codegen_triton  # noqa: E402
 from descend.transforms import AddWeightDecay, Elementwise, ScaleByLearningRate  # noqa: E402
-from descend.formula import sign, where  # noqa: E402
+from descend.formula import exp, log, maximum, minimum, sign, sqrt, where  # noqa: E402
 from conftest import make_params, nonconvex_loss, run_optimizer  # noqa: E402
 from test_fused import CONFIGS  # noqa: E402
 
@@ -235,11 +235,30 @@ class Signed(descend.SGD):
         return [SignedUpdate(0.9, 1e-3), ScaleByLearningRate(group["lr"])]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_a_user_written_step_runs_in_the_triton_kernel(dtype, interpreted, launches):
-    for ours, reference, *_ in side_by_side(Signed, dict(lr=0.01), dtype, 2, resync=True):
+class EveryOperation(Elementwise):
+    """A step that uses every vector operation the printer knows (no textbook meaning)."""
+
+    def __init__(self, threshold):
+        self.threshold = threshold
+
+    def formula(self, u, param, state, t):
+        large = exp(-abs(u)) - log(abs(u) + 1.0) / (1.0 + param * param)
+        small = minimum(u, param) * sign(param) - maximum(-u, 0.5 * param)
+        return where(u > self.threshold, large, small) + (u >= param) * 0.25 - sqrt(abs(param))
+
+
+class Everything(descend.SGD):
+    def chain(self, group):
+        return [EveryOperation(0.1), ScaleByLearningRate(group["lr"])]
+
+
+@pytest.mark.parametrize("cls, dtype", [(Signed, torch.float32), (Signed, torch.bfloat16),
+                                        (Everything, torch.float32), (Everything, torch.float64)],
+                         ids=["signed-f32", "signed-bf16", "every-op-f32", "every-op-f64"])
+def test_a_user_written_step_runs_in_the_triton_kernel(cls, dtype, interpreted, launches):
+    for ours, reference, *_ in side_by_side(cls, dict(lr=0.01), dtype, 2, resync=True):
         for o, r in zip(ours, reference):
-            torch.testing.assert_close(o, r, **(rounding(dtype) if dtype != torch.float32 else {}))
+            torch.testing.assert_close(o, r, **(rounding(dtype) if dtype == torch.bfloat16 else {}))
     assert len(launches) == 2
 
 
