@@ -236,6 +236,8 @@ def scalar_table(trace: Trace, columns: Sequence[Column], steps: Sequence[float]
     precision, with the semantics of the C kernel's prologue (``max``/``min`` as ``a > b ? a : b``)."""
     count = len(steps)
     t = np.asarray(steps, dtype=np.float64)
+    if count and not trace.scalars and (t == t[0]).all():
+        t = t[0]  # the usual case, one t for all: every node once, as a number, broadcast into the table
     extra = np.asarray(prepared, dtype=np.float64).reshape(count, len(trace.scalars)) if trace.scalars else None
     values: dict[int, object] = {}
     with np.errstate(all="ignore"):  # IEEE results (inf, NaN) as in C, no warnings
@@ -376,8 +378,9 @@ LAYOUTS_KEPT = 64
 
 
 def _layout(addresses: list[int], sizes: list[int], roles: int, device: torch.device):
-    """``pointers``, ``sizes``, ``chunk_tensor``, ``chunk_start`` on ``device`` (cached: a training loop
-    updates the same tensors every step, so after the first step a launch uploads only its scalars)."""
+    """``pointers``, ``sizes``, ``chunk_tensor``, ``chunk_start`` on ``device``, and ``ALIGN`` (16 where
+    every address is 16-byte aligned, else 1); cached: a training loop updates the same tensors every step,
+    so after the first step a launch uploads only its scalars."""
     key = (str(device), tuple(addresses), tuple(sizes), CHUNK)
     found = _layouts.get(key)
     if found is None:
@@ -389,7 +392,8 @@ def _layout(addresses: list[int], sizes: list[int], roles: int, device: torch.de
         found = (torch.tensor(addresses, dtype=torch.int64).reshape(len(sizes), roles).to(device),
                  torch.tensor(sizes, dtype=torch.int64).to(device),
                  torch.tensor(chunk_tensor, dtype=torch.int64).to(device),
-                 torch.tensor(chunk_start, dtype=torch.int64).to(device))
+                 torch.tensor(chunk_start, dtype=torch.int64).to(device),
+                 16 if all(address % 16 == 0 for address in addresses) else 1)
         _layouts[key] = found
         if len(_layouts) > LAYOUTS_KEPT:
             _layouts.popitem(last=False)
@@ -413,22 +417,20 @@ def launch(kernel: Kernel, params: Sequence[Tensor], grads: Sequence[Tensor], st
         raise ValueError(f"codegen_triton: CHUNK ({CHUNK}) must be a multiple of BLOCK ({BLOCK})")
     roles = kernel.trace.loads
     device = params[0].device
-    addresses, sizes = [], []
-    for param, grad, state in zip(params, grads, states):
-        for role in roles:
-            tensor = param if role == "param" else grad if role == "grad" else state[role]
-            addresses.append(tensor.data_ptr())
-        sizes.append(param.numel())
+    by_role = [params if role == "param" else grads if role == "grad" else [state[role] for state in states]
+               for role in roles]
+    addresses = [address for row in zip(*([t.data_ptr() for t in tensors] for tensors in by_role))
+                 for address in row]  # tensor by tensor, role by role
+    sizes = [param.numel() for param in params]
     found = torch.zeros(1, dtype=torch.int32, device=device)
     if not any(sizes):
         return found
-    pointers, size_table, chunk_tensor, chunk_start = _layout(addresses, sizes, len(roles), device)
+    pointers, size_table, chunk_tensor, chunk_start, align = _layout(addresses, sizes, len(roles), device)
     table = scalar_table(kernel.trace, kernel.columns, steps, prepared, hyper)
     if not kernel.columns:
         table = np.zeros((1, 1))
     real = codegen.compute_dtype(kernel.param_dtype)
     scalars = _to_device(table.astype(np.float64 if real == torch.float64 else np.float32), device)
-    align = 16 if all(address % 16 == 0 for address in addresses) else 1
     with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():  # triton launches
         kernel.function[(len(chunk_tensor),)](  # on the current device: make it the tensors' one
             pointers, size_table, chunk_tensor, chunk_start, scalars, found,
