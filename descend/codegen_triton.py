@@ -51,11 +51,8 @@ from torch import Tensor
 from . import codegen, native
 from .formula import Expr, NotTraceable, Trace
 
-try:
-    import triton
-    from triton import knobs as _knobs
-except ImportError:  # descend without the [gpu] extra: CUDA parameters run the foreach reference path
-    triton = None
+triton = None  # the module, once a parameter on a device in DEVICE_TYPES asked for it (importing takes ~0.5 s)
+_imported = False
 
 BLOCK = 1024  # elements a program handles at once (a power of two); untuned: no GPU was at hand
 CHUNK = 8 * BLOCK  # elements of one tensor one program updates (a multiple of BLOCK)
@@ -70,13 +67,20 @@ _warned: set[str] = set()
 
 
 def available() -> bool:
-    """True when triton can be imported."""
+    """True when triton can be imported (it is, on first call)."""
+    global triton, _imported
+    if not _imported:
+        try:
+            import triton as module
+        except ImportError:  # descend without the [gpu] extra: CUDA parameters run the foreach reference path
+            module = None
+        triton, _imported = module, True
     return triton is not None
 
 
 def interpreting() -> bool:
     """True under ``TRITON_INTERPRET=1``: kernels decorated now run in triton's CPU interpreter."""
-    return triton is not None and bool(_knobs.runtime.interpret)
+    return available() and bool(triton.knobs.runtime.interpret)
 
 
 def takes(param: Tensor, grad: Tensor | None) -> bool:
@@ -84,7 +88,7 @@ def takes(param: Tensor, grad: Tensor | None) -> bool:
     ``DEVICE_TYPES`` of a dtype the kernels take, its gradient alike (same device, dtype and strides).
     The interpreter takes CPU tensors only, compiled kernels GPU tensors only (the kernels dereference
     the addresses in their tables)."""
-    return (triton is not None and param.device.type in DEVICE_TYPES and param.dtype in TL_DTYPES
+    return (param.device.type in DEVICE_TYPES and param.dtype in TL_DTYPES and available()
             and (param.device.type == "cpu") == interpreting()
             and grad is not None and grad.device == param.device and grad.dtype == param.dtype
             and grad.layout == torch.strided and grad.stride() == param.stride() and native.dense(param))
@@ -332,7 +336,7 @@ def kernel(trace: Trace, param_dtype: torch.dtype, state_dtype: torch.dtype,
     disk); None when it cannot be had (``error`` says why; a warning says so once).  With a ``device``
     other than the CPU, the first call there also compiles and runs it once on scratch tensors, so that a
     kernel that does not compile is refused before any optimizer state has changed."""
-    if triton is None:
+    if not available():
         return None
     key = (id(trace), param_dtype, state_dtype, interpreting())
     with _lock:
