@@ -325,6 +325,16 @@ def test_compiled_kernels_never_take_cpu_tensors(monkeypatch):
     assert not codegen_triton.takes(param, torch.zeros(3, dtype=torch.float64))
 
 
+def test_without_triton_no_parameter_goes_to_it(interpreted, launches, monkeypatch):
+    monkeypatch.setattr(codegen_triton, "triton", None)  # as if `import triton` had failed
+    monkeypatch.setattr(codegen_triton, "_imported", True)
+    assert not codegen_triton.takes(torch.zeros(3), torch.zeros(3))
+    param = torch.nn.Parameter(torch.tensor([2.0]))
+    param.grad = torch.tensor([1.0])
+    descend.SGD([param], lr=0.1).step()
+    assert param.item() == pytest.approx(1.9) and not launches
+
+
 def test_the_kernel_source_is_a_real_file_in_the_cache(interpreted, tmp_path, monkeypatch):
     monkeypatch.setenv("DESCEND_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(codegen_triton, "_kernels", {})
@@ -373,6 +383,17 @@ def test_cuda_kernel_equals_the_float64_reference(name, dtype, launches):
         for o, r in zip(ours, reference):
             torch.testing.assert_close(o.cpu().double(), r.to(dtype).double(), **tolerance)
     assert len(launches) == 3
+
+
+@cuda_only
+def test_cuda_without_triton_runs_the_foreach_reference_chain(launches, monkeypatch):
+    monkeypatch.setattr(codegen_triton, "triton", None)
+    monkeypatch.setattr(codegen_triton, "_imported", True)
+    param = torch.nn.Parameter(torch.tensor([2.0], device="cuda"))
+    param.grad = torch.tensor([1.0], device="cuda")
+    with mock.patch.object(descend.SGD, "_update_chunk", wraps=descend.SGD._update_chunk, autospec=True) as chunk:
+        descend.SGD([param], lr=0.1).step()
+    assert chunk.called and not launches and param.item() == pytest.approx(1.9)
 
 
 @cuda_only
