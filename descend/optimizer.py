@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import codegen, native
+from . import codegen, codegen_triton, native
 from .transforms import Shards, StepContext, Transform
 
 try:
@@ -198,9 +198,10 @@ class ChainOptimizer(torch.optim.Optimizer):
     torch.optim does.
 
     ``fused`` picks the implementation per param group: ``None`` (default) runs
-    the fused C kernel (``descend/_kernels.c``) for the group's contiguous CPU
-    float32/float64 parameters and the reference chain for the rest (CUDA,
-    bfloat16, non-contiguous); ``False`` always runs the reference chain;
+    the chain's generated kernel, C for the group's dense CPU parameters and
+    Triton (``descend.codegen_triton``, where triton is installed) for dense
+    CUDA ones, and the reference chain for the rest (non-dense, other devices
+    or dtypes); ``False`` always runs the reference chain;
     ``True`` insists on the kernel and raises where it cannot run.
     ``foreach`` picks how the reference chain runs: ``True`` on lists of
     parameters with torch's ``_foreach_*`` ops (one launch per op for a whole
@@ -398,9 +399,10 @@ class ChainOptimizer(torch.optim.Optimizer):
         the one it declares, else one generated from the chain's formulas; ``Route.reason`` says why not."""
         if group["fused"] is False:
             return Route(None, None, "fused=False")
-        if native.disabled() or native.library() is None:
+        cpu_kernels = not native.disabled() and native.library() is not None
+        if not cpu_kernels and (native.disabled() or not codegen_triton.available()):
             return Route(None, None, native.error or "the fused kernels are unavailable")
-        if type(self).fused_step is not ChainOptimizer.fused_step and chain == self.kernel_chain(group):
+        if cpu_kernels and type(self).fused_step is not ChainOptimizer.fused_step and chain == self.kernel_chain(group):
             return Route("hand", None, None)
         keys = self._state_keys(chain)
         found = codegen.plan(chain, group.get("maximize", False), keys)
@@ -420,26 +422,23 @@ class ChainOptimizer(torch.optim.Optimizer):
             key for step in chain for key in getattr(step, "scalar_state", ()))
 
     def _fusable(self, group: dict[str, Any], route: Route, params: list[Tensor]
-                 ) -> tuple[dict[torch.dtype, list[Tensor]], list]:
-        """Splits ``params`` into those the kernel of ``route`` takes (by dtype) and the rest, which the
-        reference chain updates; raises for a gradient no path takes (sparse, complex), and, with
+                 ) -> tuple[dict[tuple, list[Tensor]], list]:
+        """Splits ``params`` into those the kernel of ``route`` takes (by device and dtype) and the rest,
+        which the reference chain updates; raises for a gradient no path takes (sparse, complex), and, with
         ``fused=True``, for a parameter the kernel cannot take."""
         rest = params
-        by_dtype: dict[torch.dtype, list[Tensor]] = {}
+        by_dtype: dict[tuple, list[Tensor]] = {}
         if route.kind is not None and params:
             rest = []
             check_shards = sharding_possible()
-            can_fuse = native.can_fuse if route.kind == "hand" else native.can_fuse_chain
+            built: dict[tuple, bool] = {}  # whether the kernel for a (device, dtype) could be had
             for p in params:
                 if check_shards and is_dtensor(p):
-                    fusable = self.elementwise and can_fuse(local(p), local(p.grad))
+                    fusable = self.elementwise and self._kernel_takes(group, route, local(p), local(p.grad), built)
                 else:
-                    fusable = can_fuse(p, p.grad)
-                if fusable and route.kind == "generated" and p.dtype not in by_dtype and generated_kernel(
-                        route.trace, p.dtype, self._state_dtype(group, p.dtype)) is None:
-                    fusable = False  # the compiler failed (native.error says why): the reference chain runs it
+                    fusable = self._kernel_takes(group, route, p, p.grad, built)
                 if fusable:
-                    by_dtype.setdefault(p.dtype, []).append(p)
+                    by_dtype.setdefault((p.device, p.dtype), []).append(p)
                 else:
                     rest.append(p)
         owner = type(self).__name__
@@ -454,12 +453,37 @@ class ChainOptimizer(torch.optim.Optimizer):
             p = rest[0]
             sharded = sharding_possible() and is_dtensor(p)
             dtypes = "float32/float64" if route.kind == "hand" else "float32/float64/bfloat16/float16"
+            gpu = "" if route.kind == "hand" else (
+                " (CUDA parameters need triton: pip install 'descend[gpu]')" if not codegen_triton.available() else
+                f" (the Triton kernel for CUDA failed: {codegen_triton.error})" if codegen_triton.error else
+                " (or dense CUDA ones, for the Triton kernel)")
             raise RuntimeError(
                 f"{owner}: fused=True needs dense CPU {dtypes} parameters and gradients of the same dtype and "
                 f"layout (and, for a sharded parameter, an elementwise optimizer); got a {p.dtype} "
                 f"{'sharded ' if sharded else ''}parameter on {p.device} (contiguous: {local(p).is_contiguous()})"
+                f"{gpu}"
             )
         return by_dtype, rest
+
+    def _kernel_takes(self, group: dict[str, Any], route: Route, param: Tensor, grad: Tensor | None,
+                      built: dict[tuple, bool]) -> bool:
+        """Whether the kernel of ``route`` can update ``param``: the generated Triton kernel on a GPU (see
+        ``codegen_triton.takes``), the generated C kernel or the class's ``fused_step`` on the CPU; False
+        where the kernel fails to build (``native.error`` / ``codegen_triton.error`` say why).  ``built``
+        remembers that per device and dtype, for the other parameters of the same call."""
+        if route.kind == "hand":
+            return native.can_fuse(param, grad)
+        on_gpu = codegen_triton.takes(param, grad)
+        if not on_gpu and not native.can_fuse_chain(param, grad):
+            return False
+        if on_gpu and self._state_dtype(group, param.dtype) == torch.bfloat16:
+            return False  # stochastic rounding into bfloat16 state is in the C kernel and the reference only
+        key = (param.device, param.dtype)
+        if key not in built:
+            state_dtype = self._state_dtype(group, param.dtype)
+            built[key] = (codegen_triton.kernel(route.trace, param.dtype, state_dtype, param.device) if on_gpu
+                          else generated_kernel(route.trace, param.dtype, state_dtype)) is not None
+        return built[key]
 
     def _initialise(self, param: Tensor, state: dict, stateful: list[Transform], group: dict[str, Any]) -> None:
         """Creates the step counter and the chain's missing state entries (first step, or a step added later).
@@ -524,25 +548,36 @@ class ChainOptimizer(torch.optim.Optimizer):
                 tuple(param.stride() for param in params), params[0].dtype)
 
     def _generated_step(self, trace, chain, group, params, grads, states, steps) -> bool:
-        """The chain's generated kernel over ``params`` (one dtype); see ``descend.codegen``."""
-        function = generated_kernel(trace, params[0].dtype, self._state_dtype(group, params[0].dtype))
+        """The chain's generated kernel over ``params`` (one device and dtype): C on the CPU (see
+        ``descend.codegen``), Triton on a GPU (see ``descend.codegen_triton``)."""
         if steps is None:
             steps = native.doubles([0.0] * len(params))
-        scalars = None
-        if trace.scalars:
-            preparing = [step for step in chain if getattr(step, "scalar_state", ())]
-            values = []
-            for state, t in zip(states, steps):
-                for step in preparing:
-                    step.prepare(state, t)
-                values.extend(float(state[key]) for key in trace.scalars)
-            scalars = native.doubles(values)
+        prepared = self._prepared_scalars(trace, chain, states, steps)
+        if codegen_triton.takes(params[0], grads[0]):
+            found = codegen_triton.triton_step(trace, params, grads, states, steps, prepared,
+                                               codegen.hyperparameters(chain))
+            return self.nonfinite != "raise" or not found.item()  # the only host sync, and only to raise
+        function = generated_kernel(trace, params[0].dtype, self._state_dtype(group, params[0].dtype))
+        scalars = None if prepared is None else native.doubles([value for values in prepared for value in values])
         tensors = []
         for param, grad, state in zip(params, grads, states):
             tensors.extend(param if role == "param" else grad if role == "grad" else state[role]
                            for role in trace.loads)
         return function(len(params), native.pointers(tensors), native.sizes(params), steps, scalars,
                         native.doubles(codegen.hyperparameters(chain)), native.threads())
+
+    @staticmethod
+    def _prepared_scalars(trace, chain, states, steps) -> list[list[float]] | None:
+        """``prepare`` run for each tensor; the values of ``trace.scalars`` per tensor (None: there are none)."""
+        if not trace.scalars:
+            return None
+        preparing = [step for step in chain if getattr(step, "scalar_state", ())]
+        values = []
+        for state, t in zip(states, steps):
+            for step in preparing:
+                step.prepare(state, t)
+            values.append([float(state[key]) for key in trace.scalars])
+        return values
 
     @staticmethod
     def _state_dtype(group: dict[str, Any], param_dtype: torch.dtype) -> torch.dtype:
