@@ -1,62 +1,16 @@
-/* Fused optimizer steps for contiguous CPU tensors: one pass over memory per step.
+/* The hand-written CPU kernels: the finiteness check, the step counter, and Adafactor, whose factored
+ * second moment and update clipping reduce over whole matrices (the elementwise chains get kernels
+ * generated from their formulas: descend/codegen.py).  Adafactor's kernel computes exactly the chain
+ * `Adafactor.kernel_chain` declares, and runs only where `chain(group)` equals it.
  *
- * Every step kernel returns 1 when all gradients it read were finite, 0 when one held NaN or ±inf:
- * the non-finite check rides along with the update's own read of the gradient, so it moves no extra
- * bytes (descend/optimizer.py decides what a 0 means).
- * Each kernel updates a whole param group in one call: arrays of tensor pointers and sizes,
- * the concatenation of all tensors split evenly over the threads, so 1000 small tensors cost
- * one call and one parallel region.  The math is the chain in descend/transforms.py (the
- * reference these kernels are tested against); each kernel names the chain it fuses.
- * Optional state (momentum buffer, AMSGrad max, ...) is a NULL pointer array when absent; each
- * such flag gets its own specialised, vectorised loop.
+ * A step kernel returns 1 when all gradients it read were finite, 0 when one held NaN or ±inf: the
+ * non-finite check rides along with the update's own read of the gradient, so it moves no extra bytes.
  *
  * This file includes itself once per element type (float, double).  Built by descend/native.py.
  */
 #ifndef T
 
-#include <math.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#include <omp.h>
-
-#define INLINE static inline __attribute__((always_inline))
-
-/* Below this many elements a step runs on one thread: forking costs more than it saves. */
-#define PARALLEL_MIN 32768
-
-static int threads_for(int64_t total, int threads) { return total < PARALLEL_MIN ? 1 : threads; }
-
-static int64_t total_size(int nt, const int64_t *n) {
-  int64_t total = 0;
-  for (int i = 0; i < nt; i++) total += n[i];
-  return total;
-}
-
-/* Runs the body for every (tensor i, element range [lo, hi)) of this thread's even share of
- * the concatenated tensors. */
-#define FOR_EACH_SLICE(nt, n, threads, ...)                                      \
-  do {                                                                           \
-    int64_t total_ = total_size(nt, n);                                          \
-    _Pragma("omp parallel num_threads(threads_for(total_, threads))") {          \
-      int64_t tid_ = omp_get_thread_num(), nth_ = omp_get_num_threads();         \
-      int64_t begin_ = total_ * tid_ / nth_, end_ = total_ * (tid_ + 1) / nth_;  \
-      int64_t base_ = 0;                                                         \
-      for (int i = 0; i < (nt) && base_ < end_; base_ += (n)[i], i++) {          \
-        int64_t lo = begin_ > base_ ? begin_ - base_ : 0;                        \
-        int64_t hi = end_ - base_ < (n)[i] ? end_ - base_ : (n)[i];              \
-        if (lo < hi) { __VA_ARGS__ }                                             \
-      }                                                                          \
-    }                                                                            \
-  } while (0)
-
-/* After a FOR_EACH_SLICE body found a non-finite gradient (`found` nonzero): remember it in `bad`. */
-#define REPORT(found)                    \
-  do {                                   \
-    if (found) {                         \
-      _Pragma("omp atomic write") bad = 1; \
-    }                                    \
-  } while (0)
+#include "_prelude.h"
 
 /* t ← t + 1 for every float32 step counter; out[i] = the new t. */
 void count_steps(int nt, float **steps, double *out) {
@@ -84,13 +38,6 @@ void count_steps(int nt, float **steps, double *out) {
 
 #else /* the kernels, for element type T */
 
-/* 1 for NaN and ±inf: the numbers whose exponent bits are all set. */
-INLINE BITS S(nonfinite)(T x) {
-  BITS bits;
-  memcpy(&bits, &x, sizeof bits);
-  return (bits & EXPONENT) == EXPONENT;
-}
-
 /* 1 if every element is finite. */
 int S(all_finite)(int nt, T **x, const int64_t *n, int threads) {
   int bad = 0;
@@ -98,161 +45,6 @@ int S(all_finite)(int nt, T **x, const int64_t *n, int threads) {
     const T *X = x[i];
     BITS found = 0;
     for (int64_t j = lo; j < hi; j++) found |= S(nonfinite)(X[j]);
-    REPORT(found);
-  });
-  return !bad;
-}
-
-/* SGD = [AddWeightDecay, Momentum(μ, d, nesterov)?, ScaleByLearningRate]. */
-INLINE BITS S(sgd_range)(T *restrict P, const T *restrict G, T *restrict B, int64_t lo, int64_t hi, T lr, T wd,
-                         T mu, T keep, T sign, const int momentum, const int nesterov) {
-  BITS found = 0;
-  for (int64_t j = lo; j < hi; j++) {
-    found |= S(nonfinite)(G[j]);
-    T d = sign * G[j] + wd * P[j];
-    if (momentum) {
-      T b = mu * B[j] + keep * d;
-      B[j] = b;
-      d = nesterov ? mu * b + keep * d : b;
-    }
-    P[j] -= lr * d;
-  }
-  return found;
-}
-
-int S(sgd)(int nt, T **p, T **g, T **buf, const int64_t *n, double lr, double wd, double mu, double damp,
-           int nesterov, int maximize, int threads) {
-  const T sign = maximize ? -1 : 1, keep = 1 - damp;
-  int bad = 0;
-  FOR_EACH_SLICE(nt, n, threads, {
-    T *B = buf ? buf[i] : NULL;
-    if (!buf) REPORT(S(sgd_range)(p[i], g[i], B, lo, hi, lr, wd, mu, keep, sign, 0, 0));
-    else if (nesterov) REPORT(S(sgd_range)(p[i], g[i], B, lo, hi, lr, wd, mu, keep, sign, 1, 1));
-    else REPORT(S(sgd_range)(p[i], g[i], B, lo, hi, lr, wd, mu, keep, sign, 1, 0));
-  });
-  return !bad;
-}
-
-/* Adam(W) = [AddWeightDecay | -, EmaOfSquares, RunningMax?, Momentum(EMA), BiasCorrection?,
- *            ScaleByInverseRms(debias?), ScaleByLearningRate, - | DecoupledWeightDecay]. */
-INLINE BITS S(adam_range)(T *restrict P, const T *restrict G, T *restrict M, T *restrict V, T *restrict VM,
-                          int64_t lo, int64_t hi, T b1, T b2, T eps, T l2, T shrink, T step, T inv_bc2, T sign,
-                          const int amsgrad) {
-  BITS found = 0;
-  for (int64_t j = lo; j < hi; j++) {
-    found |= S(nonfinite)(G[j]);
-    T gj = sign * G[j] + l2 * P[j];
-    T mj = b1 * M[j] + (1 - b1) * gj;
-    T vj = b2 * V[j] + (1 - b2) * gj * gj;
-    M[j] = mj;
-    V[j] = vj;
-    if (amsgrad) {
-      vj = VM[j] > vj ? VM[j] : vj;
-      VM[j] = vj;
-    }
-    P[j] = shrink * P[j] - step * mj / (SQRT(vj) * inv_bc2 + eps);
-  }
-  return found;
-}
-
-int S(adam)(int nt, T **p, T **g, T **m, T **v, T **vmax, const int64_t *n, const double *steps, double lr,
-             double b1, double b2, double eps, double wd, int bias_correction, int decoupled, int maximize,
-             int threads) {
-  const T sign = maximize ? -1 : 1, l2 = decoupled ? 0 : wd, shrink = decoupled ? 1 - lr * wd : 1;
-  int bad = 0;
-  FOR_EACH_SLICE(nt, n, threads, {
-    const double t = steps[i];
-    const T step = bias_correction ? lr / (1 - pow(b1, t)) : lr;
-    const T inv_bc2 = bias_correction ? 1 / sqrt(1 - pow(b2, t)) : 1;
-    T *VM = vmax ? vmax[i] : NULL;
-    if (vmax) REPORT(S(adam_range)(p[i], g[i], m[i], v[i], VM, lo, hi, b1, b2, eps, l2, shrink, step, inv_bc2, sign, 1));
-    else REPORT(S(adam_range)(p[i], g[i], m[i], v[i], VM, lo, hi, b1, b2, eps, l2, shrink, step, inv_bc2, sign, 0));
-  });
-  return !bad;
-}
-
-/* Adagrad = [AddWeightDecay, SumOfSquares, ScaleByInverseRms, LrDecay, ScaleByLearningRate]. */
-int S(adagrad)(int nt, T **p, T **g, T **sum, const int64_t *n, const double *steps, double lr, double lr_decay,
-               double eps_, double wd_, int maximize, int threads) {
-  const T eps = eps_, wd = wd_, sign = maximize ? -1 : 1;
-  int bad = 0;
-  FOR_EACH_SLICE(nt, n, threads, {
-    T *restrict P = p[i], *restrict A = sum[i];
-    const T *restrict G = g[i];
-    const T clr = lr / (1 + (steps[i] - 1) * lr_decay);
-    BITS found = 0;
-    for (int64_t j = lo; j < hi; j++) {
-      found |= S(nonfinite)(G[j]);
-      T gj = sign * G[j] + wd * P[j];
-      T s = A[j] + gj * gj;
-      A[j] = s;
-      P[j] -= clr * (gj / (SQRT(s) + eps));
-    }
-    REPORT(found);
-  });
-  return !bad;
-}
-
-/* RMSprop = [AddWeightDecay, EmaOfSquares, TrackEma?, ScaleByInverseRms(centered?), Momentum?,
- *            ScaleByLearningRate]. */
-INLINE BITS S(rmsprop_range)(T *restrict P, const T *restrict G, T *restrict Q, T *restrict A, T *restrict B,
-                             int64_t lo, int64_t hi, T lr, T alpha, T eps, T wd, T mu, T sign, const int centered,
-                             const int momentum) {
-  BITS found = 0;
-  for (int64_t j = lo; j < hi; j++) {
-    found |= S(nonfinite)(G[j]);
-    T gj = sign * G[j] + wd * P[j];
-    T s = alpha * Q[j] + (1 - alpha) * gj * gj;
-    Q[j] = s;
-    if (centered) {
-      T a = alpha * A[j] + (1 - alpha) * gj;
-      A[j] = a;
-      s -= a * a;
-      s = s > 0 ? s : 0; /* s − ḡ² ≥ 0 exactly; rounding can dip below 0 */
-    }
-    T d = gj / (SQRT(s) + eps);
-    if (momentum) {
-      d += mu * B[j];
-      B[j] = d;
-    }
-    P[j] -= lr * d;
-  }
-  return found;
-}
-
-int S(rmsprop)(int nt, T **p, T **g, T **sq, T **gavg, T **buf, const int64_t *n, double lr, double alpha,
-               double eps, double wd, double mu, int maximize, int threads) {
-  const T sign = maximize ? -1 : 1;
-  int bad = 0;
-  FOR_EACH_SLICE(nt, n, threads, {
-    T *A = gavg ? gavg[i] : NULL, *B = buf ? buf[i] : NULL;
-    if (A && B) REPORT(S(rmsprop_range)(p[i], g[i], sq[i], A, B, lo, hi, lr, alpha, eps, wd, mu, sign, 1, 1));
-    else if (A) REPORT(S(rmsprop_range)(p[i], g[i], sq[i], A, B, lo, hi, lr, alpha, eps, wd, mu, sign, 1, 0));
-    else if (B) REPORT(S(rmsprop_range)(p[i], g[i], sq[i], A, B, lo, hi, lr, alpha, eps, wd, mu, sign, 0, 1));
-    else REPORT(S(rmsprop_range)(p[i], g[i], sq[i], A, B, lo, hi, lr, alpha, eps, wd, mu, sign, 0, 0));
-  });
-  return !bad;
-}
-
-/* Adadelta = [AddWeightDecay, EmaOfSquares, ScaleByInverseRms(ε inside), AdadeltaUnitCorrection,
- *             ScaleByLearningRate]. */
-int S(adadelta)(int nt, T **p, T **g, T **sq, T **acc, const int64_t *n, double lr_, double rho_, double eps_,
-                double wd_, int maximize, int threads) {
-  const T lr = lr_, rho = rho_, eps = eps_, wd = wd_, sign = maximize ? -1 : 1;
-  int bad = 0;
-  FOR_EACH_SLICE(nt, n, threads, {
-    T *restrict P = p[i], *restrict Q = sq[i], *restrict D = acc[i];
-    const T *restrict G = g[i];
-    BITS found = 0;
-    for (int64_t j = lo; j < hi; j++) {
-      found |= S(nonfinite)(G[j]);
-      T gj = sign * G[j] + wd * P[j];
-      T s = rho * Q[j] + (1 - rho) * gj * gj;
-      Q[j] = s;
-      T delta = gj / SQRT(s + eps) * SQRT(D[j] + eps);
-      D[j] = rho * D[j] + (1 - rho) * delta * delta;
-      P[j] -= lr * delta;
-    }
     REPORT(found);
   });
   return !bad;

@@ -1,12 +1,15 @@
-"""Builds, caches and loads the fused CPU kernels in ``_kernels.c``.
+"""Builds, caches and loads the CPU kernels: the generated chain kernels and the hand-written ``_kernels.c``.
 
-The first use compiles the file with the system C compiler (well under a
-second) into a cache folder (``$DESCEND_CACHE_DIR``, else
-``~/.cache/descend``), keyed by the source, the flags and the CPU; later
-processes load the cached library.  It is loaded after torch, so its OpenMP
-calls run on the libgomp torch already loaded.  Without a compiler, or with
-``DESCEND_NATIVE=0``, ``library()`` returns None and the optimizers use their
-reference path.
+A kernel is compiled with the system C compiler (``$CC``, which may carry flags, else ``cc``/``gcc``) on
+first use, into a cache folder (``$DESCEND_CACHE_DIR``, else ``~/.cache/descend``), keyed by its source,
+the shared ``_prelude.h``, the flags and the CPU.  A library is written atomically (temporary file,
+fsync, rename) with its size and SHA-256 recorded beside it, and checked against them before it is
+loaded: a truncated or corrupted file (a crash mid-write, a full disk) is rebuilt, never loaded.  It is
+loaded after torch, so its OpenMP calls run on the libgomp torch already loaded.
+
+Without a compiler, with an unwritable cache, or when a kernel fails to compile, the optimizers run their
+reference path, and a ``RuntimeWarning`` says why, once per reason; ``error`` holds the last reason.
+``DESCEND_NATIVE=0`` turns the kernels off silently.
 """
 from __future__ import annotations
 
@@ -14,10 +17,12 @@ import array
 import ctypes
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,13 +30,17 @@ import torch
 from torch import Tensor
 
 SOURCE = Path(__file__).with_name("_kernels.c")
+PRELUDE = Path(__file__).with_name("_prelude.h")
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-std=gnu11", "-shared", "-fPIC"]
-DTYPES = {torch.float32: "f32", torch.float64: "f64"}
+DTYPES = {torch.float32: "f32", torch.float64: "f64"}  # what the hand-written kernels take
+CHAIN_DTYPES = frozenset({torch.float32, torch.float64, torch.bfloat16, torch.float16})  # generated kernels
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _library: ctypes.CDLL | None = None
 _loaded = False
-error: str | None = None  # why the library is unavailable, when it is
+_chains: dict[str, object] = {}  # source hash -> kernel function, or None when it could not be built
+_warned: set[str] = set()
+error: str | None = None  # why the last kernel is unavailable, when one is
 
 
 def _cpu_signature() -> str:
@@ -46,51 +55,121 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("DESCEND_CACHE_DIR") or Path.home() / ".cache" / "descend")
 
 
-def _build(compiler: str) -> Path:
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *FLAGS, _cpu_signature()]).encode()).hexdigest()
-    target = _cache_dir() / f"kernels-{key[:16]}.so"
-    if target.exists():
+def _compiler() -> list[str]:
+    """The C compiler command, with any flags ``$CC`` carries (``CC="gcc -m64"``)."""
+    command = shlex.split(os.environ.get("CC") or "") or [shutil.which("cc") or shutil.which("gcc") or ""]
+    if not command[0] or shutil.which(command[0]) is None:
+        raise OSError(f"no C compiler found ({'$CC=' + os.environ['CC'] if os.environ.get('CC') else 'cc or gcc'} "
+                      "is not on PATH)")
+    return command
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _verified(target: Path) -> bool:
+    """True when ``target`` is the library its record describes (size and SHA-256)."""
+    record = target.with_suffix(".sha256")
+    try:
+        size, digest = record.read_text().split()
+        data = target.read_bytes()
+    except (OSError, ValueError):
+        return False
+    return len(data) == int(size) and _digest(data) == digest
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}-", delete=False) as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(handle.name, path)
+
+
+def build(source: str, stem: str) -> Path:
+    """The cached library compiled from C ``source``, built (or rebuilt, when its file fails verification)
+    as needed.  Raises ``OSError`` or ``subprocess.CalledProcessError`` (with the compiler's message)."""
+    compiler = _compiler()
+    key = _digest(source.encode() + PRELUDE.read_bytes() + " ".join([*compiler, *FLAGS, _cpu_signature()]).encode())
+    target = _cache_dir() / f"{stem}-{key[:16]}.so"
+    if _verified(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-        built = Path(scratch) / target.name
-        subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built), "-lm"], check=True, capture_output=True, text=True)
-        os.replace(built, target)  # atomic: concurrent processes never load a half-written file
+        source_file, built = Path(scratch) / f"{stem}.c", Path(scratch) / target.name
+        source_file.write_text(source)
+        subprocess.run([*compiler, *FLAGS, f"-I{PRELUDE.parent}", str(source_file), "-o", str(built), "-lm"],
+                       check=True, capture_output=True, text=True)
+        data = built.read_bytes()
+        _write_atomically(target, data)  # a crash before the record is written leaves an unverified file
+        _write_atomically(target.with_suffix(".sha256"), f"{len(data)} {_digest(data)}\n".encode())
     return target
 
 
+def _unavailable(reason: str) -> None:
+    """Records why a kernel cannot be had and warns once per reason."""
+    global error
+    error = reason
+    if reason not in _warned:
+        _warned.add(reason)
+        warnings.warn(f"descend: {reason}; the optimizers run their reference path (correct, but slower)",
+                      RuntimeWarning, stacklevel=4)
+
+
+def _failure(exc: Exception) -> str:
+    detail = (getattr(exc, "stderr", "") or str(exc)).strip()
+    return detail[:2000]
+
+
+def disabled() -> bool:
+    return os.environ.get("DESCEND_NATIVE", "1") == "0"
+
+
 def library() -> ctypes.CDLL | None:
-    """The loaded kernels, built on first use; None when they cannot be had (see ``error``)."""
+    """The hand-written kernels, built on first use; None when they cannot be had (see ``error``)."""
     global _library, _loaded, error
     if _loaded:
         return _library
     with _lock:
         if _loaded:
             return _library
-        if os.environ.get("DESCEND_NATIVE", "1") == "0":
+        if disabled():
             error = "disabled by DESCEND_NATIVE=0"
         else:
-            compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
             try:
-                if compiler is None:
-                    raise OSError("no C compiler (cc or gcc) on PATH")
-                _library = _declare(ctypes.CDLL(str(_build(compiler))))
+                _library = _declare(ctypes.CDLL(str(build(SOURCE.read_text(), "kernels"))))
             except (OSError, subprocess.CalledProcessError) as exc:
-                detail = getattr(exc, "stderr", "") or str(exc)
-                error = f"could not build the fused kernels: {detail.strip()[:500]}"
+                _unavailable(f"could not build the fused kernels: {_failure(exc)}")
         _loaded = True
     return _library
+
+
+def chain_kernel(source: str, name: str):
+    """The generated kernel ``name`` compiled from ``source`` (cached per process and on disk); None when
+    it cannot be built (``error`` says why, and a warning says so once)."""
+    key = _digest(source.encode())
+    if key in _chains:
+        return _chains[key]
+    with _lock:
+        if key not in _chains:
+            function = None
+            if library() is not None:
+                try:
+                    function = getattr(ctypes.CDLL(str(build(source, "chain"))), name)
+                    P, I = ctypes.c_void_p, ctypes.c_int
+                    function.restype, function.argtypes = I, [I, P, P, P, P, P, I]
+                except (OSError, AttributeError, subprocess.CalledProcessError) as exc:
+                    _unavailable(f"could not build a generated kernel: {_failure(exc)}")
+                    function = None
+            _chains[key] = function
+    return _chains[key]
 
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     P, I, D = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
     signatures = {
         "all_finite": (I, [I, P, P, I]),
-        "sgd": (I, [I, P, P, P, P, D, D, D, D, I, I, I]),
-        "adam": (I, [I, P, P, P, P, P, P, P, D, D, D, D, D, I, I, I, I]),
-        "adagrad": (I, [I, P, P, P, P, P, D, D, D, D, I, I]),
-        "rmsprop": (I, [I, P, P, P, P, P, P, D, D, D, D, D, I, I]),
-        "adadelta": (I, [I, P, P, P, P, P, D, D, D, D, I, I]),
         "adafactor": (I, [I, P, P, P, P, P, P, P, P, D, D, D, D, I, I, D, D, D, I, I]),
     }
     for name, (restype, argtypes) in signatures.items():
@@ -147,6 +226,26 @@ def can_fuse(param: Tensor, grad: Tensor | None) -> bool:
     and layout (its state is made alike: see ChainOptimizer)."""
     return (readable(param) and grad is not None and grad.dtype == param.dtype and grad.layout == torch.strided
             and grad.is_contiguous())
+
+
+def dense(tensor: Tensor) -> bool:
+    """True when ``tensor`` covers its memory exactly once with no gaps (contiguous in some order of its
+    dims, e.g. ``channels_last``): a kernel can then treat it as a flat array."""
+    if tensor.is_contiguous():
+        return True
+    expected = 1
+    for stride, size in sorted((s, n) for s, n in zip(tensor.stride(), tensor.shape) if n != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def can_fuse_chain(param: Tensor, grad: Tensor | None) -> bool:
+    """True when a generated kernel can update ``param`` in place: a dense CPU tensor of a dtype the kernels
+    take, with a gradient of the same dtype and strides (its state is made alike: see ChainOptimizer)."""
+    return (param.dtype in CHAIN_DTYPES and param.is_cpu and grad is not None and grad.dtype == param.dtype
+            and grad.layout == torch.strided and grad.stride() == param.stride() and dense(param))
 
 
 def count_steps(step_tensors: Sequence[Tensor]):

@@ -8,14 +8,16 @@ comes from ``torch.optim.Optimizer`` itself: param groups, ``state_dict`` /
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from . import native
+from . import codegen, codegen_triton, native
 from .transforms import Shards, StepContext, Transform
 
 try:
@@ -30,6 +32,34 @@ try:  # the devices where torch's _foreach_* ops have fast (multi-tensor) kernel
     FOREACH_DEVICES = frozenset(_get_foreach_kernels_supported_devices())
 except ImportError:
     FOREACH_DEVICES = frozenset({"cuda"})
+_warned_chains: set[str] = set()
+SIXTEEN_BIT = (torch.bfloat16, torch.float16)
+STATE_DTYPES = (None, torch.float32, torch.float64, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class Route:
+    """How a group's chain can run fused: ``kind`` "hand" (the class's ``fused_step``), "generated" (a kernel
+    printed from ``trace``), or None (the reference chain; ``reason`` says why)."""
+
+    kind: str | None
+    trace: Any
+    reason: str | None
+
+
+_kernels: dict[tuple, Any] = {}
+
+
+def generated_kernel(trace, param_dtype: torch.dtype, state_dtype: torch.dtype):
+    """The compiled C kernel of ``trace`` for these dtypes (cached); None when it cannot be built."""
+    key = (id(trace), param_dtype, state_dtype)
+    if key not in _kernels:
+        function = native.chain_kernel(codegen.c_source(trace, param_dtype, state_dtype),
+                                       codegen.kernel_name(trace, param_dtype, state_dtype))
+        _kernels[key] = (trace, function)  # the trace is kept alive, so its id stays its own
+    return _kernels[key][1]
+
+
 # a multi-tensor chunk holds up to max(largest parameter, this many elements): few launches for many
 # small tensors, temporaries no larger than one parameter's for big ones
 CHUNK_ELEMENTS = 1 << 20
@@ -168,9 +198,10 @@ class ChainOptimizer(torch.optim.Optimizer):
     torch.optim does.
 
     ``fused`` picks the implementation per param group: ``None`` (default) runs
-    the fused C kernel (``descend/_kernels.c``) for the group's contiguous CPU
-    float32/float64 parameters and the reference chain for the rest (CUDA,
-    bfloat16, non-contiguous); ``False`` always runs the reference chain;
+    the chain's generated kernel, C for the group's dense CPU parameters and
+    Triton (``descend.codegen_triton``, where triton is installed) for dense
+    CUDA ones, and the reference chain for the rest (non-dense, other devices
+    or dtypes); ``False`` always runs the reference chain;
     ``True`` insists on the kernel and raises where it cannot run.
     ``foreach`` picks how the reference chain runs: ``True`` on lists of
     parameters with torch's ``_foreach_*`` ops (one launch per op for a whole
@@ -190,11 +221,12 @@ class ChainOptimizer(torch.optim.Optimizer):
         nonfinite: str = "raise",
         fused: bool | None = None,
         foreach: bool | None = None,
+        state_dtype: torch.dtype | None = None,
     ):
         check_nonfinite_policy(type(self).__name__, nonfinite)
         self.nonfinite = nonfinite
         self.skipped_steps = 0
-        super().__init__(params, {**defaults, "fused": fused, "foreach": foreach})
+        super().__init__(params, {**defaults, "fused": fused, "foreach": foreach, "state_dtype": state_dtype})
 
     # subclasses -----------------------------------------------------------------------------
 
@@ -205,16 +237,20 @@ class ChainOptimizer(torch.optim.Optimizer):
     def validate(self, group: dict[str, Any]) -> None:
         """Raises ``ValueError`` / ``TypeError`` for a hyperparameter out of its range."""
 
+    def kernel_chain(self, group: dict[str, Any]) -> list[Transform] | None:
+        """The chain a hand-written kernel (``fused_step``) computes, for a class that has one; the kernel
+        runs only where ``chain(group)`` equals it, so a subclass that changes its chain gets that chain."""
+        return None
+
     def fused_step(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], states: list[dict], steps: Any
     ) -> bool:
-        """The whole chain in one kernel call for ``params`` (one dtype, contiguous, on the CPU; for
-        sharded parameters, this rank's shards) and their ``grads``.
+        """A hand-written kernel for a chain that is not elementwise (Adafactor): the whole ``kernel_chain``
+        in one call for ``params`` (one dtype, contiguous, on the CPU) and their ``grads``.
 
-        ``states`` are initialised and ``steps`` (``t`` of each parameter, a C double array; None
-        where the class does not count steps) already counted.  Returns False when a gradient held
-        NaN or inf (noticed while reading it for the update, which is applied regardless).
-        A subclass without a kernel leaves this unimplemented.
+        ``states`` are initialised and ``steps`` (``t`` of each parameter, a C double array) already
+        counted.  Returns False when a gradient held NaN or inf (noticed while reading it for the update,
+        which is applied regardless).  Elementwise chains need none: their kernels are generated.
         """
         raise NotImplementedError
 
@@ -228,6 +264,9 @@ class ChainOptimizer(torch.optim.Optimizer):
                 raise ValueError(f"{type(self).__name__}: {flag} must be None, True or False, got {group[flag]!r}")
         if group["fused"] and group["foreach"]:
             raise ValueError(f"{type(self).__name__}: fused=True and foreach=True exclude each other; pick one")
+        if group.setdefault("state_dtype", None) not in STATE_DTYPES:
+            raise ValueError(f"{type(self).__name__}: state_dtype must be None, torch.float32, torch.float64 or "
+                             f"torch.bfloat16, got {group['state_dtype']!r}")
         self.validate(group)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -239,6 +278,7 @@ class ChainOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:  # pickled before these options existed
             group.setdefault("fused", None)
             group.setdefault("foreach", None)
+            group.setdefault("state_dtype", None)
 
     def state_dict(self) -> dict[str, Any]:
         state_dict = super().state_dict()
@@ -255,6 +295,7 @@ class ChainOptimizer(torch.optim.Optimizer):
         skipped_steps = state_dict.pop("skipped_steps", 0)
         self._check_state_dict(state_dict)
         super().load_state_dict(state_dict)
+        self._keep_state_precision(state_dict)
         for state in self.state.values():  # the fused kernels need state laid out like its parameter
             for key, value in state.items():
                 if isinstance(value, Tensor) and key != "step" and not value.is_contiguous():
@@ -263,6 +304,20 @@ class ChainOptimizer(torch.optim.Optimizer):
             for name, default in self.defaults.items():
                 group.setdefault(name, default)
         self.skipped_steps = skipped_steps
+
+    def _keep_state_precision(self, state_dict: dict[str, Any]) -> None:
+        """torch's ``load_state_dict`` casts every state tensor to its parameter's dtype; a 16-bit parameter's
+        float32 state (see ``_state_dtype``) is taken again from the checkpoint, so that no bit is lost."""
+        for group, saved_group in zip(self.param_groups, state_dict.get("param_groups", [])):
+            for saved, param in zip(saved_group["params"], group["params"]):
+                entries = state_dict.get("state", {}).get(saved)
+                if not isinstance(entries, dict) or param not in self.state:
+                    continue
+                dtype = self._state_dtype(group, param.dtype)
+                for key, value in entries.items():
+                    if (key != "step" and isinstance(value, Tensor) and value.is_floating_point()
+                            and value.dtype == dtype != param.dtype):
+                        self.state[param][key] = value.to(device=local(param).device, copy=True)
 
     def _check_state_dict(self, state_dict: dict[str, Any]) -> None:
         owner = type(self).__name__
@@ -308,18 +363,21 @@ class ChainOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        plan = [(group, *self._fusable(group, [p for p in group["params"] if p.grad is not None]))
-                for group in self.param_groups]
+        plan = []
+        for group in self.param_groups:
+            chain = self.chain(group)
+            route = self._route(group, chain)
+            plan.append((group, chain, route, *self._fusable(group, route,
+                                                             [p for p in group["params"] if p.grad is not None])))
         gradients = [] if self.nonfinite == "ignore" else [
-            p.grad for _, by_dtype, rest in plan for params in (*by_dtype.values(), rest) for p in params]
+            p.grad for *_, by_dtype, rest in plan for params in (*by_dtype.values(), rest) for p in params]
         if self.nonfinite == "skip" and not all_finite(gradients):
             self.skipped_steps += 1
             return loss
         finite = True
-        for group, by_dtype, rest in plan:
-            chain = self.chain(group)
+        for group, chain, route, by_dtype, rest in plan:
             for params in by_dtype.values():
-                finite = self._fused_update(params, group, chain) and finite
+                finite = self._fused_update(params, group, chain, route) and finite
             if rest and self.nonfinite == "raise":
                 finite = _locally_finite([local(p.grad) for p in rest]) and finite
             many, one_at_a_time = [], []
@@ -336,23 +394,51 @@ class ChainOptimizer(torch.optim.Optimizer):
             )
         return loss
 
-    def _fusable(self, group: dict[str, Any], params: list[Tensor]) -> tuple[dict[torch.dtype, list[Tensor]], list]:
-        """Splits ``params`` into those the fused kernel takes (by dtype) and the rest, which the
-        reference chain updates; raises for a gradient no path takes (sparse, complex)."""
+    def _route(self, group: dict[str, Any], chain: list[Transform]) -> Route:
+        """Which kernel can run ``chain`` for this group: the hand-written ``fused_step`` where the chain is
+        the one it declares, else one generated from the chain's formulas; ``Route.reason`` says why not."""
+        if group["fused"] is False:
+            return Route(None, None, "fused=False")
+        cpu_kernels = not native.disabled() and native.library() is not None
+        if not cpu_kernels and (native.disabled() or not codegen_triton.available()):
+            return Route(None, None, native.error or "the fused kernels are unavailable")
+        if cpu_kernels and type(self).fused_step is not ChainOptimizer.fused_step and chain == self.kernel_chain(group):
+            return Route("hand", None, None)
+        keys = self._state_keys(chain)
+        found = codegen.plan(chain, group.get("maximize", False), keys)
+        if found.trace is None:
+            reason = f"its chain cannot be generated: {found.reason}"
+            if group["fused"] is None and reason not in _warned_chains:
+                _warned_chains.add(reason)
+                warnings.warn(f"{type(self).__name__}: {reason}; it runs on the reference path", RuntimeWarning,
+                              stacklevel=4)
+            return Route(None, None, reason)
+        return Route("generated", found.trace, None)
+
+    @staticmethod
+    def _state_keys(chain: list[Transform]) -> tuple[str, ...]:
+        probe = torch.empty(2, 2, device="meta")
+        return tuple(key for step in chain if step.stateful for key in step.state_keys(probe)) + tuple(
+            key for step in chain for key in getattr(step, "scalar_state", ()))
+
+    def _fusable(self, group: dict[str, Any], route: Route, params: list[Tensor]
+                 ) -> tuple[dict[tuple, list[Tensor]], list]:
+        """Splits ``params`` into those the kernel of ``route`` takes (by device and dtype) and the rest,
+        which the reference chain updates; raises for a gradient no path takes (sparse, complex), and, with
+        ``fused=True``, for a parameter the kernel cannot take."""
         rest = params
-        by_dtype: dict[torch.dtype, list[Tensor]] = {}
-        has_kernel = type(self).fused_step is not ChainOptimizer.fused_step
-        if group["fused"] is not False and params and has_kernel and native.library() is not None:
+        by_dtype: dict[tuple, list[Tensor]] = {}
+        if route.kind is not None and params:
             rest = []
             check_shards = sharding_possible()
-            can_fuse = native.can_fuse
+            built: dict[tuple, bool] = {}  # whether the kernel for a (device, dtype) could be had
             for p in params:
                 if check_shards and is_dtensor(p):
-                    fusable = self.elementwise and can_fuse(local(p), local(p.grad))
+                    fusable = self.elementwise and self._kernel_takes(group, route, local(p), local(p.grad), built)
                 else:
-                    fusable = can_fuse(p, p.grad)
+                    fusable = self._kernel_takes(group, route, p, p.grad, built)
                 if fusable:
-                    by_dtype.setdefault(p.dtype, []).append(p)
+                    by_dtype.setdefault((p.device, p.dtype), []).append(p)
                 else:
                     rest.append(p)
         owner = type(self).__name__
@@ -362,31 +448,60 @@ class ChainOptimizer(torch.optim.Optimizer):
             if p.grad.is_complex() or p.is_complex():
                 raise TypeError(f"{owner} does not support complex parameters; pass torch.view_as_real(p)")
         if group["fused"] and rest:
-            if not has_kernel or native.library() is None:
-                reason = "it has no fused kernel" if not has_kernel else native.error
-                raise RuntimeError(f"{owner}: fused=True but {reason}")
+            if route.kind is None:
+                raise RuntimeError(f"{owner}: fused=True but {route.reason}")
             p = rest[0]
             sharded = sharding_possible() and is_dtensor(p)
+            dtypes = "float32/float64" if route.kind == "hand" else "float32/float64/bfloat16/float16"
+            gpu = "" if route.kind == "hand" else (
+                " (CUDA parameters need triton: pip install 'descend[gpu]')" if not codegen_triton.available() else
+                f" (the Triton kernel for CUDA failed: {codegen_triton.error})" if codegen_triton.error else
+                " (or dense CUDA ones, for the Triton kernel)")
             raise RuntimeError(
-                f"{owner}: fused=True needs contiguous CPU float32/float64 parameters and "
-                f"gradients (and, for a sharded parameter, an elementwise optimizer); got a {p.dtype} "
+                f"{owner}: fused=True needs dense CPU {dtypes} parameters and gradients of the same dtype and "
+                f"layout (and, for a sharded parameter, an elementwise optimizer); got a {p.dtype} "
                 f"{'sharded ' if sharded else ''}parameter on {p.device} (contiguous: {local(p).is_contiguous()})"
+                f"{gpu}"
             )
         return by_dtype, rest
 
-    def _initialise(self, param: Tensor, state: dict, stateful: list[Transform]) -> None:
+    def _kernel_takes(self, group: dict[str, Any], route: Route, param: Tensor, grad: Tensor | None,
+                      built: dict[tuple, bool]) -> bool:
+        """Whether the kernel of ``route`` can update ``param``: the generated Triton kernel on a GPU (see
+        ``codegen_triton.takes``), the generated C kernel or the class's ``fused_step`` on the CPU; False
+        where the kernel fails to build (``native.error`` / ``codegen_triton.error`` say why).  ``built``
+        remembers that per device and dtype, for the other parameters of the same call."""
+        if route.kind == "hand":
+            return native.can_fuse(param, grad)
+        on_gpu = codegen_triton.takes(param, grad)
+        if not on_gpu and not native.can_fuse_chain(param, grad):
+            return False
+        if on_gpu and self._state_dtype(group, param.dtype) == torch.bfloat16:
+            return False  # stochastic rounding into bfloat16 state is in the C kernel and the reference only
+        key = (param.device, param.dtype)
+        if key not in built:
+            state_dtype = self._state_dtype(group, param.dtype)
+            built[key] = (codegen_triton.kernel(route.trace, param.dtype, state_dtype, param.device) if on_gpu
+                          else generated_kernel(route.trace, param.dtype, state_dtype)) is not None
+        return built[key]
+
+    def _initialise(self, param: Tensor, state: dict, stateful: list[Transform], group: dict[str, Any]) -> None:
         """Creates the step counter and the chain's missing state entries (first step, or a step added later).
 
-        Elementwise state is shaped like the parameter (a DTensor under FSDP2, as in torch.optim);
-        Adafactor's row/column statistics follow this rank's rows.
+        Elementwise state is shaped like the parameter (a DTensor under FSDP2, as in torch.optim), in the
+        group's state dtype (see ``_state_dtype``); Adafactor's row/column statistics follow this rank's rows.
         """
         if self.counts_steps and "step" not in state:
             state["step"] = torch.tensor(0.0)
-        template = param if self.elementwise else local(param).detach()
+        template = param.detach() if self.elementwise else local(param).detach()
+        dtype = self._state_dtype(group, param.dtype)
+        if template.dtype != dtype:
+            template = torch.empty_like(template, dtype=dtype)
         for transform in stateful:
             transform.ensure_state(template, state)
 
-    def _initialise_all(self, params: list[Tensor], states: list[dict], chain: list[Transform]) -> None:
+    def _initialise_all(self, params: list[Tensor], states: list[dict], chain: list[Transform],
+                        group: dict[str, Any]) -> None:
         """``_initialise`` where a state lacks an entry; the check costs a set comparison per parameter."""
         stateful = [transform for transform in chain if transform.stateful]
         needed: dict[torch.Size, set[str]] = {}  # the state keys a parameter of this shape keeps
@@ -396,20 +511,123 @@ class ChainOptimizer(torch.optim.Optimizer):
                 keys = needed[param.shape] = {key for t in stateful for key in t.state_keys(param)}
                 keys |= {"step"} if self.counts_steps else set()
             if not state.keys() >= keys:
-                self._initialise(param, state, stateful)
+                self._initialise(param, state, stateful, group)
 
-    def _fused_update(self, params: list[Tensor], group: dict[str, Any], chain: list[Transform]) -> bool:
+    def _fused_update(self, params: list[Tensor], group: dict[str, Any], chain: list[Transform], route: Route
+                      ) -> bool:
         """One kernel call for ``params``; False when a gradient held NaN or inf (the step is applied)."""
         states = [self.state[p] for p in params]
-        self._initialise_all(params, states, chain)
+        self._initialise_all(params, states, chain, group)
+        if route.kind == "hand":
+            self._conform_state(params, states, chain, group)
+        else:  # the check costs a Python loop over every entry: done again only when some tensor moved
+            checked = self.__dict__.setdefault("_conformed", {})
+            key = (id(group), params[0].dtype)
+            if checked.get(key) != self._fingerprint(params, states, route.trace):
+                self._conform_state(params, states, chain, group)
+                checked[key] = self._fingerprint(params, states, route.trace)
         steps = self._count_steps(states) if self.counts_steps else None
         shards, grads = params, [p.grad for p in params]
         if sharding_possible() and any(is_dtensor(p) for p in params):  # the kernels update this rank's shards
             shards, grads = [local(p) for p in params], [local(g) for g in grads]
             states = [{key: local(value) for key, value in state.items()} for state in states]
-        finite = self.fused_step(group, shards, grads, states, steps)
+        if route.kind == "hand":
+            finite = self.fused_step(group, shards, grads, states, steps)
+        else:
+            finite = self._generated_step(route.trace, chain, group, shards, grads, states, steps)
         torch.autograd.graph.increment_version(shards)
         return bool(finite)
+
+    @staticmethod
+    def _fingerprint(params: list[Tensor], states: list[dict], trace) -> tuple:
+        """The addresses, sizes and strides of the parameters and the state a kernel will touch: equal on two
+        steps only if no parameter or state tensor was replaced, converted or resized in between."""
+        tensors = [param if role == "param" else state[role] for param, state in zip(params, states)
+                   for role in trace.loads if role != "grad"]
+        return (bytes(native.pointers(tensors)), bytes(native.sizes(tensors)),
+                tuple(param.stride() for param in params), params[0].dtype)
+
+    def _generated_step(self, trace, chain, group, params, grads, states, steps) -> bool:
+        """The chain's generated kernel over ``params`` (one device and dtype): C on the CPU (see
+        ``descend.codegen``), Triton on a GPU (see ``descend.codegen_triton``)."""
+        if steps is None:
+            steps = native.doubles([0.0] * len(params))
+        prepared = self._prepared_scalars(trace, chain, states, steps)
+        if codegen_triton.takes(params[0], grads[0]):
+            found = codegen_triton.triton_step(trace, params, grads, states, steps, prepared,
+                                               codegen.hyperparameters(chain))
+            return self.nonfinite != "raise" or not found.item()  # the only host sync, and only to raise
+        function = generated_kernel(trace, params[0].dtype, self._state_dtype(group, params[0].dtype))
+        scalars = None if prepared is None else native.doubles([value for values in prepared for value in values])
+        tensors = []
+        for param, grad, state in zip(params, grads, states):
+            tensors.extend(param if role == "param" else grad if role == "grad" else state[role]
+                           for role in trace.loads)
+        return function(len(params), native.pointers(tensors), native.sizes(params), steps, scalars,
+                        native.doubles(codegen.hyperparameters(chain)), native.threads())
+
+    @staticmethod
+    def _prepared_scalars(trace, chain, states, steps) -> list[list[float]] | None:
+        """``prepare`` run for each tensor; the values of ``trace.scalars`` per tensor (None: there are none)."""
+        if not trace.scalars:
+            return None
+        preparing = [step for step in chain if getattr(step, "scalar_state", ())]
+        values = []
+        for state, t in zip(states, steps):
+            for step in preparing:
+                step.prepare(state, t)
+            values.append([float(state[key]) for key in trace.scalars])
+        return values
+
+    @staticmethod
+    def _state_dtype(group: dict[str, Any], param_dtype: torch.dtype) -> torch.dtype:
+        """The dtype of a parameter's state: ``state_dtype`` when the group sets one, float32 for 16-bit
+        parameters (their moments would lose most of their bits in 16), else the parameter's own."""
+        chosen = group.get("state_dtype")
+        if chosen is not None:
+            return chosen
+        return torch.float32 if param_dtype in SIXTEEN_BIT else param_dtype
+
+    def _conform_state(self, params: list[Tensor], states: list[dict], chain: list[Transform],
+                       group: dict[str, Any]) -> None:
+        """Before a kernel touches them: every state entry has the parameter's layout and the group's state
+        dtype (converted where not: after ``model.double()``, a checkpoint, ``channels_last``), and its
+        expected shape (a parameter resized after its state was made raises ``RuntimeError``)."""
+        for param, state in zip(params, states):
+            dtype = self._state_dtype(group, param.dtype)
+            for key, value in state.items():
+                if key == "step" or not isinstance(value, Tensor):
+                    continue
+                expected = self._expected_state(param, key, chain)
+                if expected is None:
+                    continue
+                shape = expected[0]
+                if value.shape != shape:
+                    raise RuntimeError(
+                        f"{type(self).__name__}: state {key!r} of a parameter of shape {tuple(param.shape)} has "
+                        f"shape {tuple(value.shape)}; the parameter was resized after its optimizer state was made "
+                        "(re-create the optimizer, or delete optimizer.state[param])")
+                like_param = shape == param.shape
+                if value.dtype != dtype or value.device != param.device or (
+                        like_param and value.stride() != param.stride()) or (
+                        not like_param and not value.is_contiguous()):
+                    fixed = torch.empty_like(param, dtype=dtype) if like_param else torch.empty(
+                        shape, dtype=dtype, device=param.device)
+                    state[key] = fixed.copy_(value)
+
+    def _expected_state(self, param: Tensor, key: str, chain: list[Transform]):
+        """``(shape,)`` of state entry ``key`` of ``param`` under ``chain``; None for an entry the chain does
+        not keep (a scalar, or left over)."""
+        cache = self.__dict__.setdefault("_expected_cache", {})
+        signature = (param.shape, key, tuple(type(step) for step in chain))
+        if signature not in cache:
+            meta = torch.empty(param.shape, device="meta")
+            found = None
+            for step in chain:
+                if step.stateful and key in step.state_keys(meta):
+                    found = (step.init(meta)[key].shape,)
+            cache[signature] = found
+        return cache[signature]
 
     @staticmethod
     def _takes_foreach(group: dict[str, Any], param: Tensor) -> bool:
@@ -437,7 +655,7 @@ class ChainOptimizer(torch.optim.Optimizer):
         temporaries of big models stay as small as on the per-parameter path."""
         if not params:
             return
-        self._initialise_all(params, [self.state[param] for param in params], chain)
+        self._initialise_all(params, [self.state[param] for param in params], chain, group)
         by_kind: dict[tuple, list[Tensor]] = {}
         for param in params:
             by_kind.setdefault((param.device, param.dtype), []).append(param)
@@ -459,10 +677,12 @@ class ChainOptimizer(torch.optim.Optimizer):
         if not work:
             return
         params, states, ctxs = [p for p, _, _ in work], [s for _, s, _ in work], [StepContext(t) for _, _, t in work]
-        grads = [param.grad for param in params]
+        grads, values = [param.grad for param in params], params
+        if params[0].dtype in SIXTEEN_BIT:  # computed in float32, rounded once when added to the parameter
+            grads, values = [g.float() for g in grads], [p.float() for p in params]
         us = torch._foreach_neg(grads) if group.get("maximize", False) else torch._foreach_mul(grads, 1.0)
         for transform in chain:
-            us = transform.many(us, params, states, ctxs)
+            us = transform.many(us, values, states, ctxs)
         torch._foreach_add_(params, us)
 
     def _update(self, param: Tensor, group: dict[str, Any], chain: list[Transform]) -> None:
@@ -470,7 +690,7 @@ class ChainOptimizer(torch.optim.Optimizer):
         steps that reduce over the whole parameter summing across ranks (see ``Shards``)."""
         state = self.state[param]
         shards = shards_of(param, type(self).__name__)
-        self._initialise(param, state, [transform for transform in chain if transform.stateful])
+        self._initialise(param, state, [transform for transform in chain if transform.stateful], group)
         step = 0
         if self.counts_steps:
             state["step"] += 1
@@ -480,7 +700,10 @@ class ChainOptimizer(torch.optim.Optimizer):
         ctx = StepContext(step=step, shards=shards)
         shard, grad = local(param), local(param.grad)
         local_state = {key: local(value) for key, value in state.items()} if is_dtensor(param) else state
+        value = shard
+        if shard.dtype in SIXTEEN_BIT:  # computed in float32, rounded once when added to the parameter
+            grad, value = grad.float(), shard.float()
         u = grad.neg() if group.get("maximize", False) else grad.clone()
         for transform in chain:
-            u = transform(u, shard, local_state, ctx)
+            u = transform(u, value, local_state, ctx)
         shard.add_(u)

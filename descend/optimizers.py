@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
+
 from . import native
 from .optimizer import (
     ChainOptimizer,
@@ -36,7 +38,7 @@ from .transforms import (
 )
 
 
-def _entries(states, key):
+def _pointers(states, key):
     """The state tensors under ``key``, as a C pointer array (NULL when the chain keeps no such entry)."""
     return native.pointers([state[key] for state in states]) if key in states[0] else None
 
@@ -83,11 +85,12 @@ class SGD(ChainOptimizer):
         nonfinite: str = "raise",
         fused: bool | None = None,
         foreach: bool | None = None,
+        state_dtype: torch.dtype | None = None,
     ):
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov, weight_decay=weight_decay, maximize=maximize
         )
-        super().__init__(params, defaults, nonfinite, fused, foreach)
+        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -103,15 +106,6 @@ class SGD(ChainOptimizer):
         if group["momentum"]:
             steps.append(Momentum(group["momentum"], group["dampening"], group["nesterov"]))
         return _with_coupled_decay(group, steps + [ScaleByLearningRate(group["lr"])])
-
-
-    def fused_step(self, group, params, grads, states, steps):
-        return native.kernel("sgd", params[0].dtype)(
-            len(params), native.pointers(params), native.pointers(grads),
-            _entries(states, "momentum_buffer") if group["momentum"] else None, native.sizes(params),
-            group["lr"], group["weight_decay"], group["momentum"], group["dampening"], group["nesterov"],
-            group["maximize"], native.threads(),
-        )
 
 
 class Adagrad(ChainOptimizer):
@@ -137,6 +131,7 @@ class Adagrad(ChainOptimizer):
         nonfinite: str = "raise",
         fused: bool | None = None,
         foreach: bool | None = None,
+        state_dtype: torch.dtype | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -146,7 +141,7 @@ class Adagrad(ChainOptimizer):
             eps=eps,
             maximize=maximize,
         )
-        super().__init__(params, defaults, nonfinite, fused, foreach)
+        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -161,14 +156,6 @@ class Adagrad(ChainOptimizer):
         if group["lr_decay"]:
             steps.append(LrDecay(group["lr_decay"]))
         return _with_coupled_decay(group, steps + [ScaleByLearningRate(group["lr"])])
-
-
-    def fused_step(self, group, params, grads, states, steps):
-        return native.kernel("adagrad", params[0].dtype)(
-            len(params), native.pointers(params), native.pointers(grads), _entries(states, "sum"),
-            native.sizes(params), steps, group["lr"], group["lr_decay"], group["eps"], group["weight_decay"],
-            group["maximize"], native.threads(),
-        )
 
 
 class RMSprop(ChainOptimizer):
@@ -200,6 +187,7 @@ class RMSprop(ChainOptimizer):
         nonfinite: str = "raise",
         fused: bool | None = None,
         foreach: bool | None = None,
+        state_dtype: torch.dtype | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -210,7 +198,7 @@ class RMSprop(ChainOptimizer):
             centered=centered,
             maximize=maximize,
         )
-        super().__init__(params, defaults, nonfinite, fused, foreach)
+        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -227,16 +215,6 @@ class RMSprop(ChainOptimizer):
         if group["momentum"]:
             steps.append(Momentum(group["momentum"]))
         return _with_coupled_decay(group, steps + [ScaleByLearningRate(group["lr"])])
-
-
-    def fused_step(self, group, params, grads, states, steps):
-        return native.kernel("rmsprop", params[0].dtype)(
-            len(params), native.pointers(params), native.pointers(grads), _entries(states, "square_avg"),
-            _entries(states, "grad_avg") if group["centered"] else None,
-            _entries(states, "momentum_buffer") if group["momentum"] else None, native.sizes(params),
-            group["lr"], group["alpha"], group["eps"], group["weight_decay"], group["momentum"], group["maximize"],
-            native.threads(),
-        )
 
 
 class Adadelta(ChainOptimizer):
@@ -264,9 +242,10 @@ class Adadelta(ChainOptimizer):
         nonfinite: str = "raise",
         fused: bool | None = None,
         foreach: bool | None = None,
+        state_dtype: torch.dtype | None = None,
     ):
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
-        super().__init__(params, defaults, nonfinite, fused, foreach)
+        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -283,14 +262,6 @@ class Adadelta(ChainOptimizer):
             ScaleByLearningRate(group["lr"]),
         ]
         return _with_coupled_decay(group, steps)
-
-
-    def fused_step(self, group, params, grads, states, steps):
-        return native.kernel("adadelta", params[0].dtype)(
-            len(params), native.pointers(params), native.pointers(grads), _entries(states, "square_avg"),
-            _entries(states, "acc_delta"), native.sizes(params), group["lr"], group["rho"], group["eps"],
-            group["weight_decay"], group["maximize"], native.threads(),
-        )
 
 
 class Adam(ChainOptimizer):
@@ -325,6 +296,7 @@ class Adam(ChainOptimizer):
         nonfinite: str = "raise",
         fused: bool | None = None,
         foreach: bool | None = None,
+        state_dtype: torch.dtype | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -335,7 +307,7 @@ class Adam(ChainOptimizer):
             bias_correction=bias_correction,
             maximize=maximize,
         )
-        super().__init__(params, defaults, nonfinite, fused, foreach)
+        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -360,18 +332,8 @@ class Adam(ChainOptimizer):
         steps.append(ScaleByInverseRms(second_moment, group["eps"], debias_beta=beta2 if corrected else None))
         steps.append(ScaleByLearningRate(group["lr"]))
         if self.decoupled_weight_decay:
-            return steps + ([DecoupledWeightDecay(group["weight_decay"])] if group["weight_decay"] else [])
+            return steps + ([DecoupledWeightDecay(group["weight_decay"], group["lr"])] if group["weight_decay"] else [])
         return _with_coupled_decay(group, steps)
-
-
-    def fused_step(self, group, params, grads, states, steps):
-        beta1, beta2 = group["betas"]
-        return native.kernel("adam", params[0].dtype)(
-            len(params), native.pointers(params), native.pointers(grads), _entries(states, "exp_avg"),
-            _entries(states, "exp_avg_sq"), _entries(states, "max_exp_avg_sq") if group["amsgrad"] else None,
-            native.sizes(params), steps, group["lr"], beta1, beta2, group["eps"], group["weight_decay"],
-            group["bias_correction"], self.decoupled_weight_decay, group["maximize"], native.threads(),
-        )
 
 
 class AdamW(Adam):
@@ -401,10 +363,11 @@ class AdamW(Adam):
         nonfinite: str = "raise",
         fused: bool | None = None,
         foreach: bool | None = None,
+        state_dtype: torch.dtype | None = None,
     ):
         super().__init__(
             params, lr, betas, eps, weight_decay, amsgrad, bias_correction, maximize, nonfinite=nonfinite, fused=fused,
-            foreach=foreach,
+            foreach=foreach, state_dtype=state_dtype,
         )
 
 
@@ -459,6 +422,7 @@ class Adafactor(ChainOptimizer):
         nonfinite: str = "raise",
         fused: bool | None = None,
         foreach: bool | None = None,
+        state_dtype: torch.dtype | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -472,7 +436,7 @@ class Adafactor(ChainOptimizer):
             warmup_init=warmup_init,
             maximize=maximize,
         )
-        super().__init__(params, defaults, nonfinite, fused, foreach)
+        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -509,6 +473,10 @@ class Adafactor(ChainOptimizer):
             steps.append(DecoupledWeightDecay(group["weight_decay"]))
         return steps
 
+    def kernel_chain(self, group):
+        """The chain ``fused_step`` computes (``_kernels.c``): Adafactor's own, whatever a subclass's is."""
+        return Adafactor.chain(self, group)
+
     def fused_step(self, group, params, grads, states, steps):
         eps1, eps2 = group["eps"]
         shapes, rows, cols, full = [], [], [], []
@@ -523,7 +491,7 @@ class Adafactor(ChainOptimizer):
         has_first_moment = group["beta1"] is not None
         return native.kernel("adafactor", params[0].dtype)(
             len(params), native.pointers(params), native.pointers(grads), native.pointers(rows),
-            native.pointers(cols), native.pointers(full), _entries(states, "exp_avg") if has_first_moment else None,
+            native.pointers(cols), native.pointers(full), _pointers(states, "exp_avg") if has_first_moment else None,
             native.int64s(shapes), steps, group["decay_rate"], eps1, eps2,
             -1.0 if group["lr"] is None else group["lr"], group["warmup_init"], group["scale_parameter"],
             group["clip_threshold"], group["beta1"] if has_first_moment else 0.0, group["weight_decay"],

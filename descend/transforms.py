@@ -11,27 +11,35 @@ change ``u`` and applies ``θ ← θ + u``.  Each step below is one transformati
     AdamW      = Adam without AddWeightDecay, then DecoupledWeightDecay
     ...
 
-The chain owns ``u`` (the optimizer hands it a copy of the gradient), so a
-step may change ``u`` in place.  A step may keep per-parameter state (a
-momentum buffer, a running average of squared gradients); it names its entries
-in ``state_keys`` (by default its ``key`` field) and creates them in ``init``.
-Entry names follow torch.optim (``exp_avg``, ``square_avg``, ...), so a
-torch.optim checkpoint loads into the matching descend optimizer.  Every step
-is plain per-tensor math: this module is the reference that the fused kernels
-(``_kernels.c``) are tested against.
+Most steps are ``Elementwise``: their ``formula`` is the textbook line itself
+(``s ← βs + (1−β)u²`` is ``state[k] = β * state[k] + (1 - β) * (u * u)``), and it is
+the only place the formula is written.  The same code runs on tensors (the
+reference path), on lists of tensors (torch's ``_foreach_*`` ops, one launch per
+op for a whole list on CUDA) and on symbols, from which ``descend.codegen``
+generates one fused C or Triton kernel for a whole chain.  The others (Adafactor's
+factored second moment, update clipping and step size, which reduce over whole
+matrices) are written as tensor code, with a hand-written kernel for Adafactor's
+chain (``_kernels.c``).
 
-``many`` applies a step to a list of parameters at once.  The elementwise steps
-write it with torch's ``_foreach_*`` ops, the same ops in the same order as
-``__call__``, so that one kernel launch covers a whole list on CUDA; the others
-loop over ``__call__``.
+A step may keep per-parameter state (a momentum buffer, a running average of
+squared gradients); it names its entries in ``state_keys`` (by default its ``key``
+field) and creates them in ``init``; a step may read the entries an earlier step
+keeps (``ScaleByInverseRms(source=...)``), and the tracer checks that some step of
+the chain keeps every entry read.  Entry names follow torch.optim (``exp_avg``,
+``square_avg``, ...), so a torch.optim checkpoint loads into the matching descend
+optimizer.
 """
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
+
+from .formula import maximum, sqrt
 
 
 @dataclass
@@ -92,11 +100,126 @@ def ema_(average: Tensor, value: Tensor, decay: float, weight: float) -> Tensor:
     return average.mul_(decay).add_(value, alpha=weight)
 
 
-def foreach_ema_(averages: list[Tensor], values: list[Tensor], decay: float, weight: float) -> list[Tensor]:
-    """``ema_`` for lists."""
-    torch._foreach_mul_(averages, decay)
-    torch._foreach_add_(averages, values, alpha=weight)
-    return averages
+class Elementwise(Transform):
+    """A step whose new value of each element depends on that element alone, written once as ``formula``.
+
+    ``formula(u, param, state, t)`` returns the new ``u``; it reads ``state[key]`` and assigns
+    ``state[key] = ...`` for the entries it updates, with ``t`` the step count.  It is plain arithmetic
+    with the functions of ``descend.formula`` (``sqrt``, ``maximum``, ``where`` ...), so the same code runs
+    on tensors (the reference path), on lists of tensors (``_foreach_*`` ops), and on symbols, from which
+    descend generates one fused C or Triton kernel for the whole chain.  Numeric attributes (``float``,
+    ``int``, one-element tensors) are the step's hyperparameters, passed to a kernel at run time; booleans,
+    strings and ``None`` are its structure (a kernel is specialised on them).
+
+    ``scalar_state`` names per-tensor numbers kept in ``state`` (0-dim tensors, e.g. NAdam's product of
+    momentum coefficients); ``prepare(state, t)`` updates them once per tensor and step, before the formula,
+    and the formula reads them as numbers.
+    """
+
+    scalar_state: tuple[str, ...] = ()
+
+    def formula(self, u, param, state, t):
+        raise NotImplementedError
+
+    def prepare(self, state: dict, t: float) -> None:
+        """Per-tensor scalar work before ``formula`` (updates the ``scalar_state`` entries)."""
+
+    def __call__(self, u, param, state, ctx):
+        self.prepare(state, ctx.step)
+        view = _Values(state, self.scalar_state, lambda value: value.item())
+        u = self.formula(u, param, view, float(ctx.step))
+        for key, value in view.stored.items():
+            store_state(state[key], value, ctx.step, key)
+        return u
+
+    def many(self, us, params, states, ctxs):
+        from .formula import ScalarList, TensorList
+
+        for state, ctx in zip(states, ctxs):
+            self.prepare(state, ctx.step)
+        view = _ListValues(states, self.scalar_state, ScalarList, TensorList)
+        us = self.formula(TensorList(us), TensorList(params), view, ScalarList(float(c.step) for c in ctxs))
+        for key, values in view.stored.items():
+            targets = _entries(states, key)
+            if targets[0].dtype == torch.bfloat16:
+                for target, value, ctx in zip(targets, values, ctxs):
+                    store_state(target, value, ctx.step, key)
+            else:
+                torch._foreach_copy_(targets, values)
+        return us
+
+
+class _Values(dict):
+    """A parameter's state as a formula sees it: reads give the current value, assignments are collected."""
+
+    def __init__(self, state: dict, scalar_keys, as_number):
+        super().__init__()
+        self.state, self.scalar_keys, self.as_number = state, scalar_keys, as_number
+        self.stored: dict[str, Any] = {}
+
+    def __missing__(self, key):
+        value = self.state[key]
+        if key in self.scalar_keys:
+            return self.as_number(value)
+        return value.float() if value.dtype in _SIXTEEN_BIT else value  # 16-bit state computes in float32
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self.stored[key] = value
+
+
+class _ListValues(_Values):
+    """``_Values`` for a list of parameters: each entry is a ``TensorList`` (or a ``ScalarList``)."""
+
+    def __init__(self, states: list[dict], scalar_keys, scalar_list, tensor_list):
+        super().__init__({}, scalar_keys, None)
+        self.states, self.scalar_list, self.tensor_list = states, scalar_list, tensor_list
+
+    def __missing__(self, key):
+        if key in self.scalar_keys:
+            return self.scalar_list(state[key].item() for state in self.states)
+        values = _entries(self.states, key)
+        return self.tensor_list(v.float() if v.dtype in _SIXTEEN_BIT else v for v in values)
+
+
+def store_state(target: Tensor, value, step: float, key: str) -> None:
+    """``target ← value``; into bfloat16 state (``state_dtype=torch.bfloat16``) with stochastic rounding.
+
+    Round-to-nearest would bias a slow average: with β = 0.999, ``0.999·v`` rounds back to ``v`` in
+    bfloat16 and the average never decays.  Adding 16 random bits below the kept ones before truncating
+    rounds up with probability equal to the dropped fraction, so the stored value is unbiased.  The bits
+    hash the element's memory offset, the step and the entry's name (``_prelude.h``'s ``sr_bits``), so this
+    reference and the kernels store the same bits.
+    """
+    if target.dtype != torch.bfloat16 or not isinstance(value, Tensor) or value.dtype == torch.bfloat16:
+        target.copy_(value)
+        return
+    value = torch.as_tensor(value, dtype=torch.float32).expand(target.shape)
+    bits = value.float().contiguous().view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    offsets = torch.arange(target.numel(), dtype=torch.int64, device=target.device).as_strided(
+        target.shape, target.stride()) if target.numel() else torch.zeros(target.shape, dtype=torch.int64)
+    random = _sr_bits(offsets, _sr_seed(zlib.crc32(key.encode()), step))
+    rounded = ((bits + (random & 0xFFFF)) & 0xFFFF0000).to(torch.int32)
+    nan = torch.isnan(value)
+    result = rounded.view(torch.float32).masked_fill(nan, float("nan"))
+    target.copy_(result)  # exact: the low 16 bits are zero
+
+
+_U32 = 0xFFFFFFFF
+_SIXTEEN_BIT = (torch.bfloat16, torch.float16)
+
+
+def _sr_seed(salt: int, step: float) -> int:
+    return (salt * 0x27D4EB2F + (int(step) & _U32) * 0x165667B1) & _U32
+
+
+def _sr_bits(offsets: Tensor, seed: int) -> Tensor:
+    x = ((offsets & _U32) * 0x9E3779B1 + seed) & _U32
+    x ^= x >> 16
+    x = (x * 0x85EBCA6B) & _U32
+    x ^= x >> 13
+    x = (x * 0xC2B2AE35) & _U32
+    return x ^ (x >> 16)
 
 
 def _entries(states: list[dict], key: str) -> list[Tensor]:
@@ -107,21 +230,17 @@ def _entries(states: list[dict], key: str) -> list[Tensor]:
 
 
 @dataclass
-class AddWeightDecay(Transform):
+class AddWeightDecay(Elementwise):
     """Coupled L2 penalty: ``g ← g + λθ`` (the gradient of ``λ/2·‖θ‖²``)."""
 
     weight_decay: float
 
-    def __call__(self, u, param, state, ctx):
-        return u.add_(param, alpha=self.weight_decay)
-
-    def many(self, us, params, states, ctxs):
-        torch._foreach_add_(us, params, alpha=self.weight_decay)
-        return us
+    def formula(self, u, param, state, t):
+        return u + self.weight_decay * param
 
 
 @dataclass
-class Momentum(Transform):
+class Momentum(Elementwise):
     """Momentum buffer ``b ← μb + (1−d)u`` with ``b₀ = 0``; emits ``b``.
 
     ``d = 0`` is the velocity form (``v = −αb`` gives ``v ← μv − αg, θ ← θ + v``);
@@ -140,24 +259,15 @@ class Momentum(Transform):
     nesterov: bool = False
     key: str = "momentum_buffer"
 
-    def __call__(self, u, param, state, ctx):
-        buffer = ema_(state[self.key], u, self.momentum, 1.0 - self.dampening)
+    def formula(self, u, param, state, t):
+        buffer = state[self.key] = self.momentum * state[self.key] + (1.0 - self.dampening) * u
         if self.nesterov:
-            return u.mul_(1.0 - self.dampening).add_(buffer, alpha=self.momentum)
-        return u.copy_(buffer)
-
-    def many(self, us, params, states, ctxs):
-        buffers = foreach_ema_(_entries(states, self.key), us, self.momentum, 1.0 - self.dampening)
-        if self.nesterov:
-            torch._foreach_mul_(us, 1.0 - self.dampening)
-            torch._foreach_add_(us, buffers, alpha=self.momentum)
-        else:
-            torch._foreach_copy_(us, buffers)
-        return us
+            return self.momentum * buffer + (1.0 - self.dampening) * u
+        return buffer
 
 
 @dataclass
-class TrackEma(Transform):
+class TrackEma(Elementwise):
     """Keeps ``ḡ ← γḡ + (1−γ)u`` (for the centred RMSprop) and passes ``u`` on."""
 
     stateful = True
@@ -165,17 +275,13 @@ class TrackEma(Transform):
     decay: float
     key: str = "grad_avg"
 
-    def __call__(self, u, param, state, ctx):
-        ema_(state[self.key], u, self.decay, 1.0 - self.decay)
+    def formula(self, u, param, state, t):
+        state[self.key] = self.decay * state[self.key] + (1.0 - self.decay) * u
         return u
-
-    def many(self, us, params, states, ctxs):
-        foreach_ema_(_entries(states, self.key), us, self.decay, 1.0 - self.decay)
-        return us
 
 
 @dataclass
-class SumOfSquares(Transform):
+class SumOfSquares(Elementwise):
     """AdaGrad's accumulator ``s ← s + u²`` (starting at ``initial``); passes ``u`` on."""
 
     stateful = True
@@ -186,17 +292,13 @@ class SumOfSquares(Transform):
     def init(self, param):
         return {self.key: torch.full_like(param, self.initial, memory_format=torch.preserve_format)}
 
-    def __call__(self, u, param, state, ctx):
-        state[self.key].addcmul_(u, u)
+    def formula(self, u, param, state, t):
+        state[self.key] = state[self.key] + u * u
         return u
-
-    def many(self, us, params, states, ctxs):
-        torch._foreach_addcmul_(_entries(states, self.key), us, us)
-        return us
 
 
 @dataclass
-class EmaOfSquares(Transform):
+class EmaOfSquares(Elementwise):
     """Running average of squares ``s ← γs + (1−γ)u²``; passes ``u`` on."""
 
     stateful = True
@@ -204,19 +306,13 @@ class EmaOfSquares(Transform):
     decay: float
     key: str = "square_avg"
 
-    def __call__(self, u, param, state, ctx):
-        state[self.key].mul_(self.decay).addcmul_(u, u, value=1.0 - self.decay)
+    def formula(self, u, param, state, t):
+        state[self.key] = self.decay * state[self.key] + (1.0 - self.decay) * (u * u)
         return u
-
-    def many(self, us, params, states, ctxs):
-        averages = _entries(states, self.key)
-        torch._foreach_mul_(averages, self.decay)
-        torch._foreach_addcmul_(averages, us, us, value=1.0 - self.decay)
-        return us
 
 
 @dataclass
-class RunningMax(Transform):
+class RunningMax(Elementwise):
     """AMSGrad: ``v_max ← max(v_max, v)`` of another step's state; passes ``u`` on."""
 
     stateful = True
@@ -224,31 +320,23 @@ class RunningMax(Transform):
     source: str = "exp_avg_sq"
     key: str = "max_exp_avg_sq"
 
-    def __call__(self, u, param, state, ctx):
-        torch.maximum(state[self.key], state[self.source], out=state[self.key])
+    def formula(self, u, param, state, t):
+        state[self.key] = maximum(state[self.key], state[self.source])
         return u
-
-    def many(self, us, params, states, ctxs):
-        torch._foreach_maximum_(_entries(states, self.key), _entries(states, self.source))
-        return us
 
 
 @dataclass
-class BiasCorrection(Transform):
+class BiasCorrection(Elementwise):
     """Adam's first-moment correction ``u ← u / (1 − β^t)`` (Kingma & Ba, Alg. 1)."""
 
     beta: float
 
-    def __call__(self, u, param, state, ctx):
-        return u.div_(1.0 - self.beta**ctx.step)
-
-    def many(self, us, params, states, ctxs):
-        torch._foreach_div_(us, [1.0 - self.beta**ctx.step for ctx in ctxs])
-        return us
+    def formula(self, u, param, state, t):
+        return u / (1.0 - self.beta**t)
 
 
 @dataclass
-class ScaleByInverseRms(Transform):
+class ScaleByInverseRms(Elementwise):
     """Divides by the root of the running second moment ``s`` an earlier step keeps in ``source``.
 
     ``u ← u / (√(ŝ − ḡ²) + ε)`` with ``ŝ = s / (1 − β^t)`` when ``debias_beta``
@@ -263,39 +351,21 @@ class ScaleByInverseRms(Transform):
     center_key: str | None = None
     debias_beta: float | None = None
 
-    def __call__(self, u, param, state, ctx):
+    def formula(self, u, param, state, t):
         second_moment = state[self.source]
         if self.center_key is not None:  # s − ḡ² ≥ 0 exactly, but rounding can dip below 0 (then √ is NaN)
-            second_moment = second_moment.addcmul(state[self.center_key], state[self.center_key], value=-1.0)
-            second_moment.clamp_(min=0.0)
+            center = state[self.center_key]
+            second_moment = maximum(second_moment - center * center, 0.0)
         if self.eps_inside_sqrt:
-            return u.div_(second_moment.add(self.eps).sqrt_())
-        denominator = second_moment.sqrt()
+            return u / sqrt(second_moment + self.eps)
+        denominator = sqrt(second_moment)
         if self.debias_beta is not None:
-            denominator.div_(math.sqrt(1.0 - self.debias_beta**ctx.step))
-        return u.div_(denominator.add_(self.eps))
-
-    def many(self, us, params, states, ctxs):
-        second_moments = _entries(states, self.source)
-        if self.center_key is not None:
-            centers = _entries(states, self.center_key)
-            second_moments = torch._foreach_addcmul(second_moments, centers, centers, value=-1.0)
-            torch._foreach_clamp_min_(second_moments, 0.0)
-        if self.eps_inside_sqrt:
-            denominators = torch._foreach_add(second_moments, self.eps)
-            torch._foreach_sqrt_(denominators)
-            torch._foreach_div_(us, denominators)
-            return us
-        denominators = torch._foreach_sqrt(second_moments)
-        if self.debias_beta is not None:
-            torch._foreach_div_(denominators, [math.sqrt(1.0 - self.debias_beta**ctx.step) for ctx in ctxs])
-        torch._foreach_add_(denominators, self.eps)
-        torch._foreach_div_(us, denominators)
-        return us
+            denominator = denominator / sqrt(1.0 - self.debias_beta**t)
+        return u / (denominator + self.eps)
 
 
 @dataclass
-class AdadeltaUnitCorrection(Transform):
+class AdadeltaUnitCorrection(Elementwise):
     """Zeiler 2012, Alg. 1: ``Δ ← √(d + ε)·u`` then ``d ← ρd + (1−ρ)Δ²``; emits ``Δ``.
 
     Multiplying by the RMS of past updates gives the step the units of ``θ``.
@@ -307,33 +377,20 @@ class AdadeltaUnitCorrection(Transform):
     eps: float
     key: str = "acc_delta"
 
-    def __call__(self, u, param, state, ctx):
-        delta = u.mul_(state[self.key].add(self.eps).sqrt_())
-        state[self.key].mul_(self.rho).addcmul_(delta, delta, value=1.0 - self.rho)
+    def formula(self, u, param, state, t):
+        delta = u * sqrt(state[self.key] + self.eps)
+        state[self.key] = self.rho * state[self.key] + (1.0 - self.rho) * (delta * delta)
         return delta
-
-    def many(self, us, params, states, ctxs):
-        accumulated = _entries(states, self.key)
-        factors = torch._foreach_add(accumulated, self.eps)
-        torch._foreach_sqrt_(factors)
-        torch._foreach_mul_(us, factors)
-        torch._foreach_mul_(accumulated, self.rho)
-        torch._foreach_addcmul_(accumulated, us, us, value=1.0 - self.rho)
-        return us
 
 
 @dataclass
-class LrDecay(Transform):
+class LrDecay(Elementwise):
     """AdaGrad's learning-rate decay ``u ← u / (1 + (t−1)·decay)`` (as torch.optim.Adagrad)."""
 
     decay: float
 
-    def __call__(self, u, param, state, ctx):
-        return u.div_(1.0 + (ctx.step - 1) * self.decay)
-
-    def many(self, us, params, states, ctxs):
-        torch._foreach_div_(us, [1.0 + (ctx.step - 1) * self.decay for ctx in ctxs])
-        return us
+    def formula(self, u, param, state, t):
+        return u / (1.0 + (t - 1.0) * self.decay)
 
 
 def _rms(tensor: Tensor, shards: Shards | None = None) -> float:
@@ -416,20 +473,13 @@ class ClipByRms(Transform):
 
 
 @dataclass
-class ScaleByLearningRate(Transform):
+class ScaleByLearningRate(Elementwise):
     """``u ← −α·u``: from here on ``u`` is the signed change added to ``θ``."""
 
     lr: float
 
-    def __call__(self, u, param, state, ctx):
-        ctx.lr = self.lr
-        return u.mul_(-self.lr)
-
-    def many(self, us, params, states, ctxs):
-        for ctx in ctxs:
-            ctx.lr = self.lr
-        torch._foreach_mul_(us, -self.lr)
-        return us
+    def formula(self, u, param, state, t):
+        return u * -self.lr
 
 
 @dataclass
@@ -467,16 +517,32 @@ def adafactor_step_size(step: int, lr: float | None, warmup_init: bool) -> float
 
 
 @dataclass
-class DecoupledWeightDecay(Transform):
-    """Decoupled decay (Loshchilov & Hutter 2019): ``θ ← θ(1 − αλ) + u``, i.e. ``u ← u − αλθ``."""
+class DecoupledWeightDecay(Elementwise):
+    """Decoupled decay (Loshchilov & Hutter 2019): ``θ ← θ(1 − αλ) + u``, i.e. ``u ← u − αλθ``.
+
+    ``lr`` is the ``α`` of that product; ``None`` takes the step size an earlier step of the chain computed
+    for this parameter (``AdafactorStepSize``, which varies per parameter), and runs on the reference path.
+    """
 
     weight_decay: float
+    lr: float | None = None
+
+    def formula(self, u, param, state, t):
+        if self.lr is None:
+            from .formula import NotTraceable
+
+            raise NotTraceable("DecoupledWeightDecay(lr=None) takes the step size of an earlier step")
+        return u - (self.lr * self.weight_decay) * param
 
     def __call__(self, u, param, state, ctx):
+        if self.lr is not None:
+            return super().__call__(u, param, state, ctx)
+        if ctx.lr is None:
+            raise RuntimeError("DecoupledWeightDecay(lr=None) needs an earlier step that sets the step size "
+                               "(AdafactorStepSize); give lr= otherwise")
         return u.add_(param, alpha=-ctx.lr * self.weight_decay)
 
     def many(self, us, params, states, ctxs):
-        if len({ctx.lr for ctx in ctxs}) > 1:  # Adafactor: a step size per parameter
+        if self.lr is not None:
             return super().many(us, params, states, ctxs)
-        torch._foreach_add_(us, params, alpha=-ctxs[0].lr * self.weight_decay)
-        return us
+        return [self(u, param, state, ctx) for u, param, state, ctx in zip(us, params, states, ctxs)]

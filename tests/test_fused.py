@@ -96,39 +96,46 @@ def test_default_takes_the_fused_path_on_cpu():
     optimizer = descend.Adam([param])
     with mock.patch.object(descend.Adam, "_update", side_effect=AssertionError("reference path taken")):
         optimizer.step()
-    with mock.patch.object(descend.Adam, "fused_step", side_effect=AssertionError("fused path taken")):
+    with mock.patch.object(descend.Adam, "_generated_step", side_effect=AssertionError("fused path taken")):
         descend.Adam([param], fused=False).step()
 
 
 def test_mixed_group_fuses_what_it_can_and_runs_the_rest_on_the_reference_path():
     params = [torch.nn.Parameter(torch.randn(6, 4)), torch.nn.Parameter(torch.randn(5, dtype=torch.float64)),
-              torch.nn.Parameter(torch.randn(3).to(torch.bfloat16)), torch.nn.Parameter(torch.randn(4, 6).t())]
+              torch.nn.Parameter(torch.randn(3).to(torch.bfloat16)), torch.nn.Parameter(torch.randn(4, 6).t()),
+              torch.nn.Parameter(torch.randn(4, 6)[:, ::2])]
     for p in params:
         p.grad = torch.randn_like(p)
     optimizer = descend.Adam(params, lr=0.1)
     fused_calls, reference_calls = [], []
-    real_fused, real_update = descend.Adam.fused_step, descend.Adam._update
+    real_fused, real_update = descend.Adam._generated_step, descend.Adam._update
 
-    def spy_fused(self, group, ps, grads, states, steps):
+    def spy_fused(self, trace, chain, group, ps, *rest):
         fused_calls.append([p.dtype for p in ps])
-        return real_fused(self, group, ps, grads, states, steps)
+        return real_fused(self, trace, chain, group, ps, *rest)
 
     def spy_update(self, param, group, chain):
-        reference_calls.append(param.dtype)
+        reference_calls.append(tuple(param.shape))
         return real_update(self, param, group, chain)
 
-    with mock.patch.object(descend.Adam, "fused_step", spy_fused), mock.patch.object(descend.Adam, "_update", spy_update):
+    with mock.patch.object(descend.Adam, "_generated_step", spy_fused), \
+            mock.patch.object(descend.Adam, "_update", spy_update):
         optimizer.step()
-    assert sorted(map(str, fused_calls)) == ["[torch.float32]", "[torch.float64]"]
-    assert reference_calls == [torch.bfloat16, torch.float32]  # the bfloat16 and the transposed (non-contiguous)
+    # float32 (the contiguous and the transposed, dense, one), float64 and bfloat16 are fused, one call each
+    assert sorted(map(str, fused_calls)) == ["[torch.bfloat16]", "[torch.float32, torch.float32]", "[torch.float64]"]
+    assert reference_calls == [(4, 3)]  # the strided slice: its gradient (from randn_like) has other strides
     assert all(torch.isfinite(p.float()).all() for p in params)
 
 
 def test_fused_true_refuses_what_the_kernel_cannot_take():
+    param = torch.nn.Parameter(torch.randn(4, 6)[:, ::2])
+    param.grad = torch.randn_like(param)
+    with pytest.raises(RuntimeError, match="fused=True needs dense CPU float32/float64/bfloat16/float16"):
+        descend.SGD([param], lr=0.1, fused=True).step()
     param = torch.nn.Parameter(torch.randn(3).to(torch.bfloat16))
     param.grad = torch.randn_like(param)
-    with pytest.raises(RuntimeError, match="fused=True needs contiguous CPU float32/float64"):
-        descend.SGD([param], lr=0.1, fused=True).step()
+    with pytest.raises(RuntimeError, match="fused=True needs dense CPU float32/float64 parameters"):
+        descend.Adafactor([param], fused=True).step()  # the hand-written kernel takes float32/float64 only
     with pytest.raises(ValueError, match="fused"):
         descend.SGD([param], lr=0.1, fused="yes")
 

@@ -1,0 +1,471 @@
+"""The chain's fused GPU kernel: Triton source printed from the same ``Trace`` as the C kernel.
+
+One launch updates a whole list of parameters of one dtype (a multi-tensor kernel, like torch's fused
+optimizers).  The grid has one program per *chunk*: ``CHUNK`` consecutive elements of one tensor.  Per
+launch the host passes
+
+* ``pointers[i, k]``: the address of tensor role ``k`` (``trace.loads``: param, grad, state entries ...)
+  of tensor ``i``, and ``sizes[i]`` its number of elements;
+* ``chunk_tensor[c]``, ``chunk_start[c]``: the tensor and first element of chunk ``c`` (the grid's index
+  table, so a program finds its tensor with two loads and no search);
+* ``scalars[i, j]``: the per-tensor numbers the element loop needs (see below);
+* ``found``: one int32 on the device, set to 1 when a gradient element read is NaN or ±inf.
+
+Scalars.  A node of the trace that loads no tensor (``−α``, ``1/(1 − β₁ᵗ)``, ``β₂``, constants) depends
+only on ``t``, the hyperparameters and prepared scalars, all known on the host.  They are evaluated there,
+once per tensor and step, in float64 (numpy, vectorised over the tensors), and every such node the element
+loop uses (a division by one becomes a multiplication by its reciprocal, as in the C kernel) is one column
+of ``scalars``, rounded once to the compute type.  So one compiled kernel serves every learning rate and
+step, and the kernel itself never computes a power of ``β``.
+
+Compute type: float32 for float32, bfloat16 and float16 parameters (with IEEE-rounded ``/`` and ``√``:
+``tl.div_rn``, ``tl.sqrt_rn``), float64 for float64; state may have another storage dtype than the
+parameter (float32 state for 16-bit parameters by default).  Each program runs its full ``BLOCK``-wide
+slices without masks (with 16-byte vector loads and stores where every address of the launch is 16-byte
+aligned: the ``ALIGN`` hint) and then one masked tail.
+
+The source is written to a file in ``<descend cache>/triton`` and imported from there (Triton's ``jit``
+reads a kernel's source with ``inspect``).  Under ``TRITON_INTERPRET=1`` (read by ``triton.jit`` when the
+module is imported) the kernels run on CPU tensors: that is how the tests check them without a GPU.  The
+variable may be set after ``import triton``, because the kernels call only builtins of ``triton.language``:
+its ``@jit`` helpers (``tl.zeros``, ``tl.max`` ...) were decorated at import, compiled or interpreted for good.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import sys
+import tempfile
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import codegen, native
+from .formula import Expr, NotTraceable, Trace
+
+triton = None  # the module, once a parameter on a device in DEVICE_TYPES asked for it (importing takes ~0.5 s)
+_imported = False
+
+BLOCK = 1024  # elements a program handles at once (a power of two); untuned: no GPU was at hand
+CHUNK = 8 * BLOCK  # elements of one tensor one program updates (a multiple of BLOCK)
+NUM_WARPS = 4
+DEVICE_TYPES = frozenset({"cuda"})  # where the driver sends parameters to these kernels (tests add "cpu")
+TL_DTYPES = {torch.float32: "tl.float32", torch.float64: "tl.float64", torch.bfloat16: "tl.bfloat16",
+             torch.float16: "tl.float16"}
+
+error: str | None = None  # why the last kernel could not be had, when one could not
+_lock = threading.RLock()
+_warned: set[str] = set()
+
+
+def available() -> bool:
+    """True when triton can be imported (it is, on first call)."""
+    global triton, _imported
+    if not _imported:
+        try:
+            import triton as module
+        except ImportError:  # descend without the [gpu] extra: CUDA parameters run the foreach reference path
+            module = None
+        triton, _imported = module, True
+    return triton is not None
+
+
+def interpreting() -> bool:
+    """True under ``TRITON_INTERPRET=1``: kernels decorated now run in triton's CPU interpreter."""
+    return available() and bool(triton.knobs.runtime.interpret)
+
+
+def takes(param: Tensor, grad: Tensor | None) -> bool:
+    """True when a Triton kernel can update ``param`` in place: a dense tensor on a device in
+    ``DEVICE_TYPES`` of a dtype the kernels take, its gradient alike (same device, dtype and strides).
+    The interpreter takes CPU tensors only, compiled kernels GPU tensors only (the kernels dereference
+    the addresses in their tables)."""
+    return (param.device.type in DEVICE_TYPES and param.dtype in TL_DTYPES and available()
+            and (param.device.type == "cpu") == interpreting()
+            and grad is not None and grad.device == param.device and grad.dtype == param.dtype
+            and grad.layout == torch.strided and grad.stride() == param.stride() and native.dense(param))
+
+
+# --- printing ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    """One per-tensor scalar the element loop reads: the value of ``node``, or its reciprocal."""
+
+    node: Expr
+    reciprocal: bool
+
+
+def _tl_op(op: str, args: list[str], real: str) -> str:
+    """A vector node (at least one operand is a block) in Triton; the same semantics as ``codegen._c_op``."""
+    fp32 = real == "tl.float32"
+    if op == "div":
+        return f"tl.div_rn({args[0]}, {args[1]})" if fp32 else f"({args[0]} / {args[1]})"
+    if op in ("add", "sub", "mul"):
+        return f"({args[0]} {dict(add='+', sub='-', mul='*')[op]} {args[1]})"
+    table = {
+        "neg": "(-{0})", "abs": "tl.abs({0})", "sqrt": "tl.sqrt_rn({0})" if fp32 else "tl.sqrt({0})",
+        "exp": "tl.exp({0})", "log": "tl.log({0})",
+        "sign": f"(({{0}} > 0).to({real}) - ({{0}} < 0).to({real}))",
+        "max": "tl.where({0} > {1}, {0}, {1})", "min": "tl.where({0} < {1}, {0}, {1})",
+        "gt": f"({{0}} > {{1}}).to({real})", "ge": f"({{0}} >= {{1}}).to({real})",
+        "where": "tl.where({0} != 0, {1}, {2})",
+    }
+    if op not in table:  # pow takes scalars only (formula.Graph refuses it on blocks)
+        raise NotTraceable(f"the Triton printer has no vector form of {op!r}")
+    return table[op].format(*args)
+
+
+def kernel_name(param_dtype: torch.dtype, state_dtype: torch.dtype) -> str:
+    return f"chain_{codegen.DTYPE_NAMES[param_dtype]}_{codegen.DTYPE_NAMES[state_dtype]}"
+
+
+def triton_source(trace: Trace, param_dtype: torch.dtype, state_dtype: torch.dtype) -> tuple[str, list[Column]]:
+    """The Triton module of ``trace`` for parameters (and gradients) of ``param_dtype`` and state of
+    ``state_dtype``, and the per-tensor scalar columns its kernel reads, in order.
+
+    The module defines one kernel, ``chain_<p>_<s>(pointers, sizes, chunk_tensor, chunk_start, scalars,
+    found, K, NK, BLOCK, CHUNK, ALIGN)`` (the last five ``tl.constexpr``).  Its element loop is printed
+    twice, without masks for the full slices and with them for the tail: no helper functions, which the
+    interpreter would re-patch on every call."""
+    real = codegen.compute_dtype(param_dtype)
+    real_tl = TL_DTYPES[real]
+    roles = trace.loads
+    columns: list[Column] = []
+    column_names: dict[tuple[int, bool], str] = {}
+
+    def column(expr: Expr, reciprocal: bool = False) -> str:
+        key = (id(expr), reciprocal)
+        if key not in column_names:
+            column_names[key] = f"k{len(columns)}"
+            columns.append(Column(expr, reciprocal))
+        return column_names[key]
+
+    def element_loop(masked: bool) -> list[str]:
+        """Loads, the traced arithmetic and stores for the elements ``j`` (``m``: those < end)."""
+        load = "tl.load({}, mask=m, other=0.0)" if masked else "tl.load({})"
+        store = "tl.store({}, {}, mask=m)" if masked else "tl.store({}, {})"
+        names: dict[int, str] = {}
+
+        def operand(expr: Expr) -> str:
+            return column(expr) if expr.scalar else names[id(expr)]
+
+        if masked:
+            lines = ["m = j < end", *(f"p{var} = {var} + j" for var in role_vars)]
+        else:  # ALIGN: 16 where every address of the launch is (vector loads and stores), else 1
+            lines = [f"p{var} = tl.multiple_of({var} + j, ALIGN)" for var in role_vars]
+        for index, expr in enumerate(trace.order):
+            if expr.scalar:
+                continue  # evaluated on the host (see scalar_table)
+            var = f"x{index}"
+            if expr.op == "load":
+                lines.append(f"{var} = {load.format('p' + codegen._role_var(expr.args[0]))}.to({real_tl})")
+            elif expr.op == "div" and expr.args[1].scalar:  # x / s = x · (1/s), the reciprocal once per tensor
+                lines.append(f"{var} = {operand(expr.args[0])} * {column(expr.args[1], True)}")
+            else:
+                lines.append(f"{var} = {_tl_op(expr.op, [operand(a) for a in expr.args], real_tl)}")
+            names[id(expr)] = var
+        grad = trace.graph.nodes[("load", "grad")]
+        if id(grad) not in names:  # a chain that ignores its gradient still reports a non-finite one
+            lines.append(f"g = {load.format('p' + codegen._role_var('grad'))}.to({real_tl})")
+            names[id(grad)] = "g"
+        largest = repr(torch.finfo(real).max)  # |g| <= largest fails for NaN and ±inf
+        lines.append(f"found = tl.maximum(found, tl.where(tl.abs({names[id(grad)]}) <= {largest}, 0, 1))")
+        for role, expr in trace.outputs:
+            value = f"{operand(expr)}.to({TL_DTYPES[storage[role]]})"
+            lines.append(store.format("p" + codegen._role_var(role), value))
+        return lines
+
+    storage = {role: param_dtype if role in ("param", "grad") else state_dtype for role in roles}
+    role_vars = [codegen._role_var(role) for role in roles]
+    full_slices, tail = element_loop(masked=False), element_loop(masked=True)
+    name = kernel_name(param_dtype, state_dtype)
+
+    lines = [
+        f'"""Generated by descend.codegen_triton from a traced chain; roles: {", ".join(roles)}."""',
+        "import triton",
+        "import triton.language as tl",
+        "",
+        "",
+        "@triton.jit",
+        f"def {name}(pointers, sizes, chunk_tensor, chunk_start, scalars, found_flag,",
+        "        K: tl.constexpr, NK: tl.constexpr, BLOCK: tl.constexpr, CHUNK: tl.constexpr, ALIGN: tl.constexpr):",
+        "    chunk = tl.program_id(0)",
+        "    i = tl.load(chunk_tensor + chunk)  # the tensor this program updates",
+        "    start = tl.multiple_of(tl.load(chunk_start + chunk), BLOCK)",
+        "    end = tl.minimum(start + CHUNK, tl.load(sizes + i))",
+            *(f"    {var} = tl.load(pointers + i * K + {k}).to(tl.pointer_type({TL_DTYPES[storage[role]]}))"
+          for k, (var, role) in enumerate(zip(role_vars, roles))),
+        *(f"    k{c} = tl.load(scalars + i * NK + {c})" for c in range(len(columns))),
+        "    found = tl.full([BLOCK], 0, tl.int32)",
+        "    full = start + (end - start) // BLOCK * BLOCK",
+        "    for offset in range(start, full, BLOCK):",
+        "        j = tl.max_contiguous(tl.multiple_of(offset + tl.arange(0, BLOCK), BLOCK), BLOCK)",
+        *("        " + line for line in full_slices),
+        "    if full < end:",
+        "        j = full + tl.arange(0, BLOCK)",
+        *("        " + line for line in tail),
+        "    tl.store(found_flag + 0 * found, found, mask=found > 0)  # every lane that saw one writes the same 1",
+    ]
+    return "\n".join(lines) + "\n", columns
+
+
+# --- the per-tensor scalars, on the host ------------------------------------------------------
+
+_NUMPY = {
+    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "pow": np.power,
+    "neg": np.negative, "abs": np.abs, "sqrt": np.sqrt, "exp": np.exp, "log": np.log,
+    "sign": lambda a: np.greater(a, 0) * 1.0 - np.less(a, 0),
+    "max": lambda a, b: np.where(np.greater(a, b), a, b), "min": lambda a, b: np.where(np.less(a, b), a, b),
+    "gt": lambda a, b: np.greater(a, b) * 1.0, "ge": lambda a, b: np.greater_equal(a, b) * 1.0,
+    "where": lambda c, a, b: np.where(np.not_equal(c, 0), a, b),
+}
+
+
+def scalar_table(trace: Trace, columns: Sequence[Column], steps: Sequence[float],
+                 prepared: Sequence[Sequence[float]] | None, hyper: Sequence[float]) -> np.ndarray:
+    """``scalars[i, j]``: column ``j`` for tensor ``i`` (float64), from the step counts ``steps``, the
+    prepared scalars (``prepared[i]`` in ``trace.scalars`` order) and the hyperparameters ``hyper``.
+
+    Every scalar node is evaluated once for all tensors (numpy arrays over the tensors), in double
+    precision, with the semantics of the C kernel's prologue (``max``/``min`` as ``a > b ? a : b``)."""
+    count = len(steps)
+    t = np.asarray(steps, dtype=np.float64)
+    if count and not trace.scalars and (t == t[0]).all():
+        t = t[0]  # the usual case, one t for all: every node once, as a number, broadcast into the table
+    extra = np.asarray(prepared, dtype=np.float64).reshape(count, len(trace.scalars)) if trace.scalars else None
+    values: dict[int, object] = {}
+    with np.errstate(all="ignore"):  # IEEE results (inf, NaN) as in C, no warnings
+        for expr in trace.order:
+            if not expr.scalar:
+                continue
+            if expr.op == "const":
+                value = expr.args[0]
+            elif expr.op == "hyper":
+                value = float(hyper[expr.args[0]])
+            elif expr.op == "scalar":
+                name = expr.args[0]
+                value = t if name == "t" else extra[:, trace.scalars.index(name.split(":", 1)[1])]
+            else:
+                value = _NUMPY[expr.op](*(values[id(a)] for a in expr.args))
+            values[id(expr)] = value
+        table = np.empty((count, len(columns)), dtype=np.float64)
+        for j, col in enumerate(columns):
+            value = values[id(col.node)]
+            table[:, j] = np.divide(1.0, value) if col.reciprocal else value
+    return table
+
+
+# --- building and caching kernels ------------------------------------------------------------
+
+
+@dataclass
+class Kernel:
+    """A generated kernel: the jit function, the scalar columns it reads, and where its source lies."""
+
+    trace: Trace  # kept alive, so that the id in the cache key stays its own
+    function: object
+    columns: list[Column]
+    path: Path
+    param_dtype: torch.dtype
+    state_dtype: torch.dtype
+    tried: set  # devices where a trial launch compiled and ran it
+
+
+_kernels: dict[tuple, Kernel | None] = {}
+
+
+def _cache_dir() -> Path:
+    folder = native._cache_dir() / "triton"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    except OSError:  # an unwritable cache: a private temporary folder for this process
+        global _fallback_dir
+        if _fallback_dir is None:
+            _fallback_dir = Path(tempfile.mkdtemp(prefix="descend-triton-"))
+        return _fallback_dir
+
+
+_fallback_dir: Path | None = None
+
+
+def _import(source: str, stem: str) -> tuple[object, Path]:
+    """Writes ``source`` to ``<cache>/triton/<stem>-<hash>.py`` (atomically, once) and imports it."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:20]
+    path = _cache_dir() / f"{stem}-{digest}.py"
+    try:
+        current = path.read_text()
+    except OSError:
+        current = None
+    if current != source:
+        native._write_atomically(path, source.encode())
+    module_name = f"descend_triton_{stem}_{digest}_{'interpreted' if interpreting() else 'compiled'}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    return module, path
+
+
+def _unavailable(reason: str) -> None:
+    global error
+    error = reason
+    if reason not in _warned:
+        _warned.add(reason)
+        warnings.warn(f"descend: {reason}; those parameters run the reference path (correct, but slower)",
+                      RuntimeWarning, stacklevel=5)
+
+
+def kernel(trace: Trace, param_dtype: torch.dtype, state_dtype: torch.dtype,
+           device: torch.device | None = None) -> Kernel | None:
+    """The generated Triton kernel of ``trace`` for these dtypes (cached per process, and its source on
+    disk); None when it cannot be had (``error`` says why; a warning says so once).  With a ``device``
+    other than the CPU, the first call there also compiles and runs it once on scratch tensors, so that a
+    kernel that does not compile is refused before any optimizer state has changed."""
+    if not available():
+        return None
+    key = (id(trace), param_dtype, state_dtype, interpreting())
+    with _lock:
+        if key not in _kernels:
+            found = None
+            try:
+                source, columns = triton_source(trace, param_dtype, state_dtype)
+                module, path = _import(source, kernel_name(param_dtype, state_dtype))
+                found = Kernel(trace, getattr(module, kernel_name(param_dtype, state_dtype)), columns, path,
+                               param_dtype, state_dtype, set())
+            except Exception as exc:  # noqa: BLE001 - any failure means: no kernel, the reference path runs
+                _unavailable(f"could not generate a Triton kernel: {type(exc).__name__}: {exc}")
+            _kernels[key] = found
+        found = _kernels[key]
+        if found is not None and device is not None and device.type != "cpu" and str(device) not in found.tried:
+            try:
+                _trial(found, device)
+                found.tried.add(str(device))
+            except Exception as exc:  # noqa: BLE001
+                _unavailable(f"the Triton kernel {found.path} failed on {device}: {type(exc).__name__}: {exc}")
+                _kernels[key] = found = None
+    return found
+
+
+def _trial(kernel: Kernel, device: torch.device) -> None:
+    """One launch on scratch tensors of ``BLOCK + 3`` elements (a full slice and a tail): Triton compiles
+    on first launch, so this is where a compiler error shows."""
+    roles = kernel.trace.loads
+    n = BLOCK + 3
+    tensors = [torch.zeros(n, dtype=kernel.param_dtype if role in ("param", "grad") else kernel.state_dtype,
+                           device=device) for role in roles]
+    state = dict(zip(roles, tensors))
+    prepared = [[1.0] * len(kernel.trace.scalars)] if kernel.trace.scalars else None
+    found = launch(kernel, [state["param"]], [state["grad"]], [state], [1.0], prepared,
+                   [0.0] * kernel.trace.hyper_count)
+    found.item()  # waits for it: an error in the launch shows here
+
+
+# --- launching --------------------------------------------------------------------------------
+
+_layouts: OrderedDict = OrderedDict()  # the index tables of recent launches, by addresses and sizes
+LAYOUTS_KEPT = 64
+
+
+def _layout(addresses: list[int], sizes: list[int], roles: int, device: torch.device):
+    """``pointers``, ``sizes``, ``chunk_tensor``, ``chunk_start`` on ``device``, and ``ALIGN`` (16 where
+    every address is 16-byte aligned, else 1); cached: a training loop updates the same tensors every step,
+    so after the first step a launch uploads only its scalars."""
+    key = (str(device), tuple(addresses), tuple(sizes), CHUNK)
+    found = _layouts.get(key)
+    if found is None:
+        chunk_tensor, chunk_start = [], []
+        for i, size in enumerate(sizes):
+            starts = range(0, size, CHUNK)
+            chunk_tensor.extend([i] * len(starts))
+            chunk_start.extend(starts)
+        found = (torch.tensor(addresses, dtype=torch.int64).reshape(len(sizes), roles).to(device),
+                 torch.tensor(sizes, dtype=torch.int64).to(device),
+                 torch.tensor(chunk_tensor, dtype=torch.int64).to(device),
+                 torch.tensor(chunk_start, dtype=torch.int64).to(device),
+                 16 if all(address % 16 == 0 for address in addresses) else 1)
+        _layouts[key] = found
+        if len(_layouts) > LAYOUTS_KEPT:
+            _layouts.popitem(last=False)
+    else:
+        _layouts.move_to_end(key)
+    return found
+
+
+def _to_device(table: np.ndarray, device: torch.device) -> Tensor:
+    values = torch.from_numpy(table)
+    if device.type == "cpu":
+        return values
+    return values.pin_memory().to(device, non_blocking=True)  # no host sync: the pinned block is kept until copied
+
+
+def launch(kernel: Kernel, params: Sequence[Tensor], grads: Sequence[Tensor], states: Sequence[dict],
+           steps: Sequence[float], prepared: Sequence[Sequence[float]] | None, hyper: Sequence[float]) -> Tensor:
+    """Runs ``kernel`` once over all ``params``; returns ``found`` (int32, one element, on their device):
+    1 when a gradient held NaN or ±inf.  Reading it is the caller's choice (``found.item()`` syncs)."""
+    if CHUNK % BLOCK:
+        raise ValueError(f"codegen_triton: CHUNK ({CHUNK}) must be a multiple of BLOCK ({BLOCK})")
+    roles = kernel.trace.loads
+    device = params[0].device
+    by_role = [params if role == "param" else grads if role == "grad" else [state[role] for state in states]
+               for role in roles]
+    addresses = [address for row in zip(*([t.data_ptr() for t in tensors] for tensors in by_role))
+                 for address in row]  # tensor by tensor, role by role
+    sizes = [param.numel() for param in params]
+    found = torch.zeros(1, dtype=torch.int32, device=device)
+    if not any(sizes):
+        return found
+    pointers, size_table, chunk_tensor, chunk_start, align = _layout(addresses, sizes, len(roles), device)
+    table = scalar_table(kernel.trace, kernel.columns, steps, prepared, hyper)
+    if not kernel.columns:
+        table = np.zeros((1, 1))
+    real = codegen.compute_dtype(kernel.param_dtype)
+    scalars = _to_device(table.astype(np.float64 if real == torch.float64 else np.float32), device)
+    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():  # triton launches
+        kernel.function[(len(chunk_tensor),)](  # on the current device: make it the tensors' one
+            pointers, size_table, chunk_tensor, chunk_start, scalars, found,
+            K=len(roles), NK=max(1, len(kernel.columns)), BLOCK=BLOCK, CHUNK=CHUNK, ALIGN=align,
+            num_warps=NUM_WARPS)
+    return found
+
+
+def triton_step(trace: Trace, params: Sequence[Tensor], grads: Sequence[Tensor], states: Sequence[dict],
+                steps: Sequence[float], prepared: Sequence[Sequence[float]] | None, hyper: Sequence[float]) -> Tensor:
+    """One step of the traced chain for ``params`` (one device and dtype, dense, in place) in one launch.
+
+    ``grads[i]`` has the layout of ``params[i]``; ``states[i]`` holds every state entry the trace loads,
+    laid out like ``params[i]`` in one state dtype; ``steps[i]`` is ``t`` (already counted);
+    ``prepared[i]`` the values of ``trace.scalars`` (None when there are none); ``hyper`` the chain's
+    hyperparameters (``codegen.hyperparameters``).  Returns the device flag of ``launch``.  Raises
+    ``RuntimeError`` when the kernel cannot be had (``error`` says why)."""
+    if len(params) != len(grads) or len(params) != len(states) or len(params) != len(steps):
+        raise ValueError("triton_step: params, grads, states and steps must have one entry per tensor")
+    if len(hyper) != trace.hyper_count:
+        raise ValueError(f"triton_step: the trace takes {trace.hyper_count} hyperparameters, got {len(hyper)}")
+    param_dtype = params[0].dtype
+    state_roles = [role for role in trace.loads if role not in ("param", "grad")]
+    state_dtypes = {state[role].dtype for state in states for role in state_roles} or {param_dtype}
+    if len(state_dtypes) != 1 or any(p.dtype != param_dtype for p in params):
+        raise ValueError(f"triton_step: one launch takes one parameter dtype and one state dtype, got "
+                         f"{sorted({str(p.dtype) for p in params})} and {sorted(map(str, state_dtypes))}")
+    found = kernel(trace, param_dtype, state_dtypes.pop(), params[0].device)
+    if found is None:
+        raise RuntimeError(f"descend: no Triton kernel for this chain: {error}")
+    return launch(found, params, grads, states, steps, prepared, hyper)
+
+
+__all__ = ["available", "interpreting", "kernel", "launch", "scalar_table", "takes", "triton_source", "triton_step"]
