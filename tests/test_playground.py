@@ -290,6 +290,14 @@ def test_a_port_in_use_gives_a_one_line_error_and_exit_status_2(capfd):
     assert status == 2 and error.count("\n") == 1 and "is in use" in error
 
 
+def test_a_non_loopback_host_is_warned_about_and_an_address_not_here_is_a_one_line_error(capfd):
+    status = main(["playground", "--host", "192.0.2.1", "--no-browser"])  # TEST-NET-1: never this machine's
+    error = capfd.readouterr().err.splitlines()
+    assert status == 2 and len(error) == 2
+    assert "warning: --host 192.0.2.1 lets other machines" in error[0]
+    assert error[1].startswith("descend: error: cannot listen on 192.0.2.1")
+
+
 def test_static_files_ship_with_the_package():
     config = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
     assert "static/*" in config["tool"]["setuptools"]["package-data"]["descend.playground"]
