@@ -14,13 +14,14 @@ from .claims import Claim
 from .core import Context, Result, run_lab
 
 
-def discover() -> dict[str, ModuleType]:
-    """The experiment modules by name. Two modules with the same name or a shared claim id are an error."""
+def discover(package: ModuleType = _package) -> dict[str, ModuleType]:
+    """The experiment modules of ``package`` by name. Two modules with the same name or a shared claim id are an
+    error."""
     found = []
-    for info in pkgutil.iter_modules(_package.__path__):
+    for info in pkgutil.iter_modules(package.__path__):
         if info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"{_package.__name__}.{info.name}")
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
         if all(hasattr(module, attribute) for attribute in ("NAME", "CLAIMS", "run")):
             found.append(module)
     found.sort(key=lambda m: (getattr(m, "ORDER", 100), m.NAME))

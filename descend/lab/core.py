@@ -65,11 +65,16 @@ class Context:
         """The colour of an optimizer (or any curve label), the same in every figure of the report."""
         return style.color(label)
 
-    def save(self, figure, stem: str, caption: str = "") -> str:
-        """Saves a matplotlib figure as ``<experiment>-<stem>.png`` with a one-line caption, and closes it."""
+    def save(self, figure, stem: str, caption: str = "", tight: bool = True) -> str:
+        """Saves a matplotlib figure as ``<experiment>-<stem>.png`` with a one-line caption, and closes it.
+
+        ``tight=False`` keeps the figure's own margins (set them with ``subplots_adjust``): it saves one full
+        draw of the figure, which matters for large figures with many panels.
+        """
         filename = f"{self.name}-{stem}.png"
         if self.figures_wanted:
-            figure.savefig(self.figure_dir / filename, dpi=90, bbox_inches="tight", metadata={"Software": None})
+            figure.savefig(self.figure_dir / filename, dpi=90, bbox_inches="tight" if tight else None,
+                           metadata={"Software": None})
             self._record(filename, caption)
         plt.close(figure)
         return filename

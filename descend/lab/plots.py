@@ -21,7 +21,14 @@ def _thin(values: np.ndarray, most: int) -> np.ndarray:
 
 
 def _finite(values) -> list:
-    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=float).ravel()]
+    """Plain floats, with None (a gap in the line) for NaN and ±inf."""
+    array = np.asarray([np.nan if v is None else v for v in values] if isinstance(values, list) else values,
+                       dtype=float).ravel()
+    return [float(f"{v:.5g}") if np.isfinite(v) else None for v in array]  # 5 digits: plenty for a plot
+
+
+def _as_array(values) -> np.ndarray:
+    return np.asarray([np.nan if v is None else v for v in values], dtype=float)
 
 
 def _axis(title: str, log: bool = False) -> dict:
@@ -39,7 +46,7 @@ def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title:
     """One line per label: ``series[label] = (x, y)``; hover shows the label and both values."""
     data = []
     for label, (x, y) in series.items():
-        points = _thin(np.column_stack([np.asarray(x, float), np.asarray(y, float)]), most)
+        points = _thin(np.column_stack([_as_array(x), _as_array(y)]), most)
         data.append({"type": "scatter", "mode": mode, "name": label, "x": _finite(points[:, 0]),
                      "y": _finite(points[:, 1]), "line": {"color": color(label), "width": 2},
                      "marker": {"color": color(label)},
@@ -48,7 +55,7 @@ def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title:
 
 
 def trajectories(paths: Mapping[str, np.ndarray], title: str, contour: tuple | None = None,
-                 x_title: str = "θ₁", y_title: str = "θ₂", positions: int = 30, most: int = 300,
+                 x_title: str = "θ₁", y_title: str = "θ₂", positions: int = 25, most: int = 300,
                  minimum: Sequence[float] | None = None, bounds: tuple | None = None) -> dict:
     """Optimizer paths in the plane with a step slider.
 
@@ -90,7 +97,7 @@ def trajectories(paths: Mapping[str, np.ndarray], title: str, contour: tuple | N
                      "name": label, "legendgroup": label, "line": {"color": c, "width": 2.5},
                      "hovertemplate": f"{label}<br>θ = (%{{x:.4g}}, %{{y:.4g}})<extra></extra>"})
         dot_index.append(len(data))
-        data.append({"type": "scatter", "mode": "markers", "x": [float(path[-1, 0])], "y": [float(path[-1, 1])],
+        data.append({"type": "scatter", "mode": "markers", "x": _finite(path[-1:, 0]), "y": _finite(path[-1:, 1]),
                      "name": label, "legendgroup": label, "showlegend": False,
                      "marker": {"color": c, "size": 10, "line": {"color": "white", "width": 1}},
                      "hovertemplate": f"{label}<br>θ = (%{{x:.4g}}, %{{y:.4g}})<extra></extra>"})
@@ -98,9 +105,9 @@ def trajectories(paths: Mapping[str, np.ndarray], title: str, contour: tuple | N
     for k in ks:
         xs_so_far, ys_so_far, xs_dot, ys_dot = [], [], [], []
         for path in clipped.values():
-            upto = _thin(path[:min(k, len(path) - 1) + 1], 80)
+            upto = _thin(path[:min(k, len(path) - 1) + 1], 60)
             xs_so_far.append(_finite(upto[:, 0])), ys_so_far.append(_finite(upto[:, 1]))
-            xs_dot.append([float(upto[-1, 0])]), ys_dot.append([float(upto[-1, 1])])
+            xs_dot.append(_finite(upto[-1:, 0])), ys_dot.append(_finite(upto[-1:, 1]))
         slider_steps.append({"method": "restyle", "label": str(int(k)),
                              "args": [{"x": xs_so_far + xs_dot, "y": ys_so_far + ys_dot},
                                       so_far_index + dot_index]})

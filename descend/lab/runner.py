@@ -197,7 +197,10 @@ def _executor(workers: int) -> ProcessPoolExecutor:
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
     if method == "forkserver":
-        context.set_forkserver_preload(["torch", "descend.lab.runner"])
+        # Workers fork from a server that has already imported these (torch.optim imports torch._dynamo when the
+        # first optimizer is built: seconds per process otherwise).
+        context.set_forkserver_preload(["torch", "torch._dynamo", "matplotlib.pyplot", "scipy.stats",
+                                         "sklearn.datasets", "sklearn.model_selection", "descend.lab.runner"])
     return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_setup)
 
 
