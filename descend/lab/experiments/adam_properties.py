@@ -236,7 +236,7 @@ def draw(ctx: Context, snr, update, curves, phase) -> None:
     left.semilogy(steps, snr, color=ctx.color("Adam"), label="mean |m̂|/√v̂")
     left.semilogy(steps, update / update[:50].mean(), color=ctx.color("Adam"), linestyle=":",
                   label="‖Δθ‖ / its mean over steps 1–50")
-    left.set_xlabel("step"), left.set_ylabel("signal-to-noise ratio (dimensionless)"), left.legend(fontsize=8)
+    left.set_xlabel("step"), left.set_ylabel("SNR, and step relative to its start (dimensionless)"), left.legend(fontsize=8)
     left.set_title("Adam on a noisy linear regression: the SNR falls near the optimum")
     for name, losses in curves.items():
         right.semilogy(losses, color=ctx.color(name), label=name)

@@ -175,20 +175,21 @@ def run(ctx: Context) -> Result:
 
 
 def draw(ctx: Context, agreement, sgd, adam) -> None:
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.3))
-    labels = ["(4.23): one pass with p_keep·W", f"(4.22) averaged over {MASKS} masks"]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(14, 4.6))
+    labels = ["(4.23): one pass\nwith p_keep·W", f"(4.22) averaged\nover {MASKS} masks"]
     values = [agreement["test_loss_scaled_4_23"], agreement["test_loss_mask_average"]]
     left.bar(labels, values, color=[ctx.color(label) for label in labels])
     left.set_ylabel("test loss (cross-entropy, nats)")
-    left.set_title(f"after training with (4.22), p_keep = {KEEP}: same class for {agreement['agreement']:.1%} of digits",
+    left.set_title(f"trained with (4.22), p_keep = {KEEP}: same class for {agreement['agreement']:.1%} of test digits",
                    fontsize=10)
     x = np.arange(2)
     for offset, (name, steps) in zip((-0.2, 0.2), (("SGD", sgd), ("Adam", adam))):
         right.bar(x + offset, [steps["mean_kept_step"], steps["mean_dropped_step"]], 0.4, color=ctx.color(name),
                   label=name)
     right.set_xticks(x, ["kept units' weights", "dropped units' weights"]), right.set_yscale("symlog", linthresh=1e-7)
+    right.set_ylim(0, 3 * max(sgd["mean_kept_step"], adam["mean_kept_step"]))
     right.set_ylabel("mean |Δw| per step (weight units)"), right.legend(fontsize=8)
-    right.set_title("a dropped unit's outgoing weights: SGD 0, Adam still moves them")
+    right.set_title("in a step that drops the unit: SGD 0, Adam still moves its weights", fontsize=10)
     ctx.save(figure, "dropout", caption="Left: one production pass with the weights scaled by p_keep predicts the class of "
              "the average over dropout masks and comes close to its test loss (an approximation, not an identity). Right: in a step where a unit is dropped, "
              "SGD leaves its outgoing weights exactly in place while Adam's momentum still moves them, by less.")

@@ -57,14 +57,16 @@ CLAIMS = [
 ]
 
 
-def settled_buffer(optimizer_class, key: str, **kwargs) -> float:
-    """The optimizer's buffer entry ``key`` after CONSTANT_STEPS steps of the constant gradient g = 1."""
+def buffer_history(optimizer_class, key: str, **kwargs) -> list[float]:
+    """The optimizer's buffer entry ``key`` after each of CONSTANT_STEPS steps of the constant gradient g = 1."""
     theta = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     optimizer = optimizer_class([theta], lr=1e-3, **kwargs)
+    history = []
     for _ in range(CONSTANT_STEPS):
         theta.grad = torch.ones(1, dtype=torch.float64)
         optimizer.step()
-    return optimizer.state[theta][key].item()
+        history.append(optimizer.state[theta][key].item())
+    return history
 
 
 def update_variances(seed: int, draws: int) -> dict[str, float]:
@@ -108,9 +110,10 @@ def rosenbrock_path(beta: float, steps: int) -> np.ndarray:
 
 
 def run(ctx: Context) -> Result:
-    ema = settled_buffer(descend.SGD, "momentum_buffer", momentum=BETA, dampening=BETA)
-    velocity = settled_buffer(descend.SGD, "momentum_buffer", momentum=BETA)
-    adam_m = settled_buffer(descend.Adam, "exp_avg", betas=(BETA, 0.999))
+    histories = {"EMA form": buffer_history(descend.SGD, "momentum_buffer", momentum=BETA, dampening=BETA),
+                 "velocity form": buffer_history(descend.SGD, "momentum_buffer", momentum=BETA),
+                 "Adam's m": buffer_history(descend.Adam, "exp_avg", betas=(BETA, 0.999))}
+    ema, velocity, adam_m = (h[-1] for h in histories.values())
     variances = update_variances(ctx.seed, 800 if ctx.full else 200)
     variance_ratio = variances["SGD+momentum"] / variances["SGD"]
     steps = 3000 if ctx.full else 1500
@@ -127,7 +130,7 @@ def run(ctx: Context) -> Result:
         "momentum-accelerates-on-rosenbrock": acceleration,
     }
     if ctx.figures_wanted:
-        draw(ctx, paths, distances, ema, velocity, steps)
+        draw(ctx, paths, distances, histories, steps)
     summary = (f"Under a constant gradient g = 1 the EMA buffer settles at {ema:.4f} (= g) and the velocity buffer at "
                f"{velocity:.3f} (= g/(1−β)); Adam's m settles at {adam_m:.4f}, so m(1−β₁)/g = {adam_m * (1 - BETA):.2f}, "
                "not 1: seed 000's answer confuses the EMA with the velocity form — its own sum "
@@ -142,20 +145,21 @@ def run(ctx: Context) -> Result:
     return Result(effects, summary, numbers)
 
 
-def draw(ctx: Context, paths, distances, ema: float, velocity: float, steps: int) -> None:
+def draw(ctx: Context, paths, distances, histories, steps: int) -> None:
     figure, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.4))
     t = np.arange(1, 41)
-    left.plot(t, 1 - BETA**t, "o-", color=ctx.color("EMA form"), markersize=3, label="EMA form: v → g")
-    left.plot(t, (1 - BETA**t) / (1 - BETA), "s-", color=ctx.color("velocity form"), markersize=3,
-              label="velocity form: b → g/(1−β)")
+    labels = {"EMA form": "SGD EMA form: v → g", "velocity form": "SGD velocity form: b → g/(1−β)",
+              "Adam's m": "Adam's m (seed 000's EMA)"}
+    for (name, history), marker in zip(histories.items(), "osx"):
+        left.plot(t, history[:40], marker=marker, color=ctx.color("Adam" if name == "Adam's m" else name), markersize=4, linewidth=1, label=labels[name])
     left.axhline(1 / (1 - BETA), color="gray", linestyle=":", label="g/(1−β) (seed 000's answer)")
-    left.set_xlabel("step t"), left.set_ylabel("momentum buffer / g (dimensionless)")
+    left.set_xlabel("step t"), left.set_ylabel("measured buffer / g (dimensionless)")
     left.set_title(f"constant gradient g, β = {BETA}"), left.legend(fontsize=8)
 
     xs, ys = np.meshgrid(np.linspace(-1.5, 1.5, 200), np.linspace(-0.5, 2.0, 200))
     middle.contour(xs, ys, np.log1p(rosenbrock(xs, ys)), levels=25, cmap="Greys", linewidths=0.6)
-    for label, path in paths.items():
-        middle.plot(path[:, 0], path[:, 1], color=ctx.color(label), linewidth=2, label=label)
+    for (label, path), width in zip(paths.items(), (5, 3, 1.5)):  # wide to narrow: overlapping paths stay visible
+        middle.plot(path[:, 0], path[:, 1], color=ctx.color(label), linewidth=width, label=label)
     middle.plot(1, 1, "k*", markersize=12)
     middle.set_xlabel("θ₁"), middle.set_ylabel("θ₂"), middle.legend(fontsize=8)
     middle.set_title("Rosenbrock, α = 0.001/(1−β) (seed 002, Fig. 4.1)")

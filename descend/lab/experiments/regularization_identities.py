@@ -85,9 +85,11 @@ def run(ctx: Context) -> Result:
     decay = pure_decay()
     if ctx.figures_wanted:
         figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+        styles = {"penalty in the loss": dict(linewidth=5, alpha=0.5), "weight_decay=λ": dict(linestyle="--"),
+                  "(1 − αλ)θ − α∇C by hand": dict(linestyle=":", linewidth=2.5), "no decay": dict(color="black")}
         for name, path in paths.items():
-            left.plot(np.linalg.norm(path.reshape(len(path), -1), axis=1), color=ctx.color(name), label=name,
-                      linestyle="--" if "hand" in name else "-")
+            left.plot(np.linalg.norm(path.reshape(len(path), -1), axis=1), label=name,
+                      **{"color": ctx.color(name), **styles[name]})
         left.set_xlabel("step"), left.set_ylabel("‖θ‖ (weight units)"), left.legend(fontsize=8)
         left.set_title(f"logistic regression on digits, α = {LR}, λ = {LAMBDA}")
         for name in gaps:
