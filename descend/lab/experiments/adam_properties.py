@@ -31,6 +31,11 @@ CLAIMS = [
           measurement=f"largest |θ_c − θ_1| over 60 full-batch steps with the loss multiplied by c ∈ {SCALES}, "
                       "relative to the largest |θ_1 − θ_0| (descend.Adam, default ε = 1e-8, logistic regression on digits)",
           criterion="relative difference < 0.01", threshold=0.01, direction="<", deterministic=True),
+    Claim(id="seed-000-smaller-gradient-larger-update", source="seed 000, answer to (a) ii",
+          statement="Since Adam divides the update by √v, the parameters with smaller gradients get larger updates.",
+          measurement="mean |Δθ| over 50 steps of the coordinate whose gradient is 0.01 divided by that of the "
+                      "coordinate whose gradient is 1 (descend.Adam on f(θ) = 0.01·θ₁ + θ₂)",
+          criterion="ratio > 1.5 (clearly larger)", threshold=1.5, direction=">", deterministic=True),
     Claim(id="adam-sparse-step-bounded", source="seed 001, question 5",
           statement="For sparse gradients, (1−β₁) > √(1−β₂), the effective step is upper bounded by "
                     "|Δ| ≤ α(1−β₁)/√(1−β₂).",
@@ -103,6 +108,23 @@ def spikes(steps: int = 2000) -> dict[str, float]:
             if step in steps_at[i]:
                 largest[i] = max(largest[i], moved)
     return dict(zip(cases, largest))
+
+
+@lru_cache(maxsize=1)
+def gradient_sizes(steps: int = 50) -> dict[str, float]:
+    """Adam's step and effective rate α/(√v̂+ε) for two coordinates whose gradients differ 100-fold."""
+    theta = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    optimizer = descend.Adam([theta], lr=1e-3, betas=BETAS)
+    moved = torch.zeros(2, dtype=torch.float64)
+    for _ in range(steps):
+        before = theta.detach().clone()
+        theta.grad = torch.tensor([0.01, 1.0], dtype=torch.float64)
+        optimizer.step()
+        moved += (theta.detach() - before).abs() / steps
+    v_hat = optimizer.state[theta]["exp_avg_sq"] / (1 - BETAS[1] ** steps)
+    rate = 1e-3 / (v_hat.sqrt() + 1e-8)
+    return {"update_ratio_small_over_large": (moved[0] / moved[1]).item(),
+            "effective_rate_ratio_small_over_large": (rate[0] / rate[1]).item()}
 
 
 def sparse_steps(seed: int, steps: int, coordinates: int = 2000) -> dict[str, float]:
@@ -191,6 +213,7 @@ def sparse_regression(seed: int, steps: int, features: int = 50) -> dict[str, di
 def run(ctx: Context) -> Result:
     scale = 3 if ctx.full else 1
     invariance = rescaling()
+    sizes = gradient_sizes()
     spike = spikes()
     sparse = sparse_steps(ctx.seed, 600 * scale)
     snr, update = noisy_regression(ctx.seed, 500 * scale)
@@ -206,6 +229,7 @@ def run(ctx: Context) -> Result:
     rare_ratio = rare["SGD"]["final_loss"] / rare["Adam"]["final_loss"]
 
     effects = {"adam-invariant-to-gradient-scale": invariance["Adam"],
+               "seed-000-smaller-gradient-larger-update": sizes["update_ratio_small_over_large"],
                "adam-sparse-step-bounded": sparse["largest_over_bound"],
                "adam-snr-falls-near-optimum": snr_ratio,
                "adam-tracks-non-stationary-objective": tracking,
@@ -216,7 +240,10 @@ def run(ctx: Context) -> Result:
         f"Loss × c for c ∈ {SCALES}: Adam's iterates differ by {invariance['Adam']:.1e} of their travel with the "
         f"default ε = 1e-8 and by {invariance['Adam, eps 1e-12']:.1e} with ε = 1e-12 (SGD's by "
         f"{invariance['SGD']:.0f}×): the invariance is exact only where √v̂ ≫ ε, and digit pixels that are almost "
-        f"always 0 have gradients near ε. Random sparse gradients (rate {SPARSE_RATE}): largest step "
+        f"always 0 have gradients near ε. Gradients 0.01 and 1 (seed 000 (a) ii): the small one's effective rate "
+        f"α/(√v̂+ε) is {sizes['effective_rate_ratio_small_over_large']:.0f}× larger, but its update is "
+        f"{sizes['update_ratio_small_over_large']:.3f}× the other's — the same size, as the invariance predicts; "
+        "seed 000's 'larger update' holds for the rate, not for the step. Random sparse gradients (rate {SPARSE_RATE}): largest step "
         f"{sparse['largest_over_bound']:.3f}× the bound α(1−β₁)/√(1−β₂) = {BOUND:.2f}α. Gradient zero except at "
         "the last steps: " + ", ".join(f"{k} {v:.3f}×" for k, v in spike.items())
         + " the bound: it covers the paper's most severe case (one non-zero gradient), not a short burst. "
@@ -224,7 +251,7 @@ def run(ctx: Context) -> Result:
         + "; ".join(f"{name} " + ", ".join(f"{v:.3g}" for v in values) for name, values in ends.items())
         + f". Rare features: SGD / Adam final loss {rare_ratio:.3g} (SGD lr {rare['SGD']['lr']:g}, Adam lr "
         f"{rare['Adam']['lr']:g}).")
-    numbers = {"rescaling_relative_difference": invariance, "sparse": sparse, "spikes_over_bound": spike,
+    numbers = {"rescaling_relative_difference": invariance, "gradient_sizes": sizes, "sparse": sparse, "spikes_over_bound": spike,
                "bound_over_alpha": BOUND, "snr_late_over_early": snr_ratio, "phase_end_losses": ends,
                "rare_features": rare}
     return Result(effects, summary, numbers)
