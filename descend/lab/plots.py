@@ -37,7 +37,7 @@ def _axis(title: str, log: bool = False) -> dict:
 
 def layout(title: str, x_title: str, y_title: str, log_x: bool = False, log_y: bool = False, **extra) -> dict:
     return {"title": {"text": title, "font": {"size": 14}}, "xaxis": _axis(x_title, log_x),
-            "yaxis": _axis(y_title, log_y), "hovermode": "closest", "legend": {"itemclick": "toggle"},
+            "yaxis": _axis(y_title, log_y), "hovermode": "closest", "legend": {"itemclick": "toggle", "itemdoubleclick": False},
             "margin": {"l": 60, "r": 20, "t": 40, "b": 50}, "height": 420, **extra}
 
 
