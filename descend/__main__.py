@@ -62,8 +62,8 @@ def _lab(args: argparse.Namespace) -> int:
         print(f"{claim['verdict']:12s}  {claim_id:42s} {effect_text(claim)}")
     counts = report["counts"]
     print(f"{counts['held']} held, {counts['did not hold']} did not hold, {counts['inconclusive']} inconclusive "
-          f"({len(report['claims'])} claims, {len(names)} experiments) in {report['meta']['total_seconds']} s; "
-          f"report: {out.absolute() / 'index.html'}")
+          f"({len(report['claims'])} claims, {len(names)} experiments) in {report['meta']['total_seconds']} s "
+          f"({report['meta']['cpu_seconds_total']} CPU-seconds in the runs); report: {out.absolute() / 'index.html'}")
     return 0
 
 

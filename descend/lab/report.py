@@ -151,7 +151,8 @@ def write_html(report: dict[str, Any], folder: Path) -> str:
 <b>held</b> when its whole interval meets the criterion fixed before the run, <b>did not hold</b> when the whole
 interval misses it, and is <b>inconclusive</b> when the interval straddles the threshold.</p>
 <p>{e(settings["mode"])} run · base seed {settings["seed"]} · {e(settings["device"])} ·
-{meta.get("total_seconds", "?")} s with {meta.get("workers", "?")} worker(s) on {e(meta["machine"])} ·
+{meta.get("total_seconds", "?")} s with {meta.get("workers", "?")} worker(s) on {e(meta["machine"])}
+({meta.get("cpu_seconds_total", "?")} CPU-seconds in the runs) ·
 torch {e(meta["torch"])} · {e(meta["date"])} · every number in <a href="results.json">results.json</a></p></header>
 <div class="counts"><div class="count held"><b>{counts["held"]}</b>held</div>
 <div class="count failed"><b>{counts["did not hold"]}</b>did not hold</div>

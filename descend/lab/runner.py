@@ -165,9 +165,9 @@ def run_job(module_name: str, seed: int, full: bool, device: str, figure_dir: st
         context = Context(seed=seed, full=full, device=torch.device(device), figure_dir=Path(figure_dir),
                           progress=progress, name=module.NAME, figures_wanted=figures_wanted)
         torch.manual_seed(seed)
-        begin = time.perf_counter()
+        begin, cpu = time.perf_counter(), time.process_time()
         result = module.run(context)
-        seconds = time.perf_counter() - begin
+        seconds, cpu = time.perf_counter() - begin, time.process_time() - cpu
     finally:
         torch.set_num_threads(threads)
     expected = {claim.id for claim in module.CLAIMS}
@@ -177,7 +177,7 @@ def run_job(module_name: str, seed: int, full: bool, device: str, figure_dir: st
     figures = list(context.figures) or list(result.figures)
     return {"effects": {k: float(v) for k, v in result.effects.items()}, "summary": result.summary,
             "numbers": jsonable(result.numbers), "figures": figures,
-            "captions": {f: context.captions.get(f, "") for f in figures}, "seconds": seconds}
+            "captions": {f: context.captions.get(f, "") for f in figures}, "seconds": seconds, "cpu_seconds": cpu}
 
 
 def seed_count(module: ModuleType, full: bool, seeds: int | None) -> int:
@@ -280,7 +280,7 @@ def run_lab(experiments: Sequence[ModuleType], out: Path, seed: int = 0, full: b
 
 def _assemble(experiments: Sequence[ModuleType], plan: dict[str, list[int]], outcomes: dict, seed: int, full: bool,
               device: str) -> dict[str, Any]:
-    claims, sections, seconds = {}, {}, {}
+    claims, sections, seconds, cpu = {}, {}, {}, {}
     for module in experiments:
         runs = [outcomes[(module.__name__, s)] for s in plan[module.NAME]]
         first = runs[0]
@@ -298,9 +298,11 @@ def _assemble(experiments: Sequence[ModuleType], plan: dict[str, list[int]], out
                          "kind": "interactive" if f.endswith(".plotly.json") else "image"} for f in first["figures"]],
         }
         seconds[module.NAME] = [round(r["seconds"], 2) for r in runs]
+        cpu[module.NAME] = [round(r["cpu_seconds"], 2) for r in runs]
     counts = {verdict: sum(c["verdict"] == verdict for c in claims.values()) for verdict in VERDICTS}
     meta = {"torch": torch.__version__, "python": sys.version.split()[0],
             "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d %H:%M"),
-            "seconds": seconds}
+            "seconds": seconds, "cpu_seconds": cpu,
+            "cpu_seconds_total": round(sum(map(sum, cpu.values())), 1)}
     return {"settings": {"seed": seed, "mode": "full" if full else "quick", "device": device},
             "counts": counts, "claims": claims, "experiments": sections, "meta": meta}

@@ -80,7 +80,7 @@ GRADIENTS = {quadratic: quadratic_gradient, rosenbrock: rosenbrock_gradient, bea
 LANDSCAPES = {
     "quadratic": (quadratic, (-5.0, -2.0), (0.0, 0.0), (300, 1000), ((-6, 6), (-3, 3)), False),
     "rosenbrock": (rosenbrock, (-1.2, 1.0), (1.0, 1.0), (1000, 5000), ((-2, 2), (-1, 3)), True),
-    "beale": (beale, (1.0, 1.5), (3.0, 0.5), (1000, 3000), ((-0.5, 4.0), (-1.0, 2.5)), True),
+    "beale": (beale, (1.0, 1.5), (3.0, 0.5), (1000, 3000), ((-0.5, 4.0), (-2.0, 2.5)), True),
     "saddle": (saddle, (1.0, 1e-3), None, (100, 500), ((-1.5, 1.5), (-1.5, 1.5)), False),
 }
 # name: (class, kwargs, base lr); each landscape scans base lr × LR_SCALES and keeps the best
