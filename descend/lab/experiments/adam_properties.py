@@ -56,9 +56,9 @@ CLAIMS = [
           criterion="ratio < 3 (it converges as well after the moves)", threshold=3.0, direction="<"),
     Claim(id="adam-works-with-sparse-gradients", source="seed 001, question 5",
           statement="Adam works with sparse gradients: step sizes are controlled even for rare features.",
-          measurement="final full-data loss of SGD divided by Adam's on a linear regression whose 50 binary "
-                      "features occur with frequencies 1 … 0.003 (each at its best lr of a grid)",
-          criterion="ratio > 1 (Adam lower)", threshold=1.0, direction=">"),
+          measurement="log₁₀ of SGD's final full-data loss over Adam's on a linear regression whose 50 binary "
+                      "features occur with frequencies 1 … 0.003 (200 steps, each at its best lr of a grid)",
+          criterion="> 0 (Adam lower)", threshold=0.0, direction=">"),
 ]
 
 
@@ -181,7 +181,7 @@ def moving_target(seed: int, steps: int, optimizer_class, lr: float) -> list[flo
     return losses
 
 
-SPARSE_GRIDS = {"SGD": (descend.SGD, (0.03, 0.1, 0.3, 1.0)), "Adam": (descend.Adam, (0.03, 0.1, 0.3, 1.0))}
+SPARSE_GRIDS = {"SGD": (descend.SGD, (0.03, 0.1, 0.3)), "Adam": (descend.Adam, (0.1, 0.3, 1.0))}
 
 
 def sparse_regression(seed: int, steps: int, features: int = 50) -> dict[str, dict]:
@@ -225,15 +225,15 @@ def run(ctx: Context) -> Result:
               for name, cls, lr in contenders[:2 if ctx.figures_wanted else 1]}  # AdaGrad: a contrast for the figure
     ends = {name: [c[(k + 1) * phase - 1] for k in range(SHIFTS)] for name, c in curves.items()}
     tracking = ends["Adam"][-1] / ends["Adam"][0]
-    rare = sparse_regression(ctx.seed, 250 * scale)
-    rare_ratio = rare["SGD"]["final_loss"] / rare["Adam"]["final_loss"]
+    rare = sparse_regression(ctx.seed, 200 * scale)
+    rare_ratio = rare["SGD"]["final_loss"] / rare["Adam"]["final_loss"]  # spans decades across seeds: logged
 
     effects = {"adam-invariant-to-gradient-scale": invariance["Adam"],
                "seed-000-smaller-gradient-larger-update": sizes["update_ratio_small_over_large"],
                "adam-sparse-step-bounded": sparse["largest_over_bound"],
                "adam-snr-falls-near-optimum": snr_ratio,
                "adam-tracks-non-stationary-objective": tracking,
-               "adam-works-with-sparse-gradients": rare_ratio}
+               "adam-works-with-sparse-gradients": math.log10(rare_ratio)}
     if ctx.figures_wanted:
         draw(ctx, snr, update, curves, phase)
     summary = (
@@ -250,7 +250,7 @@ def run(ctx: Context) -> Result:
         f"SNR late/early {snr_ratio:.3f}. Moving optimum, loss at the end of each phase: "
         + "; ".join(f"{name} " + ", ".join(f"{v:.3g}" for v in values) for name, values in ends.items())
         + f". Rare features: SGD / Adam final loss {rare_ratio:.3g} (SGD lr {rare['SGD']['lr']:g}, Adam lr "
-        f"{rare['Adam']['lr']:g}).")
+        f"{rare['Adam']['lr']:g}{'; a best lr lies at a grid edge' if any(r['lr_at_grid_edge'] for r in rare.values()) else ''}).")
     numbers = {"rescaling_relative_difference": invariance, "gradient_sizes": sizes, "sparse": sparse, "spikes_over_bound": spike,
                "bound_over_alpha": BOUND, "snr_late_over_early": snr_ratio, "phase_end_losses": ends,
                "rare_features": rare}

@@ -55,6 +55,7 @@ def run(ctx: Context) -> Result:
         axis.semilogx(FAN_INS, list(relu.values()), "s-", color=ctx.color("ReLU inputs"), label="ReLU inputs")
         axis.axhline(1.0, color="black", linestyle="--", linewidth=0.8, label="n·Var(w)·Var(x)")
         axis.axhline(RELU_RATIO, color=ctx.color("ReLU inputs"), linestyle=":", label="E[x²]/Var(x) for ReLU")
+        axis.set_xticks(FAN_INS, [str(n) for n in FAN_INS]), axis.minorticks_off()
         axis.set_xlabel("fan-in n"), axis.set_ylabel("Var(s) / (n·Var(w)·Var(x)) (dimensionless)")
         axis.set_title(f"s = Σ wᵢxᵢ with w ~ N(0, 1/n), {DRAWS} draws"), axis.legend(fontsize=8)
         ctx.save(figure, "variance", caption="With zero-mean inputs the derivation's Var(s) = n·Var(w)·Var(x) holds at "

@@ -14,7 +14,7 @@ NAME = "momentum-practice"
 TITLE = "Momentum in practice: Nesterov vs heavy ball, and a momentum schedule"
 ORDER = 36
 
-LR_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)  # every variant is run at its best rate of this grid
+LR_GRID = (0.03, 0.1, 0.3, 1.0)  # every variant is run at its best rate of this grid
 MOMENTUM = 0.9
 STEPS = {"quick": 150, "full": 600}
 
