@@ -190,6 +190,9 @@ def seed_count(module: ModuleType, full: bool, seeds: int | None) -> int:
 
 
 def _worker_setup() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: it stops the workers
     torch.set_num_threads(1)
 
 
@@ -214,21 +217,23 @@ def _run_jobs(jobs: list[tuple], workers: int, progress: bool) -> list[dict[str,
                 bar.set_postfix_str(f"{Path(job[0]).suffix.lstrip('.')} seed {job[1]}", refresh=False)
                 bar.update()
             return results  # type: ignore[return-value]
-        with _executor(workers) as pool:
+        pool = _executor(workers)
+        try:
             pending = {pool.submit(run_job, *job): index for index, job in enumerate(jobs)}
-            try:
-                while pending:
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        index = pending.pop(future)
-                        results[index] = future.result()
-                        bar.set_postfix_str(f"{jobs[index][0].rsplit('.', 1)[-1]} seed {jobs[index][1]}",
-                                            refresh=False)
-                        bar.update()
-            except BaseException:
-                for future in pending:
-                    future.cancel()
-                raise
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    index = pending.pop(future)
+                    results[index] = future.result()
+                    bar.set_postfix_str(f"{jobs[index][0].rsplit('.', 1)[-1]} seed {jobs[index][1]}", refresh=False)
+                    bar.update()
+        except BaseException:
+            # interrupted, or a job failed: stop the other jobs now rather than waiting for them to finish
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         return results  # type: ignore[return-value]
     finally:
         bar.close()
