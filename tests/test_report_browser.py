@@ -105,8 +105,10 @@ def test_the_step_slider_moves_the_trajectories(page):
     for plot in with_slider:
         plot.scroll_into_view_if_needed()
         box = plot.locator("g.slider-container rect.slider-rail-touch-rect").bounding_box()
-        before = plot.screenshot()
+        drawn = "e => JSON.stringify(e.data.map(t => [t.x, t.y]))"  # what the traces hold
+        before, points = plot.screenshot(), plot.evaluate(drawn)
         page.mouse.click(box["x"] + 3, box["y"] + box["height"] / 2)  # the rail's left end: step 0
         page.wait_for_timeout(500)
-        assert plot.screenshot() != before, "moving the slider to step 0 changed nothing"
         assert "step 0" in plot.inner_text()
+        assert plot.evaluate(drawn) != points, "moving the slider to step 0 left the paths as they were"
+        assert plot.screenshot() != before
