@@ -129,7 +129,7 @@ def aggregate(claim: Claim, effects: Sequence[float]) -> dict[str, Any]:
         low, high = mean - half, mean + half
         if claim.satisfied(low) and claim.satisfied(high):
             verdict = "held"
-        elif not claim.satisfied(low) and not claim.satisfied(high) and not _between(claim.threshold, low, high):
+        elif not claim.satisfied(low) and not claim.satisfied(high):
             verdict = "did not hold"
         else:
             verdict = "inconclusive"
@@ -145,10 +145,6 @@ def aggregate(claim: Claim, effects: Sequence[float]) -> dict[str, Any]:
         note = "a seed gave a non-finite effect: decided seed by seed, no interval"
     entry.update(mean=mean, ci=None, verdict=verdict, note=note)
     return entry
-
-
-def _between(threshold: float, low: float, high: float) -> bool:
-    return low < threshold < high
 
 
 # ---------------------------------------------------------------------------------------------------------------
