@@ -77,7 +77,9 @@ def run(ctx: Context) -> Result:
     edges = [name for name, b in best.items() if b["lr_at_grid_edge"]]
     summary = (f"Final training loss after {steps} steps: " + ", ".join(f"{k} {v:.4f} (lr {best[k]['lr']:g})"
                                                                      for k, v in loss.items())
-               + f". Heavy ball / Nesterov = {nesterov_gain:.3f}; constant / scheduled momentum = {schedule_gain:.3f}."
+               + f". Heavy ball / Nesterov = {nesterov_gain:.3f}; constant / scheduled momentum = {schedule_gain:.3f}. "
+               "(The velocity form's steady step is α/(1−μ): the ramp ends at μ = 0.99, ten times the step of μ = 0.9, "
+               "so one lr has to serve both ends of the ramp.)"
                + (f" Best lr at a grid edge for: {', '.join(edges)}." if edges else ""))
     numbers = {name: {k: v for k, v in b.items() if k != "curve"} for name, b in best.items()}
     numbers.update(steps=steps, lr_grid=LR_GRID)
