@@ -26,8 +26,8 @@ from ..claims import Claim
 from ..core import Context, Result
 
 NAME = "adam-paper"
-TITLE = "Kingma & Ba Figures 1 and 2 on real MNIST"
-ORDER = 120
+TITLE = "Kingma & Ba Figures 1 and 2 on real MNIST, and a Figure 3-style CNN"
+ORDER = 12  # beside the lab's experiment on the same topic (ties sort by NAME)
 
 CACHE = Path(__file__).with_name("adam_paper_lrs.json")
 TUNING_SEED = 0

@@ -17,7 +17,7 @@ from ..core import Context, Result
 
 NAME = "adam-properties"
 TITLE = "Adam's five properties (Kingma & Ba §2.1, seed 001)"
-ORDER = 60
+ORDER = 6  # beside the lab's experiment on the same topic (ties sort by NAME)
 
 BETAS = (0.9, 0.999)
 BOUND = (1 - BETAS[0]) / math.sqrt(1 - BETAS[1])  # α(1−β₁)/√(1−β₂) = 3.16α
