@@ -152,7 +152,8 @@ def tune(task: str, name: str, steps: int, progress=lambda items: items) -> dict
         elif best == grid[-1]:
             grid.append(half_decade(grid[-1], up=True))
         else:
-            return {"lr": best, "grid": grid, "costs": [costs[lr] for lr in grid]}
+            return {"lr": best, "grid": grid,
+                    "costs": [costs[lr] if math.isfinite(costs[lr]) else None for lr in grid]}  # None: diverged
 
 
 def settings(mode: str) -> dict:
