@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup lab test bench soak clean
+.PHONY: setup lab test report-check bench soak clean
 
 setup: $(VENV)/.installed
 
@@ -11,6 +11,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[lab,dev,playground]"
+	@# The report's browser check needs Chromium: install it where we may (root, apt), never fail without it.
+	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1)) || \
+		echo "setup: could not install chromium; the browser check of the lab report will be skipped"; \
+	fi
 	touch $@
 
 lab: setup
@@ -18,6 +24,10 @@ lab: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The lab report in headless Chromium, offline (also part of `make test`; skips where Chromium is absent).
+report-check: setup
+	$(PY) -m pytest -q tests/test_report_browser.py
 
 bench: setup
 	$(PY) benchmarks/step_speed.py --output benchmarks/RESULTS.md

@@ -13,18 +13,30 @@ class CommandError(Exception):
 
 
 def _lab(args: argparse.Namespace) -> int:
-    from .lab import EXPERIMENTS, run_lab
+    from .lab import CLAIMS, EXPERIMENTS, run_lab
+    from .lab.runner import OutputError, check_out
 
     if args.list:
         for name, module in EXPERIMENTS.items():
-            print(f"{name:20s} {module.TITLE}")
+            print(f"{name:22s} {module.TITLE}")
+            for claim in module.CLAIMS:
+                print(f"    {claim.id:40s} {claim.source}")
         return 0
+    if args.seeds is not None and args.seeds < 1:
+        raise CommandError(f"--seeds {args.seeds}: need at least 1 seed")
+    if args.workers is not None and args.workers < 1:
+        raise CommandError(f"--workers {args.workers}: need at least 1 worker")
     names = list(EXPERIMENTS)
-    if args.only:
-        names = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in names if n not in EXPERIMENTS]
+    if args.only is not None:
+        asked = [n.strip() for n in args.only.split(",") if n.strip()]
+        if not asked:
+            raise CommandError(f"--only {args.only!r} names no experiment; `descend lab --list` shows the names")
+        unknown = [n for n in asked if n not in EXPERIMENTS and n not in CLAIMS]
         if unknown:
-            raise CommandError(f"unknown experiment {', '.join(unknown)}; `descend lab --list` shows the names")
+            raise CommandError(f"unknown experiment or claim {', '.join(unknown)}; `descend lab --list` shows the names")
+        wanted = {n if n in EXPERIMENTS else next(e for e, m in EXPERIMENTS.items() if n in {c.id for c in m.CLAIMS})
+                  for n in asked}
+        names = [n for n in EXPERIMENTS if n in wanted]
     if args.device == "cuda":
         import torch
 
@@ -32,19 +44,26 @@ def _lab(args: argparse.Namespace) -> int:
             raise CommandError("--device cuda: no CUDA GPU is available here")
     out = Path(args.out)
     try:
-        if out.exists() and not out.is_dir():
-            raise OSError("it is a file")
-        out.resolve().parent.mkdir(parents=True, exist_ok=True)
-        os.rmdir(tempfile.mkdtemp(prefix=".descend-probe-", dir=out.resolve().parent))
+        check_out(out.absolute())
+        out.absolute().parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=".descend-probe-", dir=out.absolute().parent))
+    except OutputError as error:
+        raise CommandError(str(error)) from None
     except OSError as error:
         raise CommandError(f"cannot write the report to {out}: {error.strerror or error}") from None
-    report = run_lab([EXPERIMENTS[n] for n in names], out, seed=args.seed, full=args.full, device=args.device,
-                     progress=not args.no_progress)
-    held = sum(e["held"] for e in report["experiments"].values())
-    for name, result in report["experiments"].items():
-        print(f"{'held        ' if result['held'] else 'did not hold'}  {name:20s} {result['seconds']:6.1f} s")
-    print(f"{held} of {len(names)} claims held in {report['meta']['total_seconds']} s; "
-          f"report: {out.resolve() / 'index.html'}")
+    try:
+        report = run_lab([EXPERIMENTS[n] for n in names], out, seed=args.seed, full=args.full, device=args.device,
+                         progress=not args.no_progress, seeds=args.seeds, workers=args.workers)
+    except OutputError as error:
+        raise CommandError(str(error)) from None
+    for claim_id, claim in report["claims"].items():
+        from .lab.report import effect_text
+
+        print(f"{claim['verdict']:12s}  {claim_id:42s} {effect_text(claim)}")
+    counts = report["counts"]
+    print(f"{counts['held']} held, {counts['did not hold']} did not hold, {counts['inconclusive']} inconclusive "
+          f"({len(report['claims'])} claims, {len(names)} experiments) in {report['meta']['total_seconds']} s "
+          f"({report['meta']['cpu_seconds_total']} CPU-seconds in the runs); report: {out.absolute() / 'index.html'}")
     return 0
 
 
@@ -112,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     lab.add_argument("--list", action="store_true", help="list the experiments and exit")
     lab.add_argument("--only", metavar="NAME[,NAME]", help="run only these experiments")
     lab.add_argument("--out", default="report", help="report folder (default: ./report)")
-    lab.add_argument("--seed", type=int, default=0)
+    lab.add_argument("--seed", type=int, default=0, help="base seed: the runs use seed, seed+1, …")
+    lab.add_argument("--seeds", type=int, help="seeds per experiment (default: 3 quick, 10 full)")
+    lab.add_argument("--workers", type=int, help="worker processes (default: 2, or 1 on one core)")
     mode = lab.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", default=True, help="short runs (the default)")
     mode.add_argument("--full", action="store_true", help="longer runs and more seeds")

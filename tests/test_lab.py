@@ -1,18 +1,20 @@
-"""The lab: each experiment's measurement code on a tiny configuration, and the command end to end."""
+"""The lab: claims and verdicts, each experiment's measurement code on a tiny configuration, the runner
+(seeds, workers, determinism) and the command end to end, including what --out may and may not replace."""
 from __future__ import annotations
 
-import html
 import json
 import math
 import subprocess
 import sys
+import types
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from descend.__main__ import main
-from descend.lab import EXPERIMENTS, Context, core
+from descend.lab import CLAIMS, EXPERIMENTS, Claim, Context, core, discover, runner, style
 from descend.lab.experiments import (
     adafactor_memory,
     condition_number,
@@ -23,11 +25,98 @@ from descend.lab.experiments import (
     sam_flatness,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 
-def test_every_experiment_declares_a_claim_and_a_runner():
-    assert len(EXPERIMENTS) == 14
+
+def claim(**changes) -> Claim:
+    fields = dict(id="a-claim", source="seed 002, eq. 4.26", statement="s", measurement="m", criterion="effect > 1",
+                  threshold=1.0, direction=">")
+    return Claim(**{**fields, **changes})
+
+
+# --- claims and verdicts --------------------------------------------------------------------------------------
+
+
+def test_every_experiment_declares_its_claims_with_a_source_in_the_seed_files():
+    assert len(EXPERIMENTS) >= 13
     for name, module in EXPERIMENTS.items():
-        assert module.NAME == name and module.TITLE and len(module.CLAIM) > 40 and callable(module.run)
+        assert module.NAME == name and module.TITLE and callable(module.run) and module.CLAIMS
+        for c in module.CLAIMS:
+            assert "seed 00" in c.source, c.id
+            assert c.statement and c.measurement and c.criterion and c.direction in "<>"
+    assert len(CLAIMS) == sum(len(m.CLAIMS) for m in EXPERIMENTS.values())  # ids are unique
+
+
+def test_claims_reject_bad_definitions():
+    with pytest.raises(ValueError, match="kebab"):
+        claim(id="Not Kebab")
+    with pytest.raises(ValueError, match="direction"):
+        claim(direction=">=")
+    with pytest.raises(ValueError, match="finite"):
+        claim(threshold=math.nan)
+
+
+def test_verdict_uses_the_whole_student_t_interval():
+    """n = 3, mean 2, s = 1: the interval is 2 ± t₀.₉₇₅,₂/√3 = 2 ± 2.484."""
+    entry = runner.aggregate(claim(threshold=-0.6), [1.0, 2.0, 3.0])
+    assert entry["mean"] == pytest.approx(2.0) and entry["n"] == 3
+    assert entry["ci"] == pytest.approx([2 - 2.4841, 2 + 2.4841], abs=1e-3)
+    assert entry["verdict"] == "held"  # the whole interval [−0.48, 4.48] is above −0.6
+    assert runner.aggregate(claim(threshold=0.0), [1.0, 2.0, 3.0])["verdict"] == "inconclusive"
+    assert runner.aggregate(claim(threshold=5.0), [1.0, 2.0, 3.0])["verdict"] == "did not hold"
+    assert runner.aggregate(claim(threshold=5.0, direction="<"), [1.0, 2.0, 3.0])["verdict"] == "held"
+    assert runner.aggregate(claim(threshold=-0.6, direction="<"), [1.0, 2.0, 3.0])["verdict"] == "did not hold"
+
+
+def test_identical_effects_give_a_zero_width_interval_and_one_seed_is_inconclusive():
+    assert runner.aggregate(claim(), [2.0, 2.0, 2.0])["verdict"] == "held"
+    single = runner.aggregate(claim(), [2.0])
+    assert single["verdict"] == "inconclusive" and single["ci"] is None and "one seed" in single["note"]
+
+
+def test_deterministic_claims_run_once_and_are_decided_by_their_value():
+    entry = runner.aggregate(claim(deterministic=True), [0.5])
+    assert entry == {**entry, "verdict": "did not hold", "ci": None, "n": 1, "deterministic": True}
+    module = types.SimpleNamespace(CLAIMS=[claim(deterministic=True)])
+    assert runner.seed_count(module, full=True, seeds=7) == 1
+    mixed = types.SimpleNamespace(CLAIMS=[claim(deterministic=True), claim(id="other")])
+    assert runner.seed_count(mixed, full=False, seeds=None) == 3 and runner.seed_count(mixed, True, None) == 10
+    assert runner.seed_count(mixed, full=False, seeds=4) == 4
+
+
+def test_non_finite_effects_are_decided_seed_by_seed():
+    assert runner.aggregate(claim(), [math.inf, 3.0])["verdict"] == "held"
+    assert runner.aggregate(claim(), [math.nan, 3.0])["verdict"] == "inconclusive"
+
+
+def test_discovery_orders_modules_and_refuses_shared_claim_ids(tmp_path, monkeypatch):
+    package = tmp_path / "fake_experiments"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    template = ("from descend.lab.claims import Claim\nNAME = {name!r}\nORDER = {order}\nTITLE = 't'\n"
+                "CLAIMS = [Claim(id={cid!r}, source='seed 000', statement='s', measurement='m', criterion='c', "
+                "threshold=0.0, direction='>')]\ndef run(ctx): pass\n")
+    (package / "b.py").write_text(template.format(name="bee", order=1, cid="one"))
+    (package / "a.py").write_text(template.format(name="ay", order=2, cid="two"))
+    (package / "helper.py").write_text("X = 1\n")  # not an experiment: ignored
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import fake_experiments
+
+    assert list(discover(fake_experiments)) == ["bee", "ay"]
+    (package / "c.py").write_text(template.format(name="sea", order=3, cid="one"))
+    with pytest.raises(RuntimeError, match="claim id 'one'"):
+        discover(fake_experiments)
+
+
+def test_one_colour_per_optimizer_whatever_the_spelling():
+    assert style.color("SGD-Nesterov") == style.color("Nesterov") == Context.color("nesterov")
+    assert style.color("momentum") == style.color("SGD+momentum")
+    known = [style.color(name) for name in style.KNOWN]
+    assert len(set(known)) == len(known)
+    assert style.color("β₂=0.99") == style.color("β₂=0.99") and style.color("x").startswith("#")
+
+
+# --- measurement code -----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("function", [landscapes.quadratic, landscapes.rosenbrock, landscapes.beale, landscapes.saddle])
@@ -43,6 +132,21 @@ def test_landscape_scoring():
     path = np.array([[0.0, 0.0], [0.5, 0.5], [0.995, 1.0], [1.0, 1.0]])
     assert landscapes.score(path, (1.0, 1.0)) == (2, 0.0)
     assert landscapes.score(np.array([[1.0, 1e-3], [0.5, 0.5], [0.1, 2.0]]), None) == (2, 2.0)
+
+
+@pytest.mark.parametrize("name", ["Adam", "SGD+momentum", "Adadelta"])
+def test_all_learning_rates_in_one_tensor_follow_the_same_paths_as_one_group_each(name):
+    """The row trick (θᵢ = αᵢφᵢ, lr 1) must reproduce separate runs at each αᵢ."""
+    optimizer_class, kwargs, base = landscapes.OPTIMIZERS[name]
+    rates = [base * s for s in landscapes.LR_SCALES]
+    rows, groups = (build(optimizer_class, kwargs, (1.0, 1.5), rates) for build in (landscapes._rows,
+                                                                                  landscapes._groups))
+    for _ in range(30):
+        for optimizer, theta, set_gradient in (rows, groups):
+            points = theta()
+            set_gradient(np.stack(landscapes.quadratic_gradient(points[:, 0], points[:, 1]), axis=1))
+            optimizer.step()
+    np.testing.assert_allclose(rows[1](), groups[1](), rtol=1e-9, atol=1e-12)
 
 
 def test_measured_divergence_threshold_is_two_over_lambda_max():
@@ -88,26 +192,6 @@ def test_initialization_measurements_on_a_tiny_network():
     assert torch.equal(last, last[:, :1].expand_as(last))  # every unit identical
 
 
-def test_dropout_keeps_the_expected_activation():
-    from descend.lab.experiments import dropout
-
-    ratios = [r for r in (torch.nn.Dropout(p).train()(torch.ones(200_000)).mean().item() for p in dropout.RATES)]
-    assert all(abs(r - 1) < 0.01 for r in ratios)
-
-
-def test_adam_paper_measures_and_picks_the_best_rate(tmp_path, monkeypatch):
-    from descend.lab.experiments import adam_paper
-
-    monkeypatch.setattr(adam_paper, "STEPS", {"quick": 15, "full": 15})
-    monkeypatch.setattr(adam_paper, "OPTIMIZERS", {name: adam_paper.OPTIMIZERS[name] for name in ("Adam", "AdaGrad")})
-    result = adam_paper.run(Context(figure_dir=tmp_path, progress=False, name="adam-paper"))
-    for task in result.numbers["tasks"].values():
-        assert set(task) == {"Adam", "AdaGrad"}
-        assert all(v["lr"] in adam_paper.OPTIMIZERS[n][2] and math.isfinite(v["final_training_cost"])
-                   for n, v in task.items())
-    assert min(result.numbers["adam_over_best"].values()) >= 1.0 and isinstance(result.held, bool)
-
-
 def test_convex_hull_membership_and_adafactor_shapes():
     from scipy.spatial import Delaunay
 
@@ -117,50 +201,120 @@ def test_convex_hull_membership_and_adafactor_shapes():
     assert shapes[0] == (10, 8) and len(shapes) == 1 + 2 * 16 and convex_hull.NAME == "convex-hull"
 
 
-@pytest.mark.parametrize("name", ["nesterov", "gradient-noise", "adafactor-memory", "convex-hull", "bias-correction",
-                                  "adagrad-vs-rmsprop", "weight-decay"])
-def test_fast_experiments_run_and_decide(tmp_path, name):
+@pytest.mark.parametrize("name", ["nesterov", "convex-hull", "condition-number"])
+def test_fast_experiments_measure_every_claim_and_caption_every_figure(tmp_path, name):
     context = Context(figure_dir=tmp_path, progress=False, name=name)
     result = EXPERIMENTS[name].run(context)
-    assert isinstance(result.held, bool) and result.summary and result.numbers
+    assert set(result.effects) == {c.id for c in EXPERIMENTS[name].CLAIMS}
+    assert all(isinstance(v, float) for v in result.effects.values()) and result.summary
     assert context.figures and all((tmp_path / f).stat().st_size > 1000 for f in context.figures)
+    assert all(len(context.captions[f]) > 20 for f in context.figures)
+    quiet = Context(figure_dir=tmp_path / "none", progress=False, name=name, figures_wanted=False)
+    (tmp_path / "none").mkdir()
+    assert EXPERIMENTS[name].run(quiet).effects == result.effects and not list((tmp_path / "none").iterdir())
+
+
+# --- the command ----------------------------------------------------------------------------------------------
+
+
+def lab(*arguments: str) -> int:
+    return main(["lab", "--no-progress", *arguments])
 
 
 def test_lab_command_end_to_end(tmp_path, capsys):
     out = tmp_path / "report"
-    assert main(["lab", "--only", "nesterov,adafactor-memory", "--out", str(out), "--no-progress", "--seed", "3"]) == 0
+    assert lab("--only", "nesterov,adafactor-memory", "--out", str(out), "--seed", "3", "--workers", "1") == 0
     report = json.loads((out / "results.json").read_text())
     assert list(report["experiments"]) == ["nesterov", "adafactor-memory"]
-    assert report["meta"]["seed"] == 3 and report["meta"]["total_seconds"] > 0
+    assert report["settings"] == {"seed": 3, "mode": "quick", "device": "cpu"}
+    assert sum(report["counts"].values()) == len(report["claims"]) == 2
+    for entry in report["claims"].values():
+        assert entry["deterministic"] and entry["n"] == 1 and entry["verdict"] == "held" and entry["seeds"] == [3]
     page = (out / "index.html").read_text()
-    for name, experiment in report["experiments"].items():
-        assert html.escape(experiment["title"]) in page and isinstance(experiment["held"], bool)
+    assert "held</div>" in page and "did not hold</div>" in page and "inconclusive</div>" in page
+    for experiment in report["experiments"].values():
         for figure in experiment["figures"]:
-            assert (out / figure).exists() and figure in page
-    assert "claims held" in capsys.readouterr().out
+            assert (out / figure["file"]).exists() and figure["caption"]
+    assert json.loads((out / runner.MARKER).read_text())["files"] == sorted(p.name for p in out.iterdir()
+                                                                           if p.name != runner.MARKER)
+    assert "2 held, 0 did not hold, 0 inconclusive" in capsys.readouterr().out
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]  # no scratch folder left
 
 
-def test_rerun_replaces_the_report(tmp_path):
+def test_same_seed_gives_the_same_results_with_one_or_two_workers(tmp_path):
+    reports = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"report-{workers}"
+        assert lab("--only", "convex-hull", "--seeds", "2", "--seed", "5", "--out", str(out),
+                   "--workers", workers) == 0
+        reports.append(json.loads((out / "results.json").read_text()))
+    for report in reports:
+        assert report["claims"]["sgd-stays-inside-convex-hull"]["seeds"] == [5, 6]
+        del report["meta"]  # timings, date, worker count
+    assert reports[0] == reports[1]
+    effects = reports[0]["claims"]["sgd-stays-inside-convex-hull"]["effects"]
+    assert len(effects) == 2 and effects[0] != effects[1]  # the seeds differ
+
+
+def test_rerun_replaces_a_previous_report(tmp_path):
     out = tmp_path / "report"
-    main(["lab", "--only", "adafactor-memory", "--out", str(out), "--no-progress"])
-    (out / "stale.txt").write_text("old")
-    main(["lab", "--only", "nesterov", "--out", str(out), "--no-progress"])
-    assert not (out / "stale.txt").exists() and list(json.loads((out / "results.json").read_text())["experiments"]) == [
-        "nesterov"]
+    assert lab("--only", "adafactor-memory", "--out", str(out), "--workers", "1") == 0
+    assert lab("--only", "nesterov", "--out", str(out), "--workers", "1") == 0
+    assert list(json.loads((out / "results.json").read_text())["experiments"]) == ["nesterov"]
+    assert not list(out.glob("adafactor-memory-*"))  # the old report's files went with it
+
+
+def test_a_file_descend_did_not_write_stops_the_replacement(tmp_path, capsys):
+    out = tmp_path / "report"
+    assert lab("--only", "nesterov", "--out", str(out), "--workers", "1") == 0
+    (out / "notes.txt").write_text("mine")
+    assert lab("--only", "nesterov", "--out", str(out), "--workers", "1") == 2
+    assert "notes.txt" in capsys.readouterr().err and (out / "notes.txt").read_text() == "mine"
+
+
+def run_cli(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "descend", "lab", "--no-progress", *arguments], cwd=cwd,
+                          capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(ROOT), "PATH": ""})
+
+
+def test_out_dot_in_a_repository_is_refused_and_nothing_is_deleted(tmp_path):
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (tmp_path / "code.py").write_text("print(1)\n")
+    result = run_cli("--out", ".", "--only", "nesterov", cwd=tmp_path)
+    assert result.returncode == 2 and "not empty" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert (tmp_path / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".git", "code.py"]
+
+
+def test_an_empty_folder_becomes_a_report(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert lab("--out", str(tmp_path / "empty"), "--only", "nesterov", "--workers", "1") == 0
+    assert (tmp_path / "empty" / "index.html").exists() and (tmp_path / "empty" / runner.MARKER).exists()
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["--only", "nope"], "unknown experiment nope"),
+    (["--only", "nope"], "unknown experiment or claim nope"),
+    (["--only", ","], "names no experiment"),
+    (["--full", "--only", ""], "names no experiment"),
+    (["--seeds", "0"], "--seeds 0"),
+    (["--workers", "0"], "--workers 0"),
     (["--device", "cuda"], "no CUDA GPU"),
     (["--out", "/proc/descend-report"], "cannot write the report"),
 ])
 def test_bad_input_is_one_line_and_exit_status_2(arguments, message, capsys):
     if "cuda" in arguments and torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    assert main(["lab", *arguments, "--no-progress"]) == 2
+    assert lab(*arguments) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and "\n" not in error and "Traceback" not in error
+
+
+def test_a_claim_id_selects_its_experiment(tmp_path):
+    out = tmp_path / "report"
+    assert lab("--only", "nesterov-forms-agree-after-change-of-variable", "--out", str(out), "--workers", "1") == 0
+    assert list(json.loads((out / "results.json").read_text())["experiments"]) == ["nesterov"]
 
 
 def test_interrupted_run_leaves_no_report(tmp_path, monkeypatch):
@@ -169,15 +323,14 @@ def test_interrupted_run_leaves_no_report(tmp_path, monkeypatch):
 
     monkeypatch.setattr(EXPERIMENTS["nesterov"], "run", interrupt)
     out = tmp_path / "report"
-    assert main(["lab", "--only", "nesterov", "--out", str(out), "--no-progress"]) == 130
+    assert lab("--only", "nesterov", "--out", str(out), "--workers", "1") == 130
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
-def test_list_and_module_entry_point():
-    result = subprocess.run([sys.executable, "-m", "descend", "lab", "--list"], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0 and len(result.stdout.strip().splitlines()) == 14
-    assert "landscapes" in result.stdout
+def test_list_names_every_experiment_and_claim(capsys):
+    assert main(["lab", "--list"]) == 0
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in EXPERIMENTS) and all(claim_id in listing for claim_id in CLAIMS)
 
 
 def test_fitted_slope():

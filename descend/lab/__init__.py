@@ -1,27 +1,47 @@
-"""The lab: runnable experiments that check classic optimizer claims and write a report."""
+"""The lab: runnable experiments that check the course's optimizer claims over seeds and write a report.
+
+Every module in ``descend/lab/experiments/`` that defines ``NAME``, ``CLAIMS`` and ``run`` is an experiment;
+they are ordered by their optional ``ORDER`` (default 100), then ``NAME``.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from types import ModuleType
+
+from . import experiments as _package
+from .claims import Claim
 from .core import Context, Result, run_lab
-from .experiments import (
-    adafactor_memory,
-    adagrad_rmsprop,
-    adam_paper,
-    bias_correction,
-    condition_number,
-    convex_hull,
-    dropout,
-    gradient_noise,
-    initialization,
-    landscapes,
-    learning_rate,
-    nesterov,
-    sam_flatness,
-    weight_decay,
-)
 
-EXPERIMENTS = {
-    module.NAME: module
-    for module in (landscapes, learning_rate, condition_number, nesterov, adagrad_rmsprop, bias_correction,
-                   gradient_noise, convex_hull, dropout, initialization, weight_decay, adam_paper, sam_flatness,
-                   adafactor_memory)
-}
 
-__all__ = ["EXPERIMENTS", "Context", "Result", "run_lab"]
+def discover(package: ModuleType = _package) -> dict[str, ModuleType]:
+    """The experiment modules of ``package`` by name. Two modules with the same name or a shared claim id are an
+    error."""
+    found = []
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        if all(hasattr(module, attribute) for attribute in ("NAME", "CLAIMS", "run")):
+            found.append(module)
+    found.sort(key=lambda m: (getattr(m, "ORDER", 100), m.NAME))
+    experiments: dict[str, ModuleType] = {}
+    owners: dict[str, str] = {}
+    for module in found:
+        if module.NAME in experiments:
+            raise RuntimeError(f"two lab experiments are named {module.NAME!r}: {module.__name__} and "
+                               f"{experiments[module.NAME].__name__}")
+        for claim in module.CLAIMS:
+            if not isinstance(claim, Claim):
+                raise RuntimeError(f"{module.__name__}.CLAIMS holds {claim!r}, not a Claim")
+            if claim.id in owners:
+                raise RuntimeError(f"claim id {claim.id!r} is claimed by both {owners[claim.id]} and {module.NAME}")
+            owners[claim.id] = module.NAME
+        experiments[module.NAME] = module
+    return experiments
+
+
+EXPERIMENTS = discover()
+CLAIMS = {claim.id: claim for module in EXPERIMENTS.values() for claim in module.CLAIMS}
+
+__all__ = ["CLAIMS", "EXPERIMENTS", "Claim", "Context", "Result", "discover", "run_lab"]

@@ -1,17 +1,11 @@
-"""What an experiment gets (``Context``) and gives back (``Result``), and the runner that writes the report."""
+"""What an experiment gets (``Context``) and gives back (``Result``)."""
 from __future__ import annotations
 
 import json
 import math
-import os
-import platform
-import shutil
-import tempfile
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import matplotlib
@@ -21,12 +15,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
+from . import style  # noqa: E402
+
 
 @dataclass
 class Result:
-    """An experiment's outcome: whether its claim held, the numbers behind it, and its figures."""
+    """One seed's outcome: the measured effect of each of the module's claims, the numbers behind them, figures.
 
-    held: bool
+    ``effects`` maps every ``Claim.id`` of the module to one float; the runner aggregates it over seeds.
+    """
+
+    effects: dict[str, float]
     summary: str  # one or two sentences with the measured numbers
     numbers: dict[str, Any]
     figures: list[str] = field(default_factory=list)
@@ -34,7 +33,10 @@ class Result:
 
 @dataclass
 class Context:
-    """The run's settings, plus helpers for figures and progress."""
+    """The run's settings, plus helpers for figures and progress.
+
+    ``figures_wanted`` is True for the first seed only: experiments draw figures then and skip them otherwise.
+    """
 
     seed: int = 0
     full: bool = False
@@ -42,7 +44,9 @@ class Context:
     figure_dir: Path = Path(".")
     progress: bool = True
     name: str = ""
+    figures_wanted: bool = True
     figures: list[str] = field(default_factory=list)
+    captions: dict[str, str] = field(default_factory=dict)
 
     def generator(self, offset: int = 0) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed * 1000 + offset)
@@ -56,13 +60,52 @@ class Context:
         """The model on the run's device (``--device``); data moves batch by batch in ``data.train``."""
         return module.to(self.device)
 
-    def save(self, figure, stem: str) -> str:
-        """Saves a matplotlib figure as ``<experiment>-<stem>.png`` and closes it."""
+    @staticmethod
+    def color(label: str) -> str:
+        """The colour of an optimizer (or any curve label), the same in every figure of the report."""
+        return style.color(label)
+
+    def save(self, figure, stem: str, caption: str = "", tight: bool = True) -> str:
+        """Saves a matplotlib figure as ``<experiment>-<stem>.png`` with a one-line caption, and closes it.
+
+        ``tight=False`` keeps the figure's own margins (set them with ``subplots_adjust``): it saves one full
+        draw of the figure, which matters for large figures with many panels.
+        """
         filename = f"{self.name}-{stem}.png"
-        figure.savefig(self.figure_dir / filename, dpi=90, bbox_inches="tight")
+        if self.figures_wanted:
+            figure.savefig(self.figure_dir / filename, dpi=90, bbox_inches="tight" if tight else None,
+                           metadata={"Software": None})
+            self._record(filename, caption)
         plt.close(figure)
-        self.figures.append(filename)
         return filename
+
+    def interactive(self, figure, stem: str, caption: str = "") -> str:
+        """Adds an interactive figure (a plotly ``Figure`` or its dict) shown in the report with bundled plotly.js.
+
+        Written as ``<experiment>-<stem>.plotly.json``; the report embeds it so the page works from file://.
+        """
+        filename = f"{self.name}-{stem}.plotly.json"
+        if self.figures_wanted:
+            spec = figure.to_plotly_json() if hasattr(figure, "to_plotly_json") else dict(figure)
+            spec = {"data": spec.get("data", []), "layout": spec.get("layout", {}), "frames": spec.get("frames", [])}
+            text = json.dumps(spec, default=_plain, sort_keys=True)
+            (self.figure_dir / filename).write_text(text)
+            self._record(filename, caption)
+        return filename
+
+    def _record(self, filename: str, caption: str) -> None:
+        if filename not in self.figures:
+            self.figures.append(filename)
+        self.captions[filename] = " ".join(caption.split())
+
+
+def _plain(value: Any) -> Any:
+    """JSON for what plotly figures hold besides plain values (numpy arrays and scalars, tensors)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)
 
 
 def fitted_slope(x: Sequence[float], y: Sequence[float]) -> float:
@@ -72,63 +115,25 @@ def fitted_slope(x: Sequence[float], y: Sequence[float]) -> float:
     return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON types; non-finite floats become strings ("nan", "inf")."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, torch.Tensor):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, (bool, int, float, str)) or value is None:
         return value
+    if hasattr(value, "tolist"):
+        return jsonable(value.tolist())
     return float(value) if hasattr(value, "__float__") else str(value)
 
 
-def run_lab(experiments: Sequence[ModuleType], out: Path, seed: int = 0, full: bool = False,
-            device: str = "cpu", progress: bool = True) -> dict[str, Any]:
-    """Runs the experiments and writes ``out/index.html`` and ``out/results.json``.
+def run_lab(*args, **kwargs):
+    """Runs experiments and writes the report (see ``descend.lab.runner.run_lab``)."""
+    from .runner import run_lab as run
 
-    Everything is written into a temporary folder beside ``out`` that replaces ``out`` only once
-    complete, so an interrupted run never leaves a half-written report.
-    """
-    from .report import write_html
-
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        started = time.perf_counter()
-        results = {}
-        for module in tqdm(experiments, desc="descend lab", disable=not progress, dynamic_ncols=True):
-            context = Context(seed=seed, full=full, device=torch.device(device), figure_dir=scratch,
-                              progress=progress, name=module.NAME)
-            torch.manual_seed(seed)
-            begin = time.perf_counter()
-            result = module.run(context)
-            results[module.NAME] = {
-                "title": module.TITLE, "claim": module.CLAIM, "held": bool(result.held), "summary": result.summary,
-                "numbers": _jsonable(result.numbers), "figures": result.figures or context.figures,
-                "seconds": round(time.perf_counter() - begin, 2),
-            }
-        meta = {
-            "seed": seed, "mode": "full" if full else "quick", "device": device,
-            "total_seconds": round(time.perf_counter() - started, 1), "torch": torch.__version__,
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads",
-            "date": time.strftime("%Y-%m-%d %H:%M"),
-        }
-        report = {"meta": meta, "experiments": results}
-        (scratch / "results.json").write_text(json.dumps(report, indent=2))
-        (scratch / "index.html").write_text(write_html(report))
-        if out.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
-            os.replace(out, retired / out.name)
-            os.replace(scratch, out)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(scratch, out)
-        return report
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
+    return run(*args, **kwargs)

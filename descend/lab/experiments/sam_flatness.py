@@ -1,4 +1,4 @@
-"""SAM finds flatter minima: the top Hessian eigenvalue, measured by power iteration."""
+"""SAM finds flatter minima: the top Hessian eigenvalue, measured by power iteration (seed 004, SAM slide)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -7,12 +7,19 @@ import torch
 import descend
 
 from .. import data
+from ..claims import Claim
 from ..core import Context, Result
 
 NAME = "sam-flatness"
+ORDER = 13
 TITLE = "13. SAM finds flatter minima"
-CLAIM = ("Sharpness-aware minimization (Foret et al. 2021) ends in a flatter minimum than its base optimizer: the top "
-         "eigenvalue of the training-loss Hessian is lower after SAM than after plain SGD with the same settings.")
+CLAIMS = [Claim(
+    id="sam-finds-flatter-minimum",
+    source="seed 004, slide “Optimization for Better Generalization?” (SAM, eq. 1: min_w max_‖ε‖≤ρ L_S(w + ε))",
+    statement="Minimizing the worst loss in a ρ-ball around w (sharpness-aware minimization) selects flat minima.",
+    measurement="top eigenvalue of the training-loss Hessian (power iteration) after SGD divided by the one after "
+                "SAM(SGD), same settings (MLP on digits, 300 steps, ρ = 0.1)",
+    criterion="ratio > 1 (SAM's minimum is flatter)", threshold=1.0, direction=">")]
 
 
 def top_hessian_eigenvalue(model, x, y, iterations: int, generator) -> float:
@@ -34,33 +41,35 @@ def top_hessian_eigenvalue(model, x, y, iterations: int, generator) -> float:
 
 def run(ctx: Context) -> Result:
     split = data.digits(ctx.seed)
-    steps = 1500 if ctx.full else 600
+    steps = 1000 if ctx.full else 300
     numbers, curves = {}, {}
-    for name in ctx.track(["SGD", "SAM(SGD)"]):
+    for name in ctx.track(["SGD", "SAM"]):
         torch.manual_seed(ctx.seed)
-        model = ctx.place(data.mlp(64, 128, 10, depth=2))
+        model = ctx.place(data.mlp(64, 64, 10, depth=2))
         kwargs = dict(lr=0.05, momentum=0.9)
-        optimizer = (descend.SAM(model.parameters(), descend.SGD, rho=0.1, **kwargs) if name.startswith("SAM")
+        optimizer = (descend.SAM(model.parameters(), descend.SGD, rho=0.1, **kwargs) if name == "SAM"
                      else descend.SGD(model.parameters(), **kwargs))
         curves[name] = data.train(model, optimizer, split, steps, generator=ctx.generator(), record_every=5)
         model.eval()
         numbers[name] = {
-            "top_hessian_eigenvalue": top_hessian_eigenvalue(model, split.x_train, split.y_train, 30, ctx.generator(7)),
+            "top_hessian_eigenvalue": top_hessian_eigenvalue(model, split.x_train, split.y_train, 20, ctx.generator(7)),
             "train_loss": data.evaluate(model, split.x_train, split.y_train)[0],
             "test_accuracy": data.evaluate(model, split.x_test, split.y_test)[1],
         }
-
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.3))
-    for name, losses in curves.items():
-        left.plot([5 * i for i in range(len(losses))], losses, label=name)
-    left.set_yscale("log"), left.set_title("training loss (MLP on digits)"), left.set_xlabel("step"), left.legend()
-    names = list(numbers)
-    right.bar(names, [numbers[n]["top_hessian_eigenvalue"] for n in names], color=["tab:blue", "tab:orange"])
-    right.set_title("top Hessian eigenvalue at the end (lower = flatter)")
-    ctx.save(figure, "sharpness")
-
-    sgd, sam = numbers["SGD"], numbers["SAM(SGD)"]
-    held = sam["top_hessian_eigenvalue"] < sgd["top_hessian_eigenvalue"]
+    sgd, sam = numbers["SGD"], numbers["SAM"]
+    if ctx.figures_wanted:
+        figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.3))
+        for name, losses in curves.items():
+            left.plot([5 * i for i in range(len(losses))], losses, label=name, color=ctx.color(name))
+        left.set_yscale("log"), left.set_title("training loss (MLP on digits)"), left.set_xlabel("step")
+        left.set_ylabel("mini-batch cross-entropy (nats, log)"), left.legend()
+        names = list(numbers)
+        right.bar(names, [numbers[n]["top_hessian_eigenvalue"] for n in names], color=[ctx.color(n) for n in names])
+        right.set_title("top Hessian eigenvalue at the end (lower = flatter)")
+        right.set_ylabel("λ_max of ∇²L (nats per unit² of θ)")
+        ctx.save(figure, "sharpness", caption="Both reach a low training loss (left); SAM's end point has the smaller "
+                 "top Hessian eigenvalue, i.e. a flatter minimum (right).")
     summary = (f"Top Hessian eigenvalue: SGD {sgd['top_hessian_eigenvalue']:.2f}, SAM {sam['top_hessian_eigenvalue']:.2f}"
                f". Test accuracy: SGD {sgd['test_accuracy']:.3f}, SAM {sam['test_accuracy']:.3f}.")
-    return Result(held, summary, numbers)
+    return Result({"sam-finds-flatter-minimum": sgd["top_hessian_eigenvalue"] / sam["top_hessian_eigenvalue"]},
+                  summary, numbers)
