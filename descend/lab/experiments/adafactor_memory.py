@@ -11,7 +11,7 @@ from ..core import Context, Result
 
 NAME = "adafactor-memory"
 ORDER = 14
-TITLE = "14. Adafactor's memory"
+TITLE = "Adafactor's memory"
 CLAIMS = [Claim(
     id="adafactor-state-is-under-one-percent-of-adams",
     source="seed 004, slides “Issue with Adam? Memory! How to resolve?” and Alg. 2 (factored second moments)",

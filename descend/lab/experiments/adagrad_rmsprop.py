@@ -14,7 +14,7 @@ from ..core import Context, Result
 
 NAME = "adagrad-vs-rmsprop"
 ORDER = 5
-TITLE = "5. AdaGrad's vanishing step vs RMSprop"
+TITLE = "AdaGrad's vanishing step vs RMSprop"
 CLAIMS = [
     Claim(id="adagrad-effective-rate-only-shrinks",
           source="seed 002, eq. 4.18 and Remark 4.3.1; seed 003, Quiz 7 (d)",

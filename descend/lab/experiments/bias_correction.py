@@ -12,7 +12,7 @@ from ..core import Context, Result
 
 NAME = "bias-correction"
 ORDER = 6
-TITLE = "6. Adam's bias correction"
+TITLE = "Adam's bias correction"
 CLAIMS = [
     Claim(id="uncorrected-adam-first-step-is-inflated",
           source="seed 003, Quiz 7 (Adam: “the full Adam update also includes a bias correction mechanism”); "

@@ -14,7 +14,7 @@ from ..core import Context, Result, fitted_slope
 
 NAME = "condition-number"
 ORDER = 3
-TITLE = "3. Momentum against the condition number"
+TITLE = "Momentum against the condition number"
 _SOURCE = "seed 004, slide “Gradient Descent Paths on Quadratic Loss (New Hessian for Clear Zigzags)”; seed 002 §4.1"
 CLAIMS = [
     Claim(id="gd-steps-grow-linearly-with-condition-number", source=_SOURCE,

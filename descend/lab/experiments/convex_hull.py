@@ -14,7 +14,7 @@ from ..core import Context, Result
 
 NAME = "convex-hull"
 ORDER = 8
-TITLE = "8. SGD inside the convex hull of per-sample minimizers"
+TITLE = "SGD inside the convex hull of per-sample minimizers"
 CLAIMS = [
     Claim(id="sgd-stays-inside-convex-hull",
           source="seed 002, eq. 4.13 and Fig. 4.2 (a)",

@@ -13,7 +13,7 @@ from ..core import Context, Result
 
 NAME = "dropout"
 ORDER = 9
-TITLE = "9. Dropout's 1/(1−p) scaling and the train/test gap"
+TITLE = "Dropout's 1/(1−p) scaling and the train/test gap"
 CLAIMS = [
     Claim(id="dropout-scaling-keeps-expected-activation",
           source="seed 000, (b) i (γ = 1/(1 − p_drop)); seed 002, eq. 4.24",

@@ -13,7 +13,7 @@ from ..core import Context, Result, fitted_slope
 
 NAME = "gradient-noise"
 ORDER = 7
-TITLE = "7. Gradient-noise variance ∝ 1/batch size"
+TITLE = "Gradient-noise variance ∝ 1/batch size"
 CLAIMS = [Claim(
     id="minibatch-gradient-variance-falls-as-one-over-batch",
     source="seed 002 §4.2, eqs. 4.12 and 4.14 (mini-batches: the middle ground between noisy SGD and exact GD)",

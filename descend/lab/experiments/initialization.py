@@ -15,7 +15,7 @@ from ..core import Context, Result
 
 NAME = "initialization"
 ORDER = 10
-TITLE = "10. Weight initialization of a deep ReLU MLP"
+TITLE = "Weight initialization of a deep ReLU MLP"
 CLAIMS = [
     Claim(id="he-init-keeps-activation-scale",
           source="seed 003, question 2 (c) (He et al.: variance 2/n for ReLU)",

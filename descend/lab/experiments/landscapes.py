@@ -15,7 +15,7 @@ from ..core import Context, Result
 
 NAME = "landscapes"
 ORDER = 1
-TITLE = "1. Trajectories on 2-D loss landscapes"
+TITLE = "Trajectories on 2-D loss landscapes"
 CLAIMS = [
     Claim(id="momentum-beats-sgd-on-ill-conditioned-quadratic",
           source="seed 004, slides “SGD without momentum” / “SGD with momentum” and the zigzag quadratic; "

@@ -14,7 +14,7 @@ from ..core import Context, Result
 
 NAME = "learning-rate"
 ORDER = 2
-TITLE = "2. Learning rate too low / right / too high"
+TITLE = "Learning rate too low / right / too high"
 CLAIMS = [
     Claim(id="gd-diverges-above-two-over-lambda-max",
           source="seed 004, slides “Too low”, “Just right”, “Too high”",

@@ -13,7 +13,7 @@ from .landscapes import rosenbrock, rosenbrock_gradient
 
 NAME = "nesterov"
 ORDER = 4
-TITLE = "4. Nesterov momentum, three ways"
+TITLE = "Nesterov momentum, three ways"
 CLAIMS = [Claim(
     id="nesterov-forms-agree-after-change-of-variable",
     source="seed 002, eqs. 4.4–4.5 and 4.7–4.8; seed 003, Quiz 7 (c) “Nesterov reformulated”",

@@ -12,7 +12,7 @@ from ..core import Context, Result
 
 NAME = "sam-flatness"
 ORDER = 13
-TITLE = "13. SAM finds flatter minima"
+TITLE = "SAM finds flatter minima"
 CLAIMS = [Claim(
     id="sam-finds-flatter-minimum",
     source="seed 004, slide “Optimization for Better Generalization?” (SAM, eq. 1: min_w max_‖ε‖≤ρ L_S(w + ε))",

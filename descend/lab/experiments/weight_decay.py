@@ -12,7 +12,7 @@ from ..core import Context, Result
 
 NAME = "weight-decay"
 ORDER = 11
-TITLE = "11. L2 in Adam vs decoupled weight decay (AdamW)"
+TITLE = "L2 in Adam vs decoupled weight decay (AdamW)"
 CLAIMS = [
     Claim(id="l2-in-adam-is-not-weight-decay",
           source="seed 002 §4.5, eq. 4.26 and the closing remark (“add an additional step which incorporates "
