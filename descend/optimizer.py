@@ -552,7 +552,7 @@ class ChainOptimizer(torch.optim.Optimizer):
             meta = torch.empty(param.shape, device="meta")
             found = None
             for step in chain:
-                if step.stateful and key in step.state_keys(meta):
+                if step.stateful and key in step.state_keys(meta) and key not in getattr(step, "scalar_state", ()):
                     found = (step.init(meta)[key].shape,)
             cache[signature] = found
         return cache[signature]
