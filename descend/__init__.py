@@ -2,7 +2,7 @@
 from .compare import Comparison, compare, performance_profile
 from .lr_find import LRFinderResult, lr_find
 from .optimizer import ChainOptimizer
-from .optimizers import SGD, Adadelta, Adafactor, Adagrad, Adam, AdamW, RMSprop
+from .optimizers import SGD, Adadelta, Adafactor, Adagrad, Adam, AdamW, Lion, NAdam, RAdam, RMSprop
 from .sam import SAM
 from .telemetry import Telemetry
 from .schedules import InverseSqrt, MomentumSchedule, WarmupCosine, linear_ramp
@@ -17,6 +17,9 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adafactor",
+    "Lion",
+    "NAdam",
+    "RAdam",
     "SAM",
     "ChainOptimizer",
     "WarmupCosine",
