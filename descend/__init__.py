@@ -1,10 +1,12 @@
 """descend: first-order training optimizers as drop-in ``torch.optim`` classes."""
 from .compare import Comparison, compare, performance_profile
 from .lr_find import LRFinderResult, lr_find
+from .compose import make_optimizer
 from .optimizer import ChainOptimizer
 from .optimizers import SGD, Adadelta, Adafactor, Adagrad, Adam, AdamW, Lion, NAdam, RAdam, RMSprop
 from .sam import SAM
 from .telemetry import Telemetry
+from .transforms import Elementwise
 from .schedules import InverseSqrt, MomentumSchedule, WarmupCosine, linear_ramp
 
 __version__ = "0.1.0"
@@ -22,6 +24,8 @@ __all__ = [
     "RAdam",
     "SAM",
     "ChainOptimizer",
+    "make_optimizer",
+    "Elementwise",
     "WarmupCosine",
     "InverseSqrt",
     "MomentumSchedule",

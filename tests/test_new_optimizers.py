@@ -13,7 +13,8 @@ from conftest import make_params, nonconvex_loss, run_optimizer
 import reference as ref
 
 STEPS = 40
-PATHS = {"fused": dict(), "reference": dict(fused=False), "foreach": dict(foreach=True)}
+# "foreach": the multi-tensor reference chain (foreach=True alone keeps the fused kernel where it can run)
+PATHS = {"fused": dict(), "reference": dict(fused=False), "foreach": dict(fused=False, foreach=True)}
 
 PAPER_CASES = {
     # name: (descend class, descend kwargs, reference step, reference hyperparameters)
