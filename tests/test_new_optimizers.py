@@ -250,3 +250,53 @@ BAD = [
 def test_bad_hyperparameters_raise_value_error(cls, kwargs, message):
     with pytest.raises(ValueError, match=f"{cls.__name__}: {message}"):
         cls([torch.nn.Parameter(torch.zeros(2))], **kwargs)
+
+
+# --- non-finite gradients ----------------------------------------------------------------------------
+
+NONFINITE_CASES = {"lion": (descend.Lion, dict(lr=0.01)), "nadam": (descend.NAdam, dict(lr=0.01)),
+                   "radam": (descend.RAdam, dict(lr=0.01))}
+
+
+def _poisoned(cls, kwargs, path, **policy):
+    params = [p.clone().requires_grad_() for p in make_params(torch.float32)]
+    optimizer = cls(params, **kwargs, **PATHS[path], **policy)
+    _train(optimizer, params, 7)  # past RAdam's momentum-only steps
+    optimizer.zero_grad()
+    nonconvex_loss(params).backward()
+    params[0].grad[0, 0] = float("nan")
+    return params, optimizer
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("name", NONFINITE_CASES)
+def test_a_nan_gradient_is_applied_then_raises_or_flows_through_as_in_torch(name, path):
+    cls, kwargs = NONFINITE_CASES[name]
+    runs = []
+    for policy in ("raise", "ignore"):
+        params, optimizer = _poisoned(cls, kwargs, path, nonfinite=policy)
+        if policy == "raise":
+            with pytest.raises(FloatingPointError):
+                optimizer.step()
+        else:
+            optimizer.step()
+        state = optimizer.state[params[0]]
+        assert torch.isnan(state["exp_avg"][0, 0]) and torch.isfinite(state["exp_avg"].view(-1)[1:]).all()
+        # NAdam, RAdam: θ becomes NaN; Lion: sign(NaN) = 0 (torch.sign), so θ only decays
+        assert torch.isnan(params[0][0, 0]) != (cls is descend.Lion)
+        runs.append([p.detach() for p in params] + [v for p in params for _, v in sorted(optimizer.state[p].items())])
+    for raised, ignored in zip(*runs):  # the same step either way, as torch.optim would take it
+        torch.testing.assert_close(raised, ignored, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("name", NONFINITE_CASES)
+def test_a_nan_gradient_with_skip_leaves_parameters_and_state_untouched(name, path):
+    cls, kwargs = NONFINITE_CASES[name]
+    params, optimizer = _poisoned(cls, kwargs, path, nonfinite="skip")
+    before = [p.detach().clone() for p in params], copy.deepcopy(optimizer.state_dict()["state"])
+    optimizer.step()
+    assert optimizer.skipped_steps == 1
+    assert all(torch.equal(a, b) for a, b in zip(params, before[0]))
+    after = optimizer.state_dict()["state"]
+    assert all(torch.equal(after[i][key], value) for i, entries in before[1].items() for key, value in entries.items())
