@@ -2,10 +2,12 @@
 from .compare import Comparison, compare, performance_profile
 from .landscape import landscape
 from .lr_find import LRFinderResult, lr_find
+from .compose import make_optimizer
 from .optimizer import ChainOptimizer
-from .optimizers import SGD, Adadelta, Adafactor, Adagrad, Adam, AdamW, RMSprop
+from .optimizers import SGD, Adadelta, Adafactor, Adagrad, Adam, AdamW, Lion, NAdam, RAdam, RMSprop
 from .sam import SAM
 from .telemetry import Telemetry
+from .transforms import Elementwise
 from .schedules import InverseSqrt, MomentumSchedule, WarmupCosine, linear_ramp
 
 __version__ = "0.1.0"
@@ -18,8 +20,13 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adafactor",
+    "Lion",
+    "NAdam",
+    "RAdam",
     "SAM",
     "ChainOptimizer",
+    "make_optimizer",
+    "Elementwise",
     "WarmupCosine",
     "InverseSqrt",
     "MomentumSchedule",

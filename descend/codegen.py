@@ -39,9 +39,11 @@ def _attributes(step: Transform) -> dict[str, Any]:
 
 
 def structure(chain: Sequence[Transform], maximize: bool) -> tuple:
-    """What a kernel is specialised on: the step types and their non-numeric settings (hashable)."""
+    """What a kernel is specialised on: the step types, their formulas (a formula redefined at run time
+    makes a new kernel) and their non-numeric settings (hashable)."""
     key: list = [bool(maximize)]
     for step in chain:
+        key.append((getattr(type(step), "formula", None), getattr(type(step), "prepare", None)))
         settings = []
         for name, value in _attributes(step).items():
             if _numeric(value):

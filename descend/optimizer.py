@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any
 
@@ -45,6 +45,33 @@ class Route:
     kind: str | None
     trace: Any
     reason: str | None
+
+
+@dataclass(frozen=True)
+class KernelInfo:
+    """How one param group's update runs (``ChainOptimizer.kernel_info``).
+
+    ``path`` is ``"generated"`` (one C kernel printed from the chain's formulas), ``"hand"`` (the class's
+    hand-written ``fused_step``) or ``"reference"`` (the chain's steps one after another in torch; ``reason``
+    says why).  It holds for the group's dense CPU parameters; others (CUDA, non-contiguous) take the
+    reference path whatever the route.  ``c_source(dtype)`` is the generated kernel's C source."""
+
+    steps: tuple[str, ...]
+    path: str
+    reason: str | None
+    trace: Any = field(default=None, repr=False, compare=False)
+    state_dtype: torch.dtype | None = field(default=None, repr=False)
+
+    def c_source(self, dtype: torch.dtype = torch.float32) -> str:
+        if self.trace is None:
+            raise ValueError(f"this group runs on the {self.path} path: no generated kernel ({self.reason})")
+        state_dtype = self.state_dtype or (torch.float32 if dtype in SIXTEEN_BIT else dtype)
+        return codegen.c_source(self.trace, dtype, state_dtype)
+
+    def __str__(self) -> str:
+        where = {"generated": "a generated C kernel", "hand": "a hand-written kernel"}.get(self.path, "the reference path")
+        because = f" ({self.reason})" if self.reason else ""
+        return f"[{', '.join(self.steps)}] runs on {where}{because}"
 
 
 _kernels: dict[tuple, Any] = {}
@@ -394,6 +421,16 @@ class ChainOptimizer(torch.optim.Optimizer):
             )
         return loss
 
+    def kernel_info(self) -> list[KernelInfo]:
+        """For each param group: its chain's steps and the path its update takes (see ``KernelInfo``)."""
+        infos = []
+        for group in self.param_groups:
+            chain = self.chain(group)
+            route = self._route(group, chain)
+            infos.append(KernelInfo(tuple(type(step).__name__ for step in chain), route.kind or "reference",
+                                    route.reason, route.trace, group.get("state_dtype")))
+        return infos
+
     def _route(self, group: dict[str, Any], chain: list[Transform]) -> Route:
         """Which kernel can run ``chain`` for this group: the hand-written ``fused_step`` where the chain is
         the one it declares, else one generated from the chain's formulas; ``Route.reason`` says why not."""
@@ -624,7 +661,7 @@ class ChainOptimizer(torch.optim.Optimizer):
             meta = torch.empty(param.shape, device="meta")
             found = None
             for step in chain:
-                if step.stateful and key in step.state_keys(meta):
+                if step.stateful and key in step.state_keys(meta) and key not in getattr(step, "scalar_state", ()):
                     found = (step.init(meta)[key].shape,)
             cache[signature] = found
         return cache[signature]

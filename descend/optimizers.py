@@ -27,11 +27,15 @@ from .transforms import (
     DecoupledWeightDecay,
     EmaOfSquares,
     FactoredSecondMoment,
+    LionInterpolation,
     LrDecay,
     Momentum,
+    NesterovMomentumCorrection,
+    RectifiedScale,
     RunningMax,
     ScaleByInverseRms,
     ScaleByLearningRate,
+    SignUpdate,
     SumOfSquares,
     TrackEma,
     Transform,
@@ -497,3 +501,196 @@ class Adafactor(ChainOptimizer):
             group["clip_threshold"], group["beta1"] if has_first_moment else 0.0, group["weight_decay"],
             group["maximize"], native.threads(),
         )
+
+
+def _check_betas(owner: str, betas: Any, closed: bool = False) -> None:
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}")
+    for index, beta in enumerate(betas):
+        if closed:
+            check_closed_interval(owner, f"betas[{index}]", beta, 0.0, 1.0)
+        else:
+            check_unit_interval(owner, f"betas[{index}]", beta)
+
+
+def _with_decay(group: dict[str, Any], steps: list[Transform], decoupled: bool) -> list[Transform]:
+    """``steps`` with weight decay: coupled ``g ← g + λθ`` before them, or decoupled ``θ ← θ(1 − αλ)`` after."""
+    if not decoupled:
+        return _with_coupled_decay(group, steps)
+    weight_decay = group["weight_decay"]
+    return steps + ([DecoupledWeightDecay(weight_decay, group["lr"])] if weight_decay else [])
+
+
+class Lion(ChainOptimizer):
+    r"""Lion, EvoLved Sign Momentum (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms", Alg. 2).
+
+    .. math::
+        c_t &\leftarrow \beta_1 m_{t-1} + (1-\beta_1)\,g_t \\
+        \theta_t &\leftarrow \theta_{t-1} - \alpha\,\big(\mathrm{sign}(c_t) + \lambda\theta_{t-1}\big)
+            \;=\; (1-\alpha\lambda)\,\theta_{t-1} - \alpha\,\mathrm{sign}(c_t) \\
+        m_t &\leftarrow \beta_2 m_{t-1} + (1-\beta_2)\,g_t, \qquad m_0 = 0
+
+    Every coordinate moves by exactly ``α`` (plus the decay), so Lion wants a learning rate 3–10× smaller
+    than AdamW's and a weight decay 3–10× larger, as the paper advises.  It keeps one state tensor,
+    ``exp_avg`` (``m``), as lucidrains' lion-pytorch does; torch.optim has no Lion.  The chain is
+    ``[LionInterpolation, SignUpdate, ScaleByLearningRate, DecoupledWeightDecay]``.
+    """
+
+    counts_steps = False  # no formula uses t: the state is the momentum alone
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.99),
+        weight_decay: float = 0.0,
+        maximize: bool = False,
+        *,
+        nonfinite: str = "raise",
+        fused: bool | None = None,
+        foreach: bool | None = None,
+    ):
+        defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize)
+        super().__init__(params, defaults, nonfinite, fused, foreach)
+
+    def validate(self, group):
+        owner = type(self).__name__
+        check_nonnegative(owner, "lr", group["lr"])
+        check_nonnegative(owner, "weight_decay", group["weight_decay"])
+        _check_betas(owner, group["betas"], closed=True)
+
+    def chain(self, group):
+        beta1, beta2 = group["betas"]
+        steps: list[Transform] = [LionInterpolation(beta1, beta2), SignUpdate(), ScaleByLearningRate(group["lr"])]
+        return _with_decay(group, steps, decoupled=True)
+
+
+class NAdam(ChainOptimizer):
+    r"""NAdam: Adam with Nesterov momentum (Dozat 2016), as torch.optim.NAdam computes it.
+
+    .. math::
+        g_t &\leftarrow \nabla f(\theta_{t-1}) + \lambda\theta_{t-1}
+            \qquad (\text{coupled decay; decoupled: } \theta_{t-1} \leftarrow (1-\alpha\lambda)\theta_{t-1}) \\
+        \mu_t &= \beta_1\big(1 - \tfrac12\,0.96^{t\psi}\big), \qquad
+            \Pi_t = \textstyle\prod_{i\le t} \mu_i \qquad (\psi = \text{momentum\_decay}) \\
+        m_t &\leftarrow \beta_1 m_{t-1} + (1-\beta_1)\,g_t, \qquad
+            v_t \leftarrow \beta_2 v_{t-1} + (1-\beta_2)\,g_t^2, \qquad \hat v_t = v_t / (1-\beta_2^t) \\
+        \theta_t &\leftarrow \theta_{t-1} - \alpha\,\Big(\frac{1-\mu_t}{1-\Pi_t}\,g_t
+            + \frac{\mu_{t+1}}{1-\Pi_t\,\mu_{t+1}}\,m_t\Big) \Big/ \big(\sqrt{\hat v_t} + \epsilon\big)
+
+    The first term is the bias-corrected gradient, the second the bias-corrected momentum of the *next*
+    step: Nesterov's look-ahead applied to Adam's first moment.  The schedule ``μ_t`` warms the momentum
+    up from ``β₁/2`` (Dozat's "momentum caching").  State as torch's: ``step``, ``mu_product`` (``Π_t``, a
+    0-dim tensor of the default dtype), ``exp_avg``, ``exp_avg_sq``; a torch.optim.NAdam checkpoint
+    loads.  ``decoupled_weight_decay=True`` is NAdamW.  The chain is
+    ``[AddWeightDecay, EmaOfSquares, TrackEma, NesterovMomentumCorrection, ScaleByInverseRms,
+    ScaleByLearningRate]`` (``DecoupledWeightDecay`` last instead of ``AddWeightDecay`` first when decoupled).
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum_decay: float = 4e-3,
+        decoupled_weight_decay: bool = False,
+        maximize: bool = False,
+        *,
+        nonfinite: str = "raise",
+        fused: bool | None = None,
+        foreach: bool | None = None,
+    ):
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum_decay=momentum_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize,
+        )
+        super().__init__(params, defaults, nonfinite, fused, foreach)
+
+    def validate(self, group):
+        owner = type(self).__name__
+        for name in ("lr", "eps", "weight_decay", "momentum_decay"):
+            check_nonnegative(owner, name, group[name])
+        _check_betas(owner, group["betas"])
+
+    def chain(self, group):
+        beta1, beta2 = group["betas"]
+        steps: list[Transform] = [
+            EmaOfSquares(beta2, "exp_avg_sq"),
+            TrackEma(beta1, "exp_avg"),
+            NesterovMomentumCorrection(beta1, group["momentum_decay"], source="exp_avg"),
+            ScaleByInverseRms("exp_avg_sq", group["eps"], debias_beta=beta2),
+            ScaleByLearningRate(group["lr"]),
+        ]
+        return _with_decay(group, steps, group["decoupled_weight_decay"])
+
+
+class RAdam(ChainOptimizer):
+    r"""RAdam, rectified Adam (Liu et al. 2020, Algorithm 2), as torch.optim.RAdam computes it.
+
+    .. math::
+        g_t &\leftarrow \nabla f(\theta_{t-1}) + \lambda\theta_{t-1}
+            \qquad (\text{coupled decay; decoupled: } \theta_{t-1} \leftarrow (1-\alpha\lambda)\theta_{t-1}) \\
+        m_t &\leftarrow \beta_1 m_{t-1} + (1-\beta_1)\,g_t, \qquad
+            v_t \leftarrow \beta_2 v_{t-1} + (1-\beta_2)\,g_t^2, \qquad \hat m_t = m_t / (1-\beta_1^t) \\
+        \rho_\infty &= \frac{2}{1-\beta_2} - 1, \qquad
+            \rho_t = \rho_\infty - \frac{2t\,\beta_2^t}{1-\beta_2^t} \\
+        \theta_t &\leftarrow \theta_{t-1} - \alpha\, r_t\, \hat m_t\,
+            \frac{\sqrt{1-\beta_2^t}}{\sqrt{v_t} + \epsilon},
+            \quad r_t = \sqrt{\frac{(\rho_t-4)(\rho_t-2)\,\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\,\rho_t}}
+            \qquad \text{if } \rho_t > 5 \\
+        \theta_t &\leftarrow \theta_{t-1} - \alpha\,\hat m_t \qquad \text{otherwise}
+
+    While too few gradients have been averaged for the variance of the adaptive rate to be finite
+    (``ρ_t ≤ 5``: the first 5 steps with ``β₂ = 0.999``) the step is SGD with bias-corrected momentum;
+    afterwards ``r_t`` rectifies that variance.  State as torch's: ``step``, ``exp_avg``,
+    ``exp_avg_sq``.  ``decoupled_weight_decay=True`` decays as AdamW.  The chain is
+    ``[AddWeightDecay, EmaOfSquares, Momentum(EMA), BiasCorrection, RectifiedScale, ScaleByLearningRate]``.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decoupled_weight_decay: bool = False,
+        maximize: bool = False,
+        *,
+        nonfinite: str = "raise",
+        fused: bool | None = None,
+        foreach: bool | None = None,
+    ):
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize,
+        )
+        super().__init__(params, defaults, nonfinite, fused, foreach)
+
+    def validate(self, group):
+        owner = type(self).__name__
+        for name in ("lr", "eps", "weight_decay"):
+            check_nonnegative(owner, name, group[name])
+        _check_betas(owner, group["betas"])
+
+    def chain(self, group):
+        beta1, beta2 = group["betas"]
+        steps: list[Transform] = [
+            EmaOfSquares(beta2, "exp_avg_sq"),
+            Momentum(beta1, dampening=beta1, key="exp_avg"),
+            BiasCorrection(beta1),
+            RectifiedScale(beta2, group["eps"], source="exp_avg_sq"),
+            ScaleByLearningRate(group["lr"]),
+        ]
+        return _with_decay(group, steps, group["decoupled_weight_decay"])

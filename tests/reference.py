@@ -162,6 +162,56 @@ def adafactor_step(
     return out
 
 
+def lion_step(params, grads, states, t, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0):
+    """Chen et al. 2023, Alg. 2: c = β₁m + (1−β₁)g; θ ← θ − α(sign(c) + λθ); m ← β₂m + (1−β₂)g."""
+    out = []
+    for p, g, s in zip(params, grads, states):
+        m = _zeros(s, "m", p)
+        c = beta1 * m + (1 - beta1) * g
+        s["m"] = beta2 * m + (1 - beta2) * g
+        out.append(p - lr * (torch.sign(c) + weight_decay * p))
+    return out
+
+
+def nadam_step(params, grads, states, t, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8, l2=0.0, decoupled=0.0,
+               momentum_decay=4e-3):
+    """Dozat 2016 with the momentum schedule μ_t = β₁(1 − ½·0.96^{tψ}) and Π_t = ∏ μ_i (kept as a float):
+    θ ← θ − α[(1−μ_t)/(1−Π_t)·g + μ_{t+1}/(1−Π_{t+1})·m] / (√(v/(1−β₂ᵗ)) + ε)."""
+    def mu(step):
+        return beta1 * (1 - 0.5 * 0.96 ** (step * momentum_decay))
+
+    out = []
+    for p, g, s in zip(params, grads, states):
+        g = g + l2 * p
+        s["product"] = s.get("product", 1.0) * mu(t)
+        s["m"] = beta1 * _zeros(s, "m", p) + (1 - beta1) * g
+        s["v"] = beta2 * _zeros(s, "v", p) + (1 - beta2) * g * g
+        v_hat = s["v"] / (1 - beta2**t)
+        direction = (1 - mu(t)) / (1 - s["product"]) * g + mu(t + 1) / (1 - s["product"] * mu(t + 1)) * s["m"]
+        out.append(p * (1 - lr * decoupled) - lr * direction / (torch.sqrt(v_hat) + eps))
+    return out
+
+
+def radam_step(params, grads, states, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, l2=0.0, decoupled=0.0):
+    """Liu et al. 2020, Alg. 2: the adaptive step rectified by r_t where ρ_t > 5, momentum SGD before."""
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * t * beta2**t / (1 - beta2**t)
+    out = []
+    for p, g, s in zip(params, grads, states):
+        g = g + l2 * p
+        s["m"] = beta1 * _zeros(s, "m", p) + (1 - beta1) * g
+        s["v"] = beta2 * _zeros(s, "v", p) + (1 - beta2) * g * g
+        m_hat = s["m"] / (1 - beta1**t)
+        if rho_t > 5:
+            r = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+            l_t = math.sqrt(1 - beta2**t) / (torch.sqrt(s["v"]) + eps)
+            step = r * m_hat * l_t
+        else:
+            step = m_hat
+        out.append(p * (1 - lr * decoupled) - lr * step)
+    return out
+
+
 def run_reference(step_fn, params, loss_fn, steps, maximize=False, **hyper):
     """Plain training loop: autograd gradient at the current point, then ``step_fn``."""
     params = [p.detach().clone() for p in params]

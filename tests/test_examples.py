@@ -15,3 +15,27 @@ def test_mnist1d_workflow_example(tmp_path):
     assert "lr_find: suggestion" in result.stdout and "| Adam |" in result.stdout
     for name in ("lr_find.png", "compare.png", "compare.md", "telemetry.png", "telemetry.csv"):
         assert (tmp_path / name).stat().st_size > 100, name
+
+
+def _readme_section(title):
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end]
+
+
+def test_own_step_example_gets_a_generated_kernel_and_lions_numbers():
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "own_step.py")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "[LionSign, ScaleByLearningRate, DecoupledWeightDecay] runs on a generated C kernel" in out
+    assert "for (int64_t j = lo; j < hi; j++)" in out  # the generated loop was printed
+    assert "fused kernel == reference chain: True" in out and "same as descend.Lion: True" in out
+
+
+def test_readme_own_step_code_is_the_tested_example():
+    section = _readme_section("Write your own step")
+    block = section.split("```python\n")[1].split("```")[0]
+    assert "class LionSign(descend.Elementwise)" in block
+    assert block.strip() in (ROOT / "examples" / "own_step.py").read_text()

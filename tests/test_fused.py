@@ -44,6 +44,14 @@ CONFIGS = {
     "adafactor-beta1-decay": (descend.Adafactor, dict(beta1=0.9, weight_decay=0.1, clip_threshold=0.5)),
     "adafactor-lr-unscaled": (descend.Adafactor, dict(lr=0.02, relative_step=False, scale_parameter=False)),
     "adafactor-warmup-maximize": (descend.Adafactor, dict(warmup_init=True, maximize=True, decay_rate=-0.5)),
+    "lion": (descend.Lion, dict(lr=0.01)),
+    "lion-decay-maximize": (descend.Lion, dict(lr=0.01, betas=(0.8, 0.95), weight_decay=0.3, maximize=True)),
+    "nadam": (descend.NAdam, dict(lr=0.01)),
+    "nadam-l2-maximize": (descend.NAdam, dict(lr=0.01, weight_decay=0.1, momentum_decay=0.02, maximize=True)),
+    "nadamw": (descend.NAdam, dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True)),
+    "radam": (descend.RAdam, dict(lr=0.01)),
+    "radam-l2-maximize": (descend.RAdam, dict(lr=0.01, weight_decay=0.1, betas=(0.8, 0.9), maximize=True)),
+    "radam-decoupled": (descend.RAdam, dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True)),
 }
 STEPS = 25
 
