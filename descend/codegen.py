@@ -29,6 +29,9 @@ from .transforms import Elementwise, StepContext, Transform
 
 
 def _numeric(value: Any) -> bool:
+    kind = type(value)
+    if kind is float or kind is int:
+        return True
     if isinstance(value, Tensor):
         return value.numel() == 1 and not value.is_complex() and value.dtype != torch.bool
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -38,32 +41,42 @@ def _attributes(step: Transform) -> dict[str, Any]:
     return vars(step) if hasattr(step, "__dict__") else {}
 
 
-def structure(chain: Sequence[Transform], maximize: bool) -> tuple:
-    """What a kernel is specialised on: the step types, their formulas (a formula redefined at run time
-    makes a new kernel) and their non-numeric settings (hashable)."""
+def signature(chain: Sequence[Transform], maximize: bool) -> tuple[tuple, list[float]]:
+    """What a kernel is specialised on (hashable): the step types, their formulas (a formula redefined at run
+    time makes a new kernel) and their non-numeric settings; and the numeric settings, the hyperparameters
+    a kernel takes at run time, in the order ``trace`` made them symbols.  One walk over the chain, per step."""
     key: list = [bool(maximize)]
+    values: list[float] = []
     for step in chain:
-        key.append((getattr(type(step), "formula", None), getattr(type(step), "prepare", None)))
+        kind = type(step)
         settings = []
         for name, value in _attributes(step).items():
             if _numeric(value):
-                settings.append((name, float))
+                settings.append(name)
+                values.append(float(value))
             elif isinstance(value, (bool, str, type(None), tuple)):
                 settings.append((name, value))
             else:
                 settings.append((name, repr(value)))
-        key.append((type(step), tuple(settings)))
-    return tuple(key)
+        key.append((kind, getattr(kind, "formula", None), getattr(kind, "prepare", None), tuple(settings)))
+    return tuple(key), values
+
+
+def structure(chain: Sequence[Transform], maximize: bool) -> tuple:
+    """``signature``'s key alone."""
+    return signature(chain, maximize)[0]
 
 
 def hyperparameters(chain: Sequence[Transform]) -> list[float]:
-    """The numeric attributes of the steps, in the order ``trace`` made them symbols."""
-    values = []
-    for step in chain:
-        for value in _attributes(step).values():
-            if _numeric(value):
-                values.append(float(value))
-    return values
+    """``signature``'s values alone: the numeric attributes of the steps."""
+    return signature(chain, False)[1]
+
+
+def state_keys(chain: Sequence[Transform]) -> tuple[str, ...]:
+    """The state entries the chain's steps keep (tensors, then per-tensor scalars)."""
+    probe = torch.empty(2, 2, device="meta")
+    return tuple(key for step in chain if step.stateful for key in step.state_keys(probe)) + tuple(
+        key for step in chain for key in getattr(step, "scalar_state", ()))
 
 
 def trace(chain: Sequence[Transform], maximize: bool, state_keys: Sequence[str] = ()) -> Trace:
@@ -115,16 +128,23 @@ class Plan:
 _plans: dict[tuple, Plan] = {}
 
 
-def plan(chain: Sequence[Transform], maximize: bool, state_keys: Sequence[str] = ()) -> Plan:
-    key = (structure(chain, maximize), tuple(sorted(state_keys)))
+def plan(chain: Sequence[Transform], maximize: bool, keys: Sequence[str] | None = None) -> Plan:
+    """The chain's cached ``Plan`` (see ``lookup``)."""
+    return lookup(chain, maximize, keys)[0]
+
+
+def lookup(chain: Sequence[Transform], maximize: bool, keys: Sequence[str] | None = None) -> tuple[Plan, list[float]]:
+    """The chain's ``Plan``, traced on first sight of its structure and cached, and its hyperparameter values.
+    ``keys``: the state entries the chain keeps (``state_keys(chain)`` when not given)."""
+    key, values = signature(chain, maximize)
     found = _plans.get(key)
     if found is None:
         try:
-            found = Plan(trace(chain, maximize, state_keys), None)
+            found = Plan(trace(chain, maximize, state_keys(chain) if keys is None else keys), None)
         except NotTraceable as error:
             found = Plan(None, str(error))
         _plans[key] = found
-    return found
+    return found, values
 
 
 # --- C ---------------------------------------------------------------------------------------

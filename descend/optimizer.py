@@ -45,6 +45,7 @@ class Route:
     kind: str | None
     trace: Any
     reason: str | None
+    hyper: list[float] | None = None  # the generated kernel's hyperparameter values, in its order
 
 
 @dataclass(frozen=True)
@@ -434,15 +435,14 @@ class ChainOptimizer(torch.optim.Optimizer):
     def _route(self, group: dict[str, Any], chain: list[Transform]) -> Route:
         """Which kernel can run ``chain`` for this group: the hand-written ``fused_step`` where the chain is
         the one it declares, else one generated from the chain's formulas; ``Route.reason`` says why not."""
-        if group["fused"] is False:
-            return Route(None, None, "fused=False")
+        if group["fused"] is False or (group["fused"] is None and group["foreach"]):
+            return Route(None, None, "fused=False" if group["fused"] is False else "foreach=True (as in torch.optim)")
         cpu_kernels = not native.disabled() and native.library() is not None
         if not cpu_kernels and (native.disabled() or not codegen_triton.available()):
             return Route(None, None, native.error or "the fused kernels are unavailable")
         if cpu_kernels and type(self).fused_step is not ChainOptimizer.fused_step and chain == self.kernel_chain(group):
             return Route("hand", None, None)
-        keys = self._state_keys(chain)
-        found = codegen.plan(chain, group.get("maximize", False), keys)
+        found, hyper = codegen.lookup(chain, group.get("maximize", False))
         if found.trace is None:
             reason = f"its chain cannot be generated: {found.reason}"
             if group["fused"] is None and reason not in _warned_chains:
@@ -450,13 +450,11 @@ class ChainOptimizer(torch.optim.Optimizer):
                 warnings.warn(f"{type(self).__name__}: {reason}; it runs on the reference path", RuntimeWarning,
                               stacklevel=4)
             return Route(None, None, reason)
-        return Route("generated", found.trace, None)
+        return Route("generated", found.trace, None, hyper)
 
     @staticmethod
     def _state_keys(chain: list[Transform]) -> tuple[str, ...]:
-        probe = torch.empty(2, 2, device="meta")
-        return tuple(key for step in chain if step.stateful for key in step.state_keys(probe)) + tuple(
-            key for step in chain for key in getattr(step, "scalar_state", ()))
+        return codegen.state_keys(chain)
 
     def _fusable(self, group: dict[str, Any], route: Route, params: list[Tensor]
                  ) -> tuple[dict[tuple, list[Tensor]], list]:
@@ -571,7 +569,7 @@ class ChainOptimizer(torch.optim.Optimizer):
         if route.kind == "hand":
             finite = self.fused_step(group, shards, grads, states, steps)
         else:
-            finite = self._generated_step(route.trace, chain, group, shards, grads, states, steps)
+            finite = self._generated_step(route, chain, group, shards, grads, states, steps)
         torch.autograd.graph.increment_version(shards)
         return bool(finite)
 
@@ -584,15 +582,15 @@ class ChainOptimizer(torch.optim.Optimizer):
         return (bytes(native.pointers(tensors)), bytes(native.sizes(tensors)),
                 tuple(param.stride() for param in params), params[0].dtype)
 
-    def _generated_step(self, trace, chain, group, params, grads, states, steps) -> bool:
+    def _generated_step(self, route, chain, group, params, grads, states, steps) -> bool:
         """The chain's generated kernel over ``params`` (one device and dtype): C on the CPU (see
         ``descend.codegen``), Triton on a GPU (see ``descend.codegen_triton``)."""
+        trace = route.trace
         if steps is None:
             steps = native.doubles([0.0] * len(params))
         prepared = self._prepared_scalars(trace, chain, states, steps)
         if codegen_triton.takes(params[0], grads[0]):
-            found = codegen_triton.triton_step(trace, params, grads, states, steps, prepared,
-                                               codegen.hyperparameters(chain))
+            found = codegen_triton.triton_step(trace, params, grads, states, steps, prepared, route.hyper)
             return self.nonfinite != "raise" or not found.item()  # the only host sync, and only to raise
         function = generated_kernel(trace, params[0].dtype, self._state_dtype(group, params[0].dtype))
         scalars = None if prepared is None else native.doubles([value for values in prepared for value in values])
@@ -601,7 +599,7 @@ class ChainOptimizer(torch.optim.Optimizer):
             tensors.extend(param if role == "param" else grad if role == "grad" else state[role]
                            for role in trace.loads)
         return function(len(params), native.pointers(tensors), native.sizes(params), steps, scalars,
-                        native.doubles(codegen.hyperparameters(chain)), native.threads())
+                        native.doubles(route.hyper), native.threads())
 
     @staticmethod
     def _prepared_scalars(trace, chain, states, steps) -> list[list[float]] | None:

@@ -13,7 +13,7 @@ from conftest import make_params, nonconvex_loss, run_optimizer
 import reference as ref
 
 STEPS = 40
-# "foreach": the multi-tensor reference chain (foreach=True alone keeps the fused kernel where it can run)
+# "foreach": the multi-tensor reference chain (fused=False spelled out; foreach=True alone means the same, as in torch)
 PATHS = {"fused": dict(), "reference": dict(fused=False), "foreach": dict(fused=False, foreach=True)}
 
 PAPER_CASES = {
