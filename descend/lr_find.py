@@ -2,7 +2,7 @@
 
 The curve is read in log loss against log learning rate: mini-batch noise is mostly multiplicative
 (each batch has its own scale), and a descent spans orders of magnitude on some problems and a
-fraction of one on others.  The smoothing is zero-lag (an EMA run forwards, then backwards), so
+fraction of one on others (a loss that is ever ≤ 0 is read as it is).  The smoothing is zero-lag (an EMA run forwards, then backwards), so
 the smoothed curve falls where the raw one falls; the stopping rule uses the causal EMA only.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import nn
 
 METHODS = ("halfway", "valley", "minimum", "steepest")
 DESCENT = 0.1  # the descent starts where the smoothed log loss has fallen 10% of its total drop
-FLOOR = math.log(30)
+FLOOR = math.log(30)  # "halfway" counts a fall of the log loss up to 30×: a noiseless loss can fall 10⁶×
 SIGNIFICANCE = 6.0  # a drop must be this many noise deviations of the smoothed curve to count
 
 
@@ -62,7 +62,7 @@ class LRFinderResult:
                 *((f"rule {name}", lr(value)) for name, value in self.suggestions.items()),
                 ("too low", region(self.too_low)), ("right", region(self.right)), ("too high", region(self.too_high)),
                 ("diverged at", lr(self.diverged_at)),
-                ("drop of the smoothed log loss", f"{self.drop:.3g} nats (noise {self.noise:.2g})"),
+                ("drop of the smoothed curve", f"{self.drop:.3g} (noise {self.noise:.2g}; in log loss if it is > 0)"),
                 ("points", f"{len(self.lrs)} ({self.skip_start} skipped at the start, {self.skip_end} at the end)"),
                 ("loss first / lowest smoothed", f"{self.losses[0]:.4g} / {min(self.smoothed):.4g}")]
         return "\n".join(["| quantity | value |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)])
@@ -94,11 +94,11 @@ class LRFinderResult:
             axis.axvline(self.suggestion, color="k", linestyle="--", label=f"suggestion {self.suggestion:.2g}")
         if self.diverged_at is not None:
             axis.axvline(self.diverged_at, color="tab:red", linestyle=":", label=f"diverged at {self.diverged_at:.2g}")
-        axis.set_xscale("log"), axis.set_yscale("log")
-        axis.set_xlabel("learning rate"), axis.set_ylabel("loss")
-        finite = [v for v in self.losses + self.smoothed if math.isfinite(v) and v > 0]
-        if finite:
-            axis.set_ylim(min(finite) * 0.8, max(self.smoothed[0], min(max(finite), 4 * self.smoothed[0])) * 1.3)
+        axis.set_xscale("log"), axis.set_xlabel("learning rate"), axis.set_ylabel("loss")
+        if all(v > 0 for v in self.losses):
+            axis.set_yscale("log")
+            axis.set_ylim(min(self.losses + self.smoothed) * 0.8,
+                          max(self.smoothed[0], min(max(self.losses), 4 * self.smoothed[0])) * 1.3)
         axis.set_title(self.verdict, fontsize=8)
         axis.legend(fontsize=7)
         return axis.figure
@@ -126,7 +126,9 @@ def lr_find(
     The loss is ``loss_fn(model(inputs), targets)``.  ``optimizer`` is an optimizer class (default
     ``descend.Adam``, built with ``optimizer_kwargs``) or an existing optimizer of ``model``.
 
-    The curve is :math:`\ell_i = \log L_i` against :math:`\log \alpha_i`.  ``smoothing`` is the
+    The curve is :math:`\ell_i = \log L_i` against :math:`\log \alpha_i` (:math:`\ell_i = L_i` if a
+    loss is ever :math:`\le 0`; the stopping rule is then :math:`L > \text{best} + (\text{factor} - 1)
+    |\text{best}|`, today's rule).  ``smoothing`` is the
     factor :math:`\beta` of a debiased EMA run over :math:`\ell` forwards and then backwards, which
     has no lag; the default is :math:`\beta = \max(0, 1 - 40/\text{steps})` (0.6 for 100 steps).
     The test stops once the causal EMA exceeds its best by :math:`\log(\text{diverge\_factor})`,
@@ -135,8 +137,10 @@ def lr_find(
     The suggestion is read from the points after the first ``skip_start`` (default
     ``steps // 10``) and before the last ``skip_end``; ``method`` picks the rule:
 
-    * ``"halfway"`` (default): where the smoothed log loss has fallen half its drop, i.e. the loss
-      the geometric mean of its plateau and its minimum.
+    * ``"halfway"`` (default): where the smoothed log loss has first fallen half its drop, i.e. to
+      the geometric mean of its plateau and its minimum; a drop counts up to 30× (a noiseless loss
+      falls by 10⁶ after the learning rate passed its stable limit).  The descent, ``right``, runs
+      from where the smoothed log loss has fallen 10% of its drop to its minimum.
     * ``"valley"``: fastai's valley read on the descent: the longest decreasing subsequence of the
       smoothed curve ending at its minimum; the learning rate halfway along it in log lr.
     * ``"minimum"``: the minimum of the smoothed loss divided by 10 (fastai's ``minimum``).
@@ -150,8 +154,10 @@ def lr_find(
     afterwards, also when the test fails.
 
     Changed: ``smoothing`` is the zero-lag EMA's factor (was a causal EMA's, default 0.98);
-    ``suggestion``, ``too_low`` and ``right`` can be ``None``; the rule was the steepest fall of
-    the loss, which noise at the start of the range decided.
+    ``suggestion``, ``too_low`` and ``right`` can be ``None``; the suggestion was the steepest fall
+    of the loss, which noise at the start of the range decided; a first loss that is ≤ 0 no longer
+    raises.  New: ``skip_start``, ``skip_end``, ``method``; ``result.verdict``, ``.suggestions``,
+    ``.to_markdown()``.
     """
     if not (0 < start < end) or not (math.isfinite(start) and math.isfinite(end)):
         raise ValueError(f"lr_find: need 0 < start < end, got start={start!r}, end={end!r}")
@@ -198,7 +204,9 @@ def _range_test(model, loss_fn, data, optimizer, start, end, steps, smoothing, d
     """(learning rates, raw losses, the learning rate at which the run diverged or None)."""
     batches = iter(_cycle(data, steps))
     lrs, losses = [], []
-    average, best, diverged_at = 0.0, math.inf, None
+    diverged_at = None
+    averages, bests = [0.0, 0.0], [math.inf, math.inf]  # causal EMAs (and their best) of log L and of L
+    positive = True  # every loss so far > 0: the curve is log L
     model.train()
     for index in range(steps):
         lr = start * (end / start) ** (index / (steps - 1))
@@ -221,19 +229,20 @@ def _range_test(model, loss_fn, data, optimizer, start, end, steps, smoothing, d
             loss = float(optimizer.step(closure).detach())
         except FloatingPointError:  # a descend optimizer refusing a non-finite gradient: the run diverged
             loss = math.nan
-        if not (math.isfinite(loss) and loss > 0):
+        if not math.isfinite(loss):
             if index == 0:
-                raise ValueError("lr_find: the loss is not finite and positive at the first step, before the "
-                                 f"learning rate grew (got {loss})")
-            if not math.isfinite(loss):
-                diverged_at = lr
-                break
-            loss = max(loss, 1e-30)  # an exact zero: keep the point, its logarithm finite
+                raise ValueError("lr_find: the loss is not finite at the first step, before the learning rate grew")
+            diverged_at = lr
+            break
         lrs.append(lr), losses.append(loss)
-        average = smoothing * average + (1 - smoothing) * math.log(loss)
-        causal = average / (1 - smoothing ** (index + 1))  # debiased, as Adam's moments
-        best = min(best, causal)
-        if causal > best + math.log(diverge_factor):
+        positive = positive and loss > 0
+        for k, value in enumerate((math.log(loss) if positive else 0.0, loss)):
+            averages[k] = smoothing * averages[k] + (1 - smoothing) * value
+            bests[k] = min(bests[k], averages[k] / (1 - smoothing ** (index + 1)))  # debiased, as Adam's moments
+        causal = [average / (1 - smoothing ** (index + 1)) for average in averages]
+        # log L rose by log(diverge_factor); a loss that is not always positive: L rose past factor × |best|
+        if (causal[0] > bests[0] + math.log(diverge_factor) if positive
+                else causal[1] > bests[1] + (diverge_factor - 1) * abs(bests[1])):
             diverged_at = lr
             break
     return lrs, losses, diverged_at
@@ -279,7 +288,8 @@ def summarise(lrs, losses, diverged_at, smoothing, skip_start, skip_end, method=
     """Reads regions and suggestions off a recorded curve (see :func:`lr_find`)."""
     if not lrs:
         raise ValueError("lr_find: no step was recorded")
-    logs = [math.log(v) for v in losses]
+    positive = all(v > 0 for v in losses)
+    logs = [math.log(v) for v in losses] if positive else list(losses)  # the curve: log L, or L if L ≤ 0 occurs
     smooth = zero_lag(logs, smoothing)
     count = len(lrs)
     first, last = min(skip_start, count - 1), max(min(skip_start, count - 1), count - 1 - skip_end)
@@ -287,13 +297,15 @@ def summarise(lrs, losses, diverged_at, smoothing, skip_start, skip_end, method=
     lowest = min(window, key=smooth.__getitem__)
     top = max(smooth[first:lowest + 1])
     drop = top - smooth[lowest]
+    tiny = 1e-3 if positive else 1e-3 * max(abs(top), abs(smooth[lowest]), 1e-12)  # a flat curve falls less
     noise = _noise(logs, smooth, smoothing, window)
     too_high = (lrs[lowest], diverged_at or lrs[-1]) if lowest < count - 1 or diverged_at else None
-    base = dict(lrs=lrs, losses=losses, smoothed=[math.exp(v) for v in smooth], diverged_at=diverged_at,
+    base = dict(lrs=lrs, losses=losses, smoothed=[math.exp(v) for v in smooth] if positive else smooth, diverged_at=diverged_at,
                 method=method, drop=drop, noise=noise, skip_start=first, skip_end=count - 1 - last)
-    if drop <= SIGNIFICANCE * noise or drop < 1e-3:
-        kind = "flat" if drop < 1e-3 or smooth[last] >= smooth[first] - 1e-3 else "too noisy"
-        verdict = (f"no suggestion: the loss is {kind} (its smoothed log falls {drop:.2g} nats, noise {noise:.2g}); "
+    if drop <= SIGNIFICANCE * noise or drop < tiny:
+        kind = "flat" if drop < tiny or smooth[last] >= smooth[first] - tiny else "too noisy"
+        verdict = (f"no suggestion: the loss is {kind} (its smoothed {'log ' if positive else ''}falls {drop:.2g}, "
+                   f"noise {noise:.2g}); "
                    "is the model frozen, or the range too narrow, or the batches too small?")
         return LRFinderResult(suggestion=None, too_low=None, right=None, too_high=too_high, verdict=verdict,
                               suggestions=dict.fromkeys(METHODS), **base)
@@ -301,9 +313,10 @@ def summarise(lrs, losses, diverged_at, smoothing, skip_start, skip_end, method=
     begins = max((i for i in range(first, lowest + 1) if smooth[i] > top - DESCENT * drop), default=first)
     rules = {"halfway": _halfway, "valley": _valley, "minimum": _minimum, "steepest": _steepest}
     limit = diverged_at or math.inf
+    counted = min(drop, FLOOR) if positive else drop  # a fall of the log loss counts up to 30×
     suggestions = {}
     for name, rule in rules.items():
-        value = rule(lrs, smooth, begins, lowest, top, drop)
+        value = rule(lrs, smooth, begins, lowest, top, counted)
         suggestions[name] = None if value is None else min(value, limit / 1.5)  # never at the divergence
     suggestion = suggestions[method]
     verdict = (f"{suggestion:.3g} by the {method} rule; the loss falls between {lrs[begins]:.3g} and {lrs[lowest]:.3g}"
@@ -349,5 +362,4 @@ def _steepest(lrs, smooth, begins, lowest, top, drop):
 
 
 def _halfway(lrs, smooth, begins, lowest, top, drop):
-    target = top - min(drop, FLOOR) / 2
-    return lrs[next(i for i in range(begins, lowest + 1) if smooth[i] <= target)]
+    return lrs[next(i for i in range(begins, lowest + 1) if smooth[i] <= top - drop / 2)]

@@ -257,7 +257,7 @@ def test_bad_input_raises_and_leaves_the_model_as_it_was():
         descend.lr_find(model, quadratic_loss, BATCHES, start=1.0, end=1e-3)
     with pytest.raises(ValueError, match="no batches"):
         descend.lr_find(model, quadratic_loss, [])
-    with pytest.raises(ValueError, match="not finite and positive at the first step"):
+    with pytest.raises(ValueError, match="not finite at the first step"):
         descend.lr_find(model, lambda out, target: out.sum() * float("nan"), BATCHES)
     with pytest.raises(ValueError, match="method must be one of"):
         descend.lr_find(model, quadratic_loss, BATCHES, method="fastest")
@@ -271,3 +271,17 @@ def test_bad_input_raises_and_leaves_the_model_as_it_was():
     with pytest.raises(ValueError, match="no trainable parameters"):
         descend.lr_find(frozen, quadratic_loss, BATCHES)
     assert torch.equal(model.theta, before)
+
+
+def test_a_loss_that_goes_negative_is_read_as_it_is():
+    # the issue's example with the loss shifted down by 1, so that it ends below zero
+    batches, _ = issue_example(0)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = descend.lr_find(nn.Linear(8, 1), lambda out, y: nn.functional.mse_loss(out, y) - 1.0, batches,
+                                 optimizer=descend.SGD)
+    assert min(result.losses) < 0 and result.suggestion is not None
+    assert result.right[0] <= result.suggestion <= result.right[1] < result.diverged_at
+    assert 0.004 <= result.suggestion < 0.113
+    result.plot()
