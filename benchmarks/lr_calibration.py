@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+from tqdm import tqdm
 
 import descend
 from descend.lab import data
@@ -98,7 +99,8 @@ def calibrate(quick: bool):
         for optimizer, (_, _, (low, high)) in OPTIMIZERS.items():
             started = time.perf_counter()
             grid = [10 ** (low + k / per_decade) for k in range(round((high - low) * per_decade) + 1)]
-            sweep = {lr: statistics.fmean(train_loss(task, optimizer, lr, s, steps) for s in seeds) for lr in grid}
+            sweep = {lr: statistics.fmean(train_loss(task, optimizer, lr, s, steps) for s in seeds)
+                     for lr in tqdm(grid, desc=f"{task} {optimizer} sweep", leave=False, file=sys.stderr)}
             best = min(sweep, key=sweep.__getitem__)
             found = {s: suggestions(task, optimizer, s) for s in seeds}
             row = dict(task=task, optimizer=optimizer, best_lr=best, best_loss=sweep[best], grid=sweep)
@@ -149,7 +151,7 @@ def main(argv=None) -> int:
     print(table)
     if args.output is not None:
         args.output.write_text(table + "\n")
-    print(f"done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    print(f"done in {time.perf_counter() - started:.0f} s wall, {time.process_time():.0f} s of CPU", file=sys.stderr)
     return 0
 
 
