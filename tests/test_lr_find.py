@@ -17,6 +17,9 @@ from torch.utils.data import DataLoader, TensorDataset
 import descend
 from descend.lr_find import summarise
 
+# most tests cycle a few batches on purpose; test_fewer_batches_than_steps_cycle_with_a_warning checks the warning
+pytestmark = pytest.mark.filterwarnings("ignore:lr_find. the data holds")
+
 CURVATURE = torch.tensor([1.0, 4.0, 10.0])  # λ_max = 10: gradient descent diverges above 0.2
 
 
