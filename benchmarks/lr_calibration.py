@@ -127,7 +127,8 @@ def _ratio(value):
 
 
 def to_markdown(rows, setup) -> str:
-    header = ["task", "optimizer", "best lr (sweep)", "loss at best lr"] + [f"{m}: lr per seed → ratio" for m in METHODS]
+    header = ["task", "optimizer", "best lr (sweep)", "loss at best lr"]
+    header += [f"{m}: lr per seed → ratio" for m in METHODS]
     lines = [f"Fixed budget: {setup['steps']} steps of batch 64; sweep: {setup['per_decade']} learning rates per "
              f"decade; {setup['seeds']} seeds; ratio = mean loss at the suggestion / mean loss at the best lr.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

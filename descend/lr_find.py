@@ -2,8 +2,9 @@
 
 The curve is read in log loss against log learning rate: mini-batch noise is mostly multiplicative
 (each batch has its own scale), and a descent spans orders of magnitude on some problems and a
-fraction of one on others (a loss that is ever ≤ 0 is read as it is).  The smoothing is zero-lag (an EMA run forwards, then backwards), so
-the smoothed curve falls where the raw one falls; the stopping rule uses the causal EMA only.
+fraction of one on others (a loss that is ever ≤ 0 is read as it is).  The smoothing is zero-lag
+(an EMA run forwards, then backwards), so the smoothed curve falls where the raw one falls; the
+stopping rule uses the causal EMA only.
 """
 from __future__ import annotations
 
@@ -300,8 +301,9 @@ def summarise(lrs, losses, diverged_at, smoothing, skip_start, skip_end, method=
     tiny = 1e-3 if positive else 1e-3 * max(abs(top), abs(smooth[lowest]), 1e-12)  # a flat curve falls less
     noise = _noise(logs, smooth, smoothing, window)
     too_high = (lrs[lowest], diverged_at or lrs[-1]) if lowest < count - 1 or diverged_at else None
-    base = dict(lrs=lrs, losses=losses, smoothed=[math.exp(v) for v in smooth] if positive else smooth, diverged_at=diverged_at,
-                method=method, drop=drop, noise=noise, skip_start=first, skip_end=count - 1 - last)
+    smoothed = [math.exp(v) for v in smooth] if positive else smooth
+    base = dict(lrs=lrs, losses=losses, smoothed=smoothed, diverged_at=diverged_at, method=method, drop=drop,
+                noise=noise, skip_start=first, skip_end=count - 1 - last)
     if drop <= SIGNIFICANCE * noise or drop < tiny:
         kind = "flat" if drop < tiny or smooth[last] >= smooth[first] - tiny else "too noisy"
         verdict = (f"no suggestion: the loss is {kind} (its smoothed {'log ' if positive else ''}falls {drop:.2g}, "
