@@ -46,8 +46,8 @@ class LRFinderResult:
     method: str = "halfway"
     verdict: str = ""
     suggestions: dict[str, float | None] = field(default_factory=dict)
-    drop: float = 0.0  # fall of the smoothed log loss from its plateau to its minimum (nats)
-    noise: float = 0.0  # deviation of the smoothed log loss expected from mini-batch noise alone (nats)
+    drop: float = 0.0  # fall of the smoothed log loss from its plateau to its minimum (of the loss if ever ≤ 0)
+    noise: float = 0.0  # deviation of the smoothed curve expected from mini-batch noise alone (same units)
     skip_start: int = 0
     skip_end: int = 0
 
@@ -304,11 +304,15 @@ def summarise(lrs, losses, diverged_at, smoothing, skip_start, skip_end, method=
     smoothed = [math.exp(v) for v in smooth] if positive else smooth
     base = dict(lrs=lrs, losses=losses, smoothed=smoothed, diverged_at=diverged_at, method=method, drop=drop,
                 noise=noise, skip_start=first, skip_end=count - 1 - last)
+    if diverged_at is not None and count < skip_start + skip_end + 5:
+        verdict = (f"no suggestion: the loss diverged after {count} steps, at {diverged_at:.3g}, before the curve "
+                   "could be read; start lower")
+        return LRFinderResult(suggestion=None, too_low=None, right=None, too_high=too_high, verdict=verdict,
+                              suggestions=dict.fromkeys(METHODS), **base)
     if drop <= SIGNIFICANCE * noise or drop < tiny:
         kind = "flat" if drop < tiny or smooth[last] >= smooth[first] - tiny else "too noisy"
         verdict = (f"no suggestion: the loss is {kind} (its smoothed {'log ' if positive else ''}falls {drop:.2g}, "
-                   f"noise {noise:.2g}); "
-                   "is the model frozen, or the range too narrow, or the batches too small?")
+                   f"noise {noise:.2g}); is the model frozen, or the range too narrow, or the batches too small?")
         return LRFinderResult(suggestion=None, too_low=None, right=None, too_high=too_high, verdict=verdict,
                               suggestions=dict.fromkeys(METHODS), **base)
     # the descent: after the last point (before the minimum) still above 10% of the drop

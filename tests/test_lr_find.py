@@ -179,6 +179,12 @@ def test_a_flat_loss_gives_no_suggestion_and_says_so():
         result.plot()
 
 
+def test_a_test_that_diverges_at_once_gives_no_suggestion():
+    result = descend.lr_find(Quadratic(), quadratic_loss, BATCHES, optimizer=descend.SGD, start=1.0, end=1e3)
+    assert result.suggestion is None and result.diverged_at is not None and "diverged after" in result.verdict
+    assert "start lower" in result.to_markdown()
+
+
 def test_pure_noise_gives_no_suggestion():
     generator = torch.Generator().manual_seed(0)
     lrs = [10 ** (-7 + 8 * i / 99) for i in range(100)]
