@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
 import descend
@@ -39,10 +40,40 @@ def top_hessian_eigenvalue(model, x, y, iterations: int, generator) -> float:
     return eigenvalue
 
 
+def draw_landscapes(ctx: Context, models: dict, split) -> None:
+    """The two minima as pictures (descend.landscape): the loss on the line from SGD's solution to SAM's, and
+    the surface around each along two filter-normalized random directions (Li et al. 2018), on one scale."""
+    loss_fn = torch.nn.functional.cross_entropy
+    batch = (split.x_train, split.y_train)
+    line = descend.landscape(models["SGD"], loss_fn, batch, "interpolate", target=models["SAM"], steps=41,
+                             progress=False)
+    surfaces = {name: descend.landscape(model, loss_fn, batch, "filter", steps=21, span=1.0, seed=ctx.seed,
+                                        progress=False) for name, model in models.items()}
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.3))
+    axes[0].plot(line.x, line.loss, color="black")
+    for name, t in (("SGD", 0.0), ("SAM", 1.0)):
+        axes[0].axvline(t, color=ctx.color(name), linestyle="--", label=f"{name}'s solution")
+    axes[0].set_yscale("log"), axes[0].set_xlabel("t on θ = (1−t)·θ_SGD + t·θ_SAM")
+    axes[0].set_ylabel("training cross-entropy (nats, log)"), axes[0].legend()
+    axes[0].set_title("from SGD's minimum to SAM's")
+    logs = {name: np.log10(np.maximum(surface.loss, 1e-12)) for name, surface in surfaces.items()}
+    levels = np.linspace(min(v.min() for v in logs.values()), max(v.max() for v in logs.values()), 16)
+    for axis, (name, surface) in zip(axes[1:], surfaces.items()):
+        contour = axis.contourf(surface.x, surface.y, logs[name], levels=levels, cmap="viridis")
+        axis.plot(0, 0, marker="*", color=ctx.color(name), markersize=14, markeredgecolor="white")
+        axis.set_title(f"around {name}'s minimum")
+        axis.set_xlabel("α along filter-normalized δ"), axis.set_ylabel("β along filter-normalized η")
+    figure.subplots_adjust(wspace=0.38, right=0.9, left=0.07)
+    figure.colorbar(contour, ax=axes[1:], label="log₁₀ training cross-entropy (one scale for both)")
+    ctx.save(figure, "landscape", tight=False, caption="The loss between and around the two solutions "
+             "(descend.landscape, Li et al. 2018 directions): compare the width of the dark basins on one colour scale; "
+             "the Hessian eigenvalue above is the number.")
+
+
 def run(ctx: Context) -> Result:
     split = data.digits(ctx.seed)
     steps = 1000 if ctx.full else 300
-    numbers, curves = {}, {}
+    numbers, curves, models = {}, {}, {}
     for name in ctx.track(["SGD", "SAM"]):
         torch.manual_seed(ctx.seed)
         model = ctx.place(data.mlp(64, 64, 10, depth=2))
@@ -51,6 +82,7 @@ def run(ctx: Context) -> Result:
                      else descend.SGD(model.parameters(), **kwargs))
         curves[name] = data.train(model, optimizer, split, steps, generator=ctx.generator(), record_every=5)
         model.eval()
+        models[name] = model
         numbers[name] = {
             "top_hessian_eigenvalue": top_hessian_eigenvalue(model, split.x_train, split.y_train, 20, ctx.generator(7)),
             "train_loss": data.evaluate(model, split.x_train, split.y_train)[0],
@@ -69,6 +101,7 @@ def run(ctx: Context) -> Result:
         right.set_ylabel("λ_max of ∇²L (nats per unit² of θ)")
         ctx.save(figure, "sharpness", caption="Both reach a low training loss (left); SAM's end point has the smaller "
                  "top Hessian eigenvalue, i.e. a flatter minimum (right).")
+        draw_landscapes(ctx, models, split)
     summary = (f"Top Hessian eigenvalue: SGD {sgd['top_hessian_eigenvalue']:.2f}, SAM {sam['top_hessian_eigenvalue']:.2f}"
                f". Test accuracy: SGD {sgd['test_accuracy']:.3f}, SAM {sam['test_accuracy']:.3f}.")
     return Result({"sam-finds-flatter-minimum": sgd["top_hessian_eigenvalue"] / sam["top_hessian_eigenvalue"]},
