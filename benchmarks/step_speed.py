@@ -47,6 +47,11 @@ OPTIMIZERS = {
                      lambda p, **k: torch.optim.SGD(p, lr=1e-3, momentum=0.9, dampening=0.9, **k), 20),
     "look-ahead Nesterov": (lambda p, **k: descend.SGD(p, lr=1e-3, momentum=0.9, dampening=0.9, nesterov=True, **k),
                             lambda p, **k: torch.optim.SGD(p, lr=1e-3, momentum=0.9, nesterov=True, **k), 20),
+    "NAdam": (lambda p, **k: descend.NAdam(p, **k), lambda p, **k: torch.optim.NAdam(p, **k), 28),
+    "RAdam": (lambda p, **k: descend.RAdam(p, **k), lambda p, **k: torch.optim.RAdam(p, **k), 28),
+    # Lion has no torch.optim class: compared with descend's own reference chain on torch's foreach ops
+    "Lion": (lambda p, **k: descend.Lion(p, **k),
+             lambda p, **k: descend.Lion(p, fused=False, **({"foreach": k["foreach"]} if "foreach" in k else k)), 20),
 }
 TORCH_PATHS = {"fused": dict(fused=True), "foreach": dict(foreach=True), "for-loop": dict(foreach=False)}
 
