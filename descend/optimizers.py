@@ -76,16 +76,18 @@ class SGD(ChainOptimizer):
         lr: float = 1e-3,
         momentum: float = 0.0,
         dampening: float = 0.0,
-        nesterov: bool = False,
         weight_decay: float = 0.0,
-        maximize: bool = False,
+        nesterov: bool = False,
         *,
-        nonfinite: str = "raise",
-        fused: bool | None = None,
+        maximize: bool = False,
         foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        nonfinite: str = "raise",
     ):
         defaults = dict(
-            lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov, weight_decay=weight_decay, maximize=maximize
+            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+            maximize=maximize, differentiable=differentiable,
         )
         super().__init__(params, defaults, nonfinite, fused, foreach)
 
@@ -132,11 +134,12 @@ class Adagrad(ChainOptimizer):
         weight_decay: float = 0.0,
         initial_accumulator_value: float = 0.0,
         eps: float = 1e-10,
-        maximize: bool = False,
-        *,
-        nonfinite: str = "raise",
-        fused: bool | None = None,
         foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        nonfinite: str = "raise",
     ):
         defaults = dict(
             lr=lr,
@@ -145,6 +148,7 @@ class Adagrad(ChainOptimizer):
             initial_accumulator_value=initial_accumulator_value,
             eps=eps,
             maximize=maximize,
+            differentiable=differentiable,
         )
         super().__init__(params, defaults, nonfinite, fused, foreach)
 
@@ -195,11 +199,13 @@ class RMSprop(ChainOptimizer):
         weight_decay: float = 0.0,
         momentum: float = 0.0,
         centered: bool = False,
-        maximize: bool = False,
-        *,
-        nonfinite: str = "raise",
-        fused: bool | None = None,
+        capturable: bool = False,
         foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+        *,
+        fused: bool | None = None,
+        nonfinite: str = "raise",
     ):
         defaults = dict(
             lr=lr,
@@ -208,7 +214,9 @@ class RMSprop(ChainOptimizer):
             weight_decay=weight_decay,
             momentum=momentum,
             centered=centered,
+            capturable=capturable,
             maximize=maximize,
+            differentiable=differentiable,
         )
         super().__init__(params, defaults, nonfinite, fused, foreach)
 
@@ -259,13 +267,18 @@ class Adadelta(ChainOptimizer):
         rho: float = 0.9,
         eps: float = 1e-6,
         weight_decay: float = 0.0,
-        maximize: bool = False,
-        *,
-        nonfinite: str = "raise",
-        fused: bool | None = None,
         foreach: bool | None = None,
+        *,
+        capturable: bool = False,
+        maximize: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        nonfinite: str = "raise",
     ):
-        defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
+        defaults = dict(
+            lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, capturable=capturable, maximize=maximize,
+            differentiable=differentiable,
+        )
         super().__init__(params, defaults, nonfinite, fused, foreach)
 
     def validate(self, group):
@@ -309,8 +322,6 @@ class Adam(ChainOptimizer):
     torch.optim.Adam.
     """
 
-    decoupled_weight_decay = False
-
     def __init__(
         self,
         params,
@@ -319,12 +330,15 @@ class Adam(ChainOptimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         amsgrad: bool = False,
-        bias_correction: bool = True,
-        maximize: bool = False,
         *,
-        nonfinite: str = "raise",
-        fused: bool | None = None,
         foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
+        bias_correction: bool = True,
+        nonfinite: str = "raise",
     ):
         defaults = dict(
             lr=lr,
@@ -332,8 +346,11 @@ class Adam(ChainOptimizer):
             eps=eps,
             weight_decay=weight_decay,
             amsgrad=amsgrad,
-            bias_correction=bias_correction,
             maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
+            decoupled_weight_decay=decoupled_weight_decay,
+            bias_correction=bias_correction,
         )
         super().__init__(params, defaults, nonfinite, fused, foreach)
 
@@ -359,7 +376,7 @@ class Adam(ChainOptimizer):
             steps.append(BiasCorrection(beta1))
         steps.append(ScaleByInverseRms(second_moment, group["eps"], debias_beta=beta2 if corrected else None))
         steps.append(ScaleByLearningRate(group["lr"]))
-        if self.decoupled_weight_decay:
+        if group["decoupled_weight_decay"]:
             return steps + ([DecoupledWeightDecay(group["weight_decay"])] if group["weight_decay"] else [])
         return _with_coupled_decay(group, steps)
 
@@ -370,7 +387,7 @@ class Adam(ChainOptimizer):
             len(params), native.pointers(params), native.pointers(grads), _entries(states, "exp_avg"),
             _entries(states, "exp_avg_sq"), _entries(states, "max_exp_avg_sq") if group["amsgrad"] else None,
             native.sizes(params), steps, group["lr"], beta1, beta2, group["eps"], group["weight_decay"],
-            group["bias_correction"], self.decoupled_weight_decay, group["maximize"], native.threads(),
+            group["bias_correction"], group["decoupled_weight_decay"], group["maximize"], native.threads(),
         )
 
 
@@ -385,8 +402,6 @@ class AdamW(Adam):
     Identical to torch.optim.AdamW.
     """
 
-    decoupled_weight_decay = True
-
     def __init__(
         self,
         params,
@@ -395,16 +410,19 @@ class AdamW(Adam):
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
         amsgrad: bool = False,
-        bias_correction: bool = True,
-        maximize: bool = False,
         *,
-        nonfinite: str = "raise",
-        fused: bool | None = None,
+        maximize: bool = False,
         foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        bias_correction: bool = True,
+        nonfinite: str = "raise",
     ):
         super().__init__(
-            params, lr, betas, eps, weight_decay, amsgrad, bias_correction, maximize, nonfinite=nonfinite, fused=fused,
-            foreach=foreach,
+            params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize, capturable=capturable,
+            differentiable=differentiable, fused=fused, decoupled_weight_decay=True, bias_correction=bias_correction,
+            nonfinite=nonfinite,
         )
 
 
