@@ -262,6 +262,7 @@ class ChainOptimizer(torch.optim.Optimizer):
     """
 
     counts_steps = True  # keep ``state["step"]`` (t) per parameter; False where no formula uses t
+    ignored_state_keys: frozenset[str] = frozenset()  # entries other libraries keep that a checkpoint may hold
     elementwise = True  # each element's update depends on that element alone: shards update independently
 
     def __init__(
@@ -412,6 +413,8 @@ class ChainOptimizer(torch.optim.Optimizer):
         for state in self.state.values():
             if not isinstance(state, dict):  # e.g. a flag a hook keeps in optimizer.state
                 continue
+            for key in self.ignored_state_keys & state.keys():
+                del state[key]
             self._normalise_step(state)
             for key, value in state.items():  # the fused kernels need state laid out like its parameter
                 if isinstance(value, Tensor) and key != "step" and not value.is_contiguous():
@@ -470,6 +473,8 @@ class ChainOptimizer(torch.optim.Optimizer):
         chains = [self.chain({**self.defaults, **s}) for s in saved_groups]
         chain_of = {saved: chain for chain, s in zip(chains, saved_groups) for saved in s["params"]}
         for saved, entries in state_dict.get("state", {}).items():
+            if not isinstance(saved, int) or not isinstance(entries, dict):
+                continue  # not a parameter's state (a hook's entry): torch.optim carries it over as it is
             if saved not in params:
                 raise ValueError(f"{owner}.load_state_dict: the checkpoint has state for unknown parameter {saved!r}")
             param = params[saved]
@@ -479,7 +484,7 @@ class ChainOptimizer(torch.optim.Optimizer):
             for transform in chain_of[saved]:
                 if transform.stateful:
                     expected.update({key: value.shape for key, value in transform.init(shape_only).items()})
-            unknown = set(entries) - set(expected) - {"step"}
+            unknown = set(entries) - set(expected) - {"step"} - self.ignored_state_keys
             if unknown:
                 raise ValueError(
                     f"{owner}.load_state_dict: state {sorted(unknown)} of parameter {saved!r} is not kept by {owner} "
@@ -495,7 +500,8 @@ class ChainOptimizer(torch.optim.Optimizer):
 
     # Under torch.compile the step runs eagerly (a graph break): tracing the per-parameter chain hit
     # Dynamo bugs that made compiled SGD with momentum silently wrong; the kernels are C calls anyway.
-    @torch.compiler.disable
+    # (torch._disable_dynamo is torch.compiler.disable that imports Dynamo on the first call, not here.)
+    @torch._disable_dynamo
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = None

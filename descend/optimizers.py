@@ -33,6 +33,7 @@ from .transforms import (
     SumOfSquares,
     TrackEma,
     Transform,
+    adafactor_step_size,
 )
 
 
@@ -459,6 +460,7 @@ class Adafactor(ChainOptimizer):
     """
 
     elementwise = False  # row/column statistics and RMS values span the whole matrix
+    ignored_state_keys = frozenset({"RMS"})  # Hugging Face's Adafactor keeps RMS(θ) of the last step; not needed
 
     def __init__(
         self,
@@ -513,6 +515,29 @@ class Adafactor(ChainOptimizer):
         check_closed_interval(owner, "decay_rate", group["decay_rate"], -1.0, 0.0)
         if group["beta1"] is not None:
             check_unit_interval(owner, "beta1", group["beta1"])
+
+    def _numbers(self, group):
+        """As Hugging Face's Adafactor: while ``relative_step`` the step size is computed and the group's
+        ``lr`` is ignored (``transformers.optimization.AdafactorSchedule`` writes 0.0 there)."""
+        values = super()._numbers(group)
+        if values["relative_step"]:
+            values["lr"] = None
+        return values
+
+    def _get_lr(self, group, state) -> float:
+        """The step size ``α_t`` of the last step of the parameter whose state is ``state``, as Hugging
+        Face's ``Adafactor._get_lr`` (``AdafactorSchedule`` reports it to the trainer's logs)."""
+        group = self._numbers(group)
+        step = state.get("step", 0)
+        step = int(step.item() if hasattr(step, "item") else step)
+        if step == 0:
+            return 0.0
+        size = adafactor_step_size(step, group["lr"], group["warmup_init"])
+        if group["scale_parameter"]:
+            param = next((p for p in group["params"] if self.state.get(p) is state), None)
+            rms = 0.0 if param is None else float(param.detach().double().square().mean().sqrt())
+            size *= max(group["eps"][1], rms)
+        return size
 
     def chain(self, group):
         eps1, eps2 = group["eps"]
