@@ -3,7 +3,7 @@ from .compare import Comparison, compare, performance_profile
 from .lr_find import LRFinderResult, lr_find
 from .optimizer import ChainOptimizer
 from .optimizers import SGD, Adadelta, Adafactor, Adagrad, Adam, AdamW, RMSprop
-from .sam import SAM
+from .sam import SAM, frozen_batchnorm_stats
 from .telemetry import Telemetry
 from .schedules import InverseSqrt, MomentumSchedule, WarmupCosine, linear_ramp
 
@@ -18,6 +18,7 @@ __all__ = [
     "AdamW",
     "Adafactor",
     "SAM",
+    "frozen_batchnorm_stats",
     "ChainOptimizer",
     "WarmupCosine",
     "InverseSqrt",
