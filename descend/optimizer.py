@@ -86,18 +86,19 @@ def _as_float(owner: str, name: str, value: Any) -> float:
     return float(value)
 
 
-def as_number(owner: str, where: str, value: Any) -> Any:
-    """A hyperparameter as the kernels and the reference chain take it: a 1-element tensor (an lr kept as a
-    tensor, shape [], [1] or [1, 1]) becomes a float, a tuple is converted entry by entry, None stays None.
-    Anything else that is not a real number is a ``TypeError`` naming ``where`` (it was edited after
-    construction: ``validate`` checked the value it had then)."""
-    if value is None or isinstance(value, bool):
+def as_number(owner: str, where: str, value: Any, like: Any) -> Any:
+    """A hyperparameter as the kernels and the reference chain take it, shaped as its default ``like``: a
+    1-element tensor (an lr kept as a tensor, shape [], [1] or [1, 1]) becomes a float, a pair (betas)
+    is converted entry by entry, None stays None where the default is None.  Anything else is a
+    ``TypeError`` naming ``where`` (the value was edited after construction: ``validate`` saw the old one)."""
+    if isinstance(like, (tuple, list)):
+        if isinstance(value, (tuple, list)) and len(value) == len(like):
+            return type(value)(as_number(owner, f"{where}[{i}]", v, d) for i, (v, d) in enumerate(zip(value, like)))
+    elif value is None and like is None:
         return value
-    if isinstance(value, (tuple, list)):
-        return type(value)(as_number(owner, f"{where}[{i}]", v) for i, v in enumerate(value))
-    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex():
+    elif isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex():
         return value.item()
-    if isinstance(value, Real):
+    elif isinstance(value, Real) and not isinstance(value, bool):
         return value
     raise TypeError(f"{owner}: {where} must be a real number (or a 1-element tensor), got {value!r}")
 
@@ -184,6 +185,14 @@ def _boolean_options(cls: type) -> frozenset[str]:
     """The keyword arguments of ``cls`` that default to True or False (None given for one means False)."""
     return frozenset(name for name, parameter in inspect.signature(cls.__init__).parameters.items()
                      if isinstance(parameter.default, bool))
+
+
+@functools.cache
+def _numeric_options(cls: type) -> dict[str, Any]:
+    """The keyword arguments of ``cls`` that take numbers (or pairs of numbers, or None), with their defaults."""
+    return {name: parameter.default for name, parameter in inspect.signature(cls.__init__).parameters.items()
+            if name not in ("fused", "foreach") and not isinstance(parameter.default, bool) and (
+                parameter.default is None or isinstance(parameter.default, (Real, tuple)))}
 
 
 def _flags_as_bools(cls: type, values: dict[str, Any]) -> dict[str, Any]:
@@ -338,11 +347,10 @@ class ChainOptimizer(torch.optim.Optimizer):
         the kernels and the reference chain take them; a value edited into something that is no number is
         a ``TypeError`` that names it."""
         values = dict(group)
-        for name, default in self.defaults.items():
-            if name in values and (default is None or isinstance(default, (Real, tuple, list))) and not (
-                    isinstance(default, bool) or name in ("fused", "foreach")):
+        for name, default in _numeric_options(type(self)).items():
+            if name in values:
                 try:
-                    values[name] = as_number(type(self).__name__, name, values[name])
+                    values[name] = as_number(type(self).__name__, name, values[name], default)
                 except TypeError as error:
                     index = next(i for i, g in enumerate(self.param_groups) if g is group)
                     raise TypeError(str(error).replace(f" {name}", f" param_groups[{index}][{name!r}]", 1)) from None
