@@ -71,6 +71,8 @@ PAIRS = [
     Pair(descend.Adadelta, torch.optim.Adadelta, "Adadelta"),
     Pair(descend.Adam, torch.optim.Adam, "Adam"),
     Pair(descend.AdamW, torch.optim.AdamW, "Adam"),  # torch.optim.AdamW is Adam(decoupled_weight_decay=True)
+    # descend.Adafactor is Hugging Face's algorithm, not torch.optim.Adafactor's (which clamps V̂ at ε₁² instead of
+    # adding ε₁ to G², and has no beta1): no pair; tests/test_faults.py checks it against transformers.
 ]
 
 
