@@ -319,8 +319,9 @@ class Adam(ChainOptimizer):
         \theta_t &\leftarrow \theta_{t-1} - \alpha\,\hat m_t / (\sqrt{\hat v_t} + \epsilon)
 
     ``ε`` sits outside the root.  ``bias_correction=False`` drops the two
-    corrections: ``θ ← θ − αm_t/(√v_t + ε)``.  With the defaults this is
-    torch.optim.Adam.
+    corrections: ``θ ← θ − αm_t/(√v_t + ε)``.  ``decoupled_weight_decay=True``
+    decays as AdamW does (``θ ← θ(1 − αλ)``, no ``λθ`` in ``g``), as in
+    torch.optim.Adam.  With the defaults this is torch.optim.Adam.
     """
 
     def __init__(
