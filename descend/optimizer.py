@@ -94,7 +94,8 @@ def as_number(owner: str, where: str, value: Any, like: Any) -> Any:
     if isinstance(like, (tuple, list)):
         if isinstance(value, (tuple, list)) and len(value) == len(like):
             return type(value)(as_number(owner, f"{where}[{i}]", v, d) for i, (v, d) in enumerate(zip(value, like)))
-    elif value is None and like is None:
+        raise TypeError(f"{owner}: {where} must be a tuple of {len(like)} real numbers, got {value!r}")
+    if value is None and like is None:
         return value
     elif isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex():
         return value.item()
@@ -185,6 +186,9 @@ def _boolean_options(cls: type) -> frozenset[str]:
     """The keyword arguments of ``cls`` that default to True or False (None given for one means False)."""
     return frozenset(name for name, parameter in inspect.signature(cls.__init__).parameters.items()
                      if isinstance(parameter.default, bool))
+
+
+_PLAIN = (float, int)  # numbers that need no conversion (bool is a subclass of int, not of these types)
 
 
 @functools.cache
@@ -348,6 +352,12 @@ class ChainOptimizer(torch.optim.Optimizer):
         a ``TypeError`` that names it."""
         values = dict(group)
         for name, default in _numeric_options(type(self)).items():
+            value = values.get(name)
+            if type(default) is tuple:  # the usual cases, checked first: a step is short
+                if type(value) is tuple and len(value) == len(default) and all(type(v) in _PLAIN for v in value):
+                    continue
+            elif type(value) in _PLAIN:
+                continue
             if name in values:
                 try:
                     values[name] = as_number(type(self).__name__, name, values[name], default)
