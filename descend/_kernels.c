@@ -312,11 +312,19 @@ static BITS S(adafactor_one)(T *p, const T *g, T *row, T *col, T *v, T *m, int64
     for (int64_t k = 0; k < chunks; k++) param_squares += param_part[k], update_squares += update_part[k];
   } else {
     double *col_sums = calloc(2 * batch * cols, sizeof(double)), *weighted_sums = col_sums + batch * cols;
+    /* One matrix (batch = 1, the common case): chunk k also sums its rows' columns, Σ_i (G²_ic+ε₁) and
+     * D_c = Σ_i G²_ic/R_i (row i's share added while the row is in L1, right after R_i is known), into its
+     * own partials, which are added in chunk order below.  The partials are kept to a quarter of the matrix. */
+    const int one_pass = batch == 1;
+    int64_t row_chunks = chunks;
+    while (one_pass && row_chunks > 1 && 2 * row_chunks * cols > total / 4) row_chunks /= 2;
+    T *partial = one_pass ? calloc(2 * row_chunks * cols, sizeof(T)) : NULL;
     /* rows: R_i and Σθ², chunk by chunk */
 #pragma omp parallel for schedule(static) num_threads(nth) reduction(| : found)
-    for (int64_t k = 0; k < chunks; k++) {
+    for (int64_t k = 0; k < row_chunks; k++) {
       double squares_k = 0;
-      for (int64_t br = units * k / chunks; br < units * (k + 1) / chunks; br++) {
+      T *restrict C = one_pass ? partial + 2 * k * cols : NULL, *restrict D = one_pass ? C + cols : NULL;
+      for (int64_t br = units * k / row_chunks; br < units * (k + 1) / row_chunks; br++) {
         const T *restrict G = g + br * cols, *restrict Pr = p + br * cols;
         T row_sum = 0, squares = 0;
         BITS row_found = 0;
@@ -328,27 +336,45 @@ static BITS S(adafactor_one)(T *p, const T *g, T *row, T *col, T *v, T *m, int64
         }
         squares_k += squares;
         found |= row_found;
-        row[br] = beta2 * row[br] + (1 - beta2) * (row_sum / cols);
+        const T r = beta2 * row[br] + (1 - beta2) * (row_sum / cols), inv_r = 1 / r;
+        row[br] = r;
+        if (one_pass) {
+#pragma omp simd
+          for (int64_t c = 0; c < cols; c++) {
+            const T s = G[c] * G[c];
+            C[c] += s + (T)eps1;
+            D[c] += s * inv_r;
+          }
+        }
       }
       param_part[k] = squares_k;
     }
-    for (int64_t k = 0; k < chunks; k++) param_squares += param_part[k];
-    /* columns: Σ_i (G²_ic+ε₁) and D_c = Σ_i G²_ic/R_i, each column block of each matrix summed down its rows
-     * in order by one thread (a second read of G, the price of bits that do not depend on the threads) */
-    const int64_t blocks = cols >= 1024 ? 16 : 1;
+    for (int64_t k = 0; k < row_chunks; k++) param_squares += param_part[k];
+    if (one_pass) {
+      for (int64_t k = 0; k < row_chunks; k++)
+        for (int64_t c = 0; c < cols; c++) {
+          col_sums[c] += partial[2 * k * cols + c];
+          weighted_sums[c] += partial[(2 * k + 1) * cols + c];
+        }
+      free(partial);
+    } else {
+      /* a stack of matrices (conv kernels): each column block of each matrix summed down its rows in order
+       * by one thread (a second read of G, which is small here) */
+      const int64_t blocks = cols >= 1024 ? 16 : 1;
 #pragma omp parallel for schedule(static) num_threads(nth)
-    for (int64_t item = 0; item < batch * blocks; item++) {
-      const int64_t b = item / blocks, q = item % blocks;
-      const int64_t c0 = cols * q / blocks, c1 = cols * (q + 1) / blocks;
-      double *restrict CS = col_sums + b * cols, *restrict WS = weighted_sums + b * cols;
-      for (int64_t r = 0; r < rows; r++) {
-        const T *restrict G = g + (b * rows + r) * cols;
-        const T inv_r = 1 / row[b * rows + r];
+      for (int64_t item = 0; item < batch * blocks; item++) {
+        const int64_t b = item / blocks, q = item % blocks;
+        const int64_t c0 = cols * q / blocks, c1 = cols * (q + 1) / blocks;
+        double *restrict CS = col_sums + b * cols, *restrict WS = weighted_sums + b * cols;
+        for (int64_t r = 0; r < rows; r++) {
+          const T *restrict G = g + (b * rows + r) * cols;
+          const T inv_r = 1 / row[b * rows + r];
 #pragma omp simd
-        for (int64_t c = c0; c < c1; c++) {
-          const T s = G[c] * G[c];
-          CS[c] += s + (T)eps1;
-          WS[c] += s * inv_r;
+          for (int64_t c = c0; c < c1; c++) {
+            const T s = G[c] * G[c];
+            CS[c] += s + (T)eps1;
+            WS[c] += s * inv_r;
+          }
         }
       }
     }
