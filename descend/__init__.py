@@ -5,7 +5,7 @@ from .lr_find import LRFinderResult, lr_find
 from .compose import make_optimizer
 from .optimizer import ChainOptimizer
 from .optimizers import SGD, Adadelta, Adafactor, Adagrad, Adam, AdamW, Lion, NAdam, RAdam, RMSprop
-from .sam import SAM
+from .sam import SAM, frozen_batchnorm_stats
 from .telemetry import Telemetry
 from .transforms import Elementwise
 from .schedules import InverseSqrt, MomentumSchedule, WarmupCosine, linear_ramp
@@ -24,6 +24,7 @@ __all__ = [
     "NAdam",
     "RAdam",
     "SAM",
+    "frozen_batchnorm_stats",
     "ChainOptimizer",
     "make_optimizer",
     "Elementwise",

@@ -83,8 +83,16 @@ def _compare(args: argparse.Namespace) -> int:
         tasks = {task: make_task(task) for task in args.task.split(",")}
     except ValueError as error:
         raise CommandError(str(error)) from None
+    for option, value in (("--epochs", args.epochs), ("--budget", args.budget)):
+        if value < 1:
+            raise CommandError(f"{option} must be at least 1, got {value}")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        if out.exists() and not out.is_dir():
+            raise OSError("it is a file")
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CommandError(f"cannot write the tables and plots to {out}: {error.strerror or error}") from None
     results = {}
     for task, (make_model, split) in tasks.items():
         generator = torch.Generator().manual_seed(0)

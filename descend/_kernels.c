@@ -12,6 +12,15 @@
 
 #include "_prelude.h"
 
+/* How many chunks Adafactor's sums over `units` rows (of `width` elements) are split into: a function of the
+ * shape alone, so that the sums, added chunk by chunk in order, do not depend on the number of threads. */
+static int64_t adafactor_chunks(int64_t units, int64_t width) {
+  int64_t chunks = units * width / 4096;
+  chunks = chunks < 1 ? 1 : chunks > 64 ? 64 : chunks;
+  return chunks < units ? chunks : units;
+}
+
+
 /* t ← t + 1 for every float32 step counter; out[i] = the new t. */
 void count_steps(int nt, float **steps, double *out) {
   for (int i = 0; i < nt; i++) out[i] = ++*steps[i];
@@ -69,46 +78,98 @@ static BITS S(adafactor_one)(T *p, const T *g, T *row, T *col, T *v, T *m, int64
   BITS found = 0;
   T *row_f = malloc((factored ? batch * rows : 1) * sizeof(T));
   T *col_f = malloc((factored ? batch * cols : total) * sizeof(T));
+  /* The sums are taken over a fixed number of contiguous chunks (set by the shape, not the thread count),
+   * each summed in order by one thread, and the chunks' sums are added in order: the same bits for any
+   * number of threads (threads only decide who sums which chunk). */
+  const int64_t units = factored ? batch * rows : total;  /* rows, or elements */
+  const int64_t chunks = adafactor_chunks(units, factored ? cols : 1);
+  double *param_part = calloc(2 * chunks, sizeof(double)), *update_part = param_part + chunks;
   if (!factored) {
     row_f[0] = 1;
-#pragma omp parallel for simd num_threads(nth) reduction(+ : param_squares, update_squares) reduction(| : found)
-    for (int64_t j = 0; j < total; j++) {
-      found |= S(nonfinite)(g[j]);
-      T vj = beta2 * v[j] + (1 - beta2) * (g[j] * g[j] + (T)eps1);
-      v[j] = vj;
-      col_f[j] = 1 / SQRT(vj);
-      param_squares += (double)p[j] * p[j];
-      update_squares += (double)(g[j] * g[j] / vj);
+#pragma omp parallel for schedule(static) num_threads(nth) reduction(| : found)
+    for (int64_t k = 0; k < chunks; k++) {
+      double squares = 0, updates = 0;
+      BITS chunk_found = 0;
+#pragma omp simd reduction(+ : squares, updates) reduction(| : chunk_found)
+      for (int64_t j = total * k / chunks; j < total * (k + 1) / chunks; j++) {
+        chunk_found |= S(nonfinite)(g[j]);
+        T vj = beta2 * v[j] + (1 - beta2) * (g[j] * g[j] + (T)eps1);
+        v[j] = vj;
+        col_f[j] = 1 / SQRT(vj);
+        squares += (double)p[j] * p[j];
+        updates += (double)(g[j] * g[j] / vj);
+      }
+      param_part[k] = squares, update_part[k] = updates;
+      found |= chunk_found;
     }
+    for (int64_t k = 0; k < chunks; k++) param_squares += param_part[k], update_squares += update_part[k];
   } else {
     double *col_sums = calloc(2 * batch * cols, sizeof(double)), *weighted_sums = col_sums + batch * cols;
-#pragma omp parallel num_threads(nth) reduction(+ : param_squares) reduction(| : found)
-    {
-      T *mine = calloc(2 * batch * cols, sizeof(T)), *my_weighted = mine + batch * cols;
-#pragma omp for schedule(static)
-      for (int64_t br = 0; br < batch * rows; br++) {
+    /* One matrix (batch = 1, the common case): chunk k also sums its rows' columns, Σ_i (G²_ic+ε₁) and
+     * D_c = Σ_i G²_ic/R_i (row i's share added while the row is in L1, right after R_i is known), into its
+     * own partials, which are added in chunk order below.  The partials are kept to a quarter of the matrix. */
+    const int one_pass = batch == 1;
+    int64_t row_chunks = chunks;
+    while (one_pass && row_chunks > 1 && 2 * row_chunks * cols > total / 4) row_chunks /= 2;
+    T *partial = one_pass ? calloc(2 * row_chunks * cols, sizeof(T)) : NULL;
+    /* rows: R_i and Σθ², chunk by chunk */
+#pragma omp parallel for schedule(static) num_threads(nth) reduction(| : found)
+    for (int64_t k = 0; k < row_chunks; k++) {
+      double squares_k = 0;
+      T *restrict C = one_pass ? partial + 2 * k * cols : NULL, *restrict D = one_pass ? C + cols : NULL;
+      for (int64_t br = units * k / row_chunks; br < units * (k + 1) / row_chunks; br++) {
         const T *restrict G = g + br * cols, *restrict Pr = p + br * cols;
-        T *restrict C = mine + (br / rows) * cols, *restrict D = my_weighted + (br / rows) * cols;
         T row_sum = 0, squares = 0;
         BITS row_found = 0;
 #pragma omp simd reduction(+ : row_sum, squares) reduction(| : row_found)
         for (int64_t c = 0; c < cols; c++) {
           row_found |= S(nonfinite)(G[c]);
-          T s = G[c] * G[c] + (T)eps1;
-          row_sum += s;
-          C[c] += s;
+          row_sum += G[c] * G[c] + (T)eps1;
           squares += Pr[c] * Pr[c];
         }
-        param_squares += squares;
+        squares_k += squares;
         found |= row_found;
         const T r = beta2 * row[br] + (1 - beta2) * (row_sum / cols), inv_r = 1 / r;
         row[br] = r;
+        if (one_pass) {
 #pragma omp simd
-        for (int64_t c = 0; c < cols; c++) D[c] += G[c] * G[c] * inv_r;
+          for (int64_t c = 0; c < cols; c++) {
+            const T s = G[c] * G[c];
+            C[c] += s + (T)eps1;
+            D[c] += s * inv_r;
+          }
+        }
       }
-#pragma omp critical
-      for (int64_t k = 0; k < 2 * batch * cols; k++) col_sums[k] += mine[k];
-      free(mine);
+      param_part[k] = squares_k;
+    }
+    for (int64_t k = 0; k < row_chunks; k++) param_squares += param_part[k];
+    if (one_pass) {
+      for (int64_t k = 0; k < row_chunks; k++)
+        for (int64_t c = 0; c < cols; c++) {
+          col_sums[c] += partial[2 * k * cols + c];
+          weighted_sums[c] += partial[(2 * k + 1) * cols + c];
+        }
+      free(partial);
+    } else {
+      /* a stack of matrices (conv kernels): each column block of each matrix summed down its rows in order
+       * by one thread (a second read of G, which is small here) */
+      const int64_t blocks = cols >= 1024 ? 16 : 1;
+#pragma omp parallel for schedule(static) num_threads(nth)
+      for (int64_t item = 0; item < batch * blocks; item++) {
+        const int64_t b = item / blocks, q = item % blocks;
+        const int64_t c0 = cols * q / blocks, c1 = cols * (q + 1) / blocks;
+        double *restrict CS = col_sums + b * cols, *restrict WS = weighted_sums + b * cols;
+        for (int64_t r = 0; r < rows; r++) {
+          const T *restrict G = g + (b * rows + r) * cols;
+          const T inv_r = 1 / row[b * rows + r];
+#pragma omp simd
+          for (int64_t c = c0; c < c1; c++) {
+            const T s = G[c] * G[c];
+            CS[c] += s + (T)eps1;
+            WS[c] += s * inv_r;
+          }
+        }
+      }
     }
     for (int64_t b = 0; b < batch; b++) {
       double mean = 0, weighted = 0;
@@ -124,6 +185,7 @@ static BITS S(adafactor_one)(T *p, const T *g, T *row, T *col, T *v, T *m, int64
     }
     free(col_sums);
   }
+  free(param_part);
   /* α = ρ_t·max(ε₂, RMS(θ)) (or ρ_t). */
   const double param_rms = sqrt(param_squares / total);
   const double alpha = scale_parameter ? step_size * (param_rms > eps2 ? param_rms : eps2) : step_size;

@@ -7,8 +7,12 @@ comes from ``torch.optim.Optimizer`` itself: param groups, ``state_dict`` /
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+import sys
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
@@ -19,11 +23,6 @@ from torch import Tensor
 
 from . import codegen, codegen_triton, native
 from .transforms import Shards, StepContext, Transform
-
-try:
-    from torch.distributed.tensor import DTensor
-except ImportError:  # a torch built without distributed support
-    DTensor = None
 
 NONFINITE_POLICIES = ("raise", "skip", "ignore")
 try:  # the devices where torch's _foreach_* ops have fast (multi-tensor) kernels
@@ -93,13 +92,21 @@ def generated_kernel(trace, param_dtype: torch.dtype, state_dtype: torch.dtype):
 CHUNK_ELEMENTS = 1 << 20
 
 
+def _dtensor_class() -> type | None:
+    """``DTensor`` once something (FSDP2, the user) has imported ``torch.distributed.tensor``; until then no
+    tensor can be one, and descend does not import it itself (it adds half a second to ``import descend``)."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return getattr(module, "DTensor", None)
+
+
 def is_dtensor(tensor: Tensor) -> bool:
-    return DTensor is not None and isinstance(tensor, DTensor)
+    dtensor = _dtensor_class()
+    return dtensor is not None and isinstance(tensor, dtensor)
 
 
 def sharding_possible() -> bool:
     """DTensor parameters need an initialised process group: without one, no per-tensor checks are needed."""
-    return DTensor is not None and torch.distributed.is_available() and torch.distributed.is_initialized()
+    return _dtensor_class() is not None and torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def local(tensor: Tensor) -> Tensor:
@@ -128,11 +135,31 @@ def shards_of(param: Tensor, owner: str) -> Shards | None:
 
 
 def _as_float(owner: str, name: str, value: Any) -> float:
-    if isinstance(value, Tensor) and value.numel() == 1:
+    if isinstance(value, Tensor):
+        if value.numel() != 1:  # torch's wording, which code may match on
+            raise ValueError(f"{owner}: Tensor {name} must be 1-element, got shape {tuple(value.shape)}")
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{owner}: {name} must be a real number, got {value!r}")
     return float(value)
+
+
+def as_number(owner: str, where: str, value: Any, like: Any) -> Any:
+    """A hyperparameter as the kernels and the reference chain take it, shaped as its default ``like``: a
+    1-element tensor (an lr kept as a tensor, shape [], [1] or [1, 1]) becomes a float, a pair (betas)
+    is converted entry by entry, None stays None where the default is None.  Anything else is a
+    ``TypeError`` naming ``where`` (the value was edited after construction: ``validate`` saw the old one)."""
+    if isinstance(like, (tuple, list)):
+        if isinstance(value, (tuple, list)) and len(value) == len(like):
+            return type(value)(as_number(owner, f"{where}[{i}]", v, d) for i, (v, d) in enumerate(zip(value, like)))
+        raise TypeError(f"{owner}: {where} must be a tuple of {len(like)} real numbers, got {value!r}")
+    if value is None and like is None:
+        return value
+    elif isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex():
+        return value.item()
+    elif isinstance(value, Real) and not isinstance(value, bool):
+        return value
+    raise TypeError(f"{owner}: {where} must be a real number (or a 1-element tensor), got {value!r}")
 
 
 def check_nonnegative(owner: str, name: str, value: Any) -> None:
@@ -212,6 +239,79 @@ def _locally_finite(tensors: Sequence[Tensor]) -> bool:
     return bool(torch.stack([flag.cpu() for flag in flags]).all()) if flags else True
 
 
+@functools.cache
+def _boolean_options(cls: type) -> frozenset[str]:
+    """The keyword arguments of ``cls`` that default to True or False (None given for one means False)."""
+    return frozenset(name for name, parameter in inspect.signature(cls.__init__).parameters.items()
+                     if isinstance(parameter.default, bool))
+
+
+_PLAIN = (float, int)  # numbers that need no conversion (bool is a subclass of int, not of these types)
+
+
+@functools.cache
+def _numeric_options(cls: type) -> dict[str, Any]:
+    """The keyword arguments of ``cls`` that take numbers (or pairs of numbers, or None), with their defaults."""
+    return {name: parameter.default for name, parameter in inspect.signature(cls.__init__).parameters.items()
+            if name not in ("fused", "foreach") and not isinstance(parameter.default, bool) and (
+                parameter.default is None or isinstance(parameter.default, (Real, tuple)))}
+
+
+def _flags_as_bools(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    flags = _boolean_options(cls)
+    return {name: False if value is None and name in flags else value for name, value in values.items()}
+
+
+@functools.cache
+def _torch_hyperparameter_names() -> frozenset[str]:
+    """Every keyword argument of torch.optim's optimizer classes."""
+    names = set()
+    for value in vars(torch.optim).values():
+        if isinstance(value, type) and issubclass(value, torch.optim.Optimizer):
+            names |= set(inspect.signature(value.__init__).parameters)
+    return frozenset(names - {"self", "params", "defaults", "args", "kwargs"})
+
+
+def _zero_redundancy_group() -> Any:
+    """The process group of the ``ZeroRedundancyOptimizer`` building this optimizer, if one is.
+
+    ZeRO gives each rank's optimizer only that rank's share of the parameters, so the ranks must agree
+    on whether a gradient was finite (see ``ChainOptimizer.step``); ZeRO builds its local optimizer in
+    its own methods, so the caller's frames tell.
+    """
+    module = sys.modules.get("torch.distributed.optim.zero_redundancy_optimizer")
+    if module is None:
+        return None
+    frame = sys._getframe(1)
+    for _ in range(8):
+        frame = frame.f_back
+        if frame is None:
+            return None
+        caller = frame.f_locals.get("self")
+        if isinstance(caller, module.ZeroRedundancyOptimizer):
+            return caller.process_group
+    return None
+
+
+def fused_refusal(owner: str, param: Tensor, route: Route | None = None) -> str:
+    """Why ``fused=True`` cannot update ``param``; it begins with torch.optim's words for the same refusal,
+    so that code matching on them keeps working, then says what descend's kernel of ``route`` takes."""
+    sharded = sharding_possible() and is_dtensor(param)
+    hand = route is not None and route.kind == "hand"
+    dtypes = "float32/float64" if hand else "float32/float64/bfloat16/float16"
+    gpu = "" if hand else (
+        " (CUDA parameters need triton: pip install 'descend[gpu]')" if not codegen_triton.available() else
+        f" (the Triton kernel for CUDA failed: {codegen_triton.error})" if codegen_triton.error else
+        " (or dense CUDA ones, for the Triton kernel)")
+    return (
+        f"{owner}: `fused=True` requires all the params to be floating point Tensors of supported devices: "
+        f"['cpu', 'cuda'] but {param.dtype} and {param.device.type} (descend's fused=True needs dense CPU "
+        f"{dtypes} parameters and gradients of the same dtype and layout (and, for a sharded parameter, an "
+        f"elementwise optimizer); got a {param.dtype} {'sharded ' if sharded else ''}parameter on {param.device} "
+        f"(contiguous: {local(param).is_contiguous()}){gpu})"
+    )
+
+
 class ChainOptimizer(torch.optim.Optimizer):
     """Base class: ``θ ← θ + u`` with ``u`` the gradient passed through ``chain(group)``.
 
@@ -240,6 +340,7 @@ class ChainOptimizer(torch.optim.Optimizer):
     """
 
     counts_steps = True  # keep ``state["step"]`` (t) per parameter; False where no formula uses t
+    ignored_state_keys: frozenset[str] = frozenset()  # entries other libraries keep that a checkpoint may hold
     elementwise = True  # each element's update depends on that element alone: shards update independently
 
     def __init__(
@@ -254,7 +355,9 @@ class ChainOptimizer(torch.optim.Optimizer):
         check_nonfinite_policy(type(self).__name__, nonfinite)
         self.nonfinite = nonfinite
         self.skipped_steps = 0
-        super().__init__(params, {**defaults, "fused": fused, "foreach": foreach, "state_dtype": state_dtype})
+        self._agreement_group = _zero_redundancy_group()
+        super().__init__(params, {**_flags_as_bools(type(self), defaults), "fused": fused, "foreach": foreach,
+                                  "state_dtype": state_dtype})
 
     # subclasses -----------------------------------------------------------------------------
 
@@ -285,53 +388,169 @@ class ChainOptimizer(torch.optim.Optimizer):
     # torch.optim.Optimizer ------------------------------------------------------------------
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group``, then descend's checks; a group that fails them is taken out again
+        before the error propagates, so a caller that catches it is left with the groups it had."""
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
+        try:
+            self._check_group(self.param_groups[-1])
+        except Exception:
+            self.param_groups.pop()
+            raise
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        owner = type(self).__name__
+        group.update(_flags_as_bools(type(self), {k: v for k, v in group.items() if k != "params"}))
         for flag in ("fused", "foreach"):
             if group[flag] not in (None, True, False):
-                raise ValueError(f"{type(self).__name__}: {flag} must be None, True or False, got {group[flag]!r}")
-        if group["fused"] and group["foreach"]:
-            raise ValueError(f"{type(self).__name__}: fused=True and foreach=True exclude each other; pick one")
+                raise ValueError(f"{owner}: {flag} must be None, True or False, got {group[flag]!r}")
+        if group["fused"] and group["foreach"]:  # torch's wording first: code may match on it
+            raise ValueError(f"{owner}: `fused` and `foreach` cannot be `True` together; pick one")
         if group.setdefault("state_dtype", None) not in STATE_DTYPES:
-            raise ValueError(f"{type(self).__name__}: state_dtype must be None, torch.float32, torch.float64 or "
-                             f"torch.bfloat16, got {group['state_dtype']!r}")
+            raise ValueError(f"{owner}: state_dtype must be None, torch.float32, torch.float64 or torch.bfloat16, "
+                             f"got {group['state_dtype']!r}")
+        if group.get("differentiable"):
+            raise NotImplementedError(
+                f"{owner}: differentiable=True is not supported: descend updates parameters in place under "
+                "torch.no_grad(), so no gradient flows through a step; use torch.optim for differentiable steps"
+            )
+        if group.get("capturable"):
+            raise NotImplementedError(
+                f"{owner}: capturable=True is not supported: descend's step reads its step counters on the host, "
+                "so it cannot be captured in a CUDA graph; use torch.optim with capturable=True for that"
+            )
         self.validate(group)
+
+    def _numbers(self, group: dict[str, Any]) -> dict[str, Any]:
+        """``group`` with its numeric hyperparameters as Python numbers (a tensor lr becomes a float), as
+        the kernels and the reference chain take them; a value edited into something that is no number is
+        a ``TypeError`` that names it."""
+        values = dict(group)
+        for name, default in _numeric_options(type(self)).items():
+            value = values.get(name)
+            if type(default) is tuple:  # the usual cases, checked first: a step is short
+                if type(value) is tuple and len(value) == len(default) and all(type(v) in _PLAIN for v in value):
+                    continue
+            elif type(value) in _PLAIN:
+                continue
+            if name in values:
+                try:
+                    values[name] = as_number(type(self).__name__, name, values[name], default)
+                except TypeError as error:
+                    index = next(i for i, g in enumerate(self.param_groups) if g is group)
+                    raise TypeError(str(error).replace(f" {name}", f" param_groups[{index}][{name!r}]", 1)) from None
+        return values
 
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), "nonfinite": self.nonfinite, "skipped_steps": self.skipped_steps}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state = {"nonfinite": "raise", "skipped_steps": 0, **state}
+        state = {"nonfinite": "raise", "skipped_steps": 0, "_agreement_group": None, **state}
         super().__setstate__(state)
         for group in self.param_groups:  # pickled before these options existed
+            for name, default in self.defaults.items():
+                group.setdefault(name, default)
             group.setdefault("fused", None)
             group.setdefault("foreach", None)
             group.setdefault("state_dtype", None)
+        for value in self.state.values():
+            if isinstance(value, dict):
+                self._normalise_step(value)
+
+    @classmethod
+    def checkpoint_kind(cls) -> str:
+        """The name a checkpoint records: the class that defines the update (``chain``), so that
+        ``AdamW``'s checkpoints load into ``Adam`` and back, as torch's do."""
+        return "descend." + next(c.__name__ for c in cls.__mro__ if "chain" in vars(c))
 
     def state_dict(self) -> dict[str, Any]:
-        state_dict = super().state_dict()
+        """torch's ``state_dict``, with the class that wrote it (``"optimizer"``) and ``skipped_steps``
+        added before the user's post-hooks run; parameters without state are left out, as in torch."""
+        post_hooks, self._optimizer_state_dict_post_hooks = self._optimizer_state_dict_post_hooks, OrderedDict()
+        try:
+            state_dict = super().state_dict()
+        finally:
+            self._optimizer_state_dict_post_hooks = post_hooks
+        state_dict["state"] = {key: value for key, value in state_dict["state"].items()
+                               if not (isinstance(value, dict) and not value)}
+        state_dict["optimizer"] = self.checkpoint_kind()
         state_dict["skipped_steps"] = self.skipped_steps
+        for hook in post_hooks.values():
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
         return state_dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's ``load_state_dict``, after checking that the checkpoint fits this optimizer.
 
-        A checkpoint from another optimizer class, or with state tensors whose shapes do not match
-        the parameters, raises ``ValueError`` and leaves the current state untouched.
+        A checkpoint from another optimizer class (recorded in the checkpoint, or for one written by
+        torch.optim, told by hyperparameters that only another class has), or with state tensors whose
+        shapes do not match the parameters, raises ``ValueError`` and leaves the current state untouched.
+        The user's pre-hooks run first, the post-hooks last, after descend's own fix-ups.
         """
+        state_dict = state_dict.copy()
+        for hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
         state_dict = dict(state_dict)
         skipped_steps = state_dict.pop("skipped_steps", 0)
+        self._check_kind(state_dict.pop("optimizer", None), state_dict)
         self._check_state_dict(state_dict)
-        super().load_state_dict(state_dict)
+        hooks = self._optimizer_load_state_dict_pre_hooks, self._optimizer_load_state_dict_post_hooks
+        self._optimizer_load_state_dict_pre_hooks = self._optimizer_load_state_dict_post_hooks = OrderedDict()
+        try:
+            super().load_state_dict(state_dict)
+        finally:
+            self._optimizer_load_state_dict_pre_hooks, self._optimizer_load_state_dict_post_hooks = hooks
         self._keep_state_precision(state_dict)
-        for state in self.state.values():  # the fused kernels need state laid out like its parameter
-            for key, value in state.items():
+        for state in self.state.values():
+            if not isinstance(state, dict):  # e.g. a flag a hook keeps in optimizer.state
+                continue
+            for key in self.ignored_state_keys & state.keys():
+                del state[key]
+            self._normalise_step(state)
+            for key, value in state.items():  # the fused kernels need state laid out like its parameter
                 if isinstance(value, Tensor) and key != "step" and not value.is_contiguous():
                     state[key] = value.contiguous()
         for group in self.param_groups:  # a checkpoint from torch.optim lacks descend-only options
             for name, default in self.defaults.items():
                 group.setdefault(name, default)
+            group.update(_flags_as_bools(type(self), {k: v for k, v in group.items() if k != "params"}))
         self.skipped_steps = skipped_steps
+        for hook in hooks[1].values():
+            hook(self)
+
+    def _normalise_step(self, state: dict) -> None:
+        """A step counter as descend keeps it, a float32 tensor: checkpoints of torch < 1.12 (and other
+        libraries) hold a Python number or an int64 tensor."""
+        step = state.get("step")
+        if not self.counts_steps or step is None:
+            return
+        if not isinstance(step, Tensor):
+            state["step"] = torch.tensor(float(step), dtype=torch.float32)
+        elif step.dtype != torch.float32:
+            state["step"] = step.to(torch.float32)
+
+    def _check_kind(self, kind: str | None, state_dict: dict[str, Any]) -> None:
+        """Refuses a checkpoint of another optimizer: by the class it records, or, for a checkpoint
+        without one (torch.optim's), by a hyperparameter in its groups that torch.optim's classes take
+        and this one does not (SGD's ``dampening`` in a checkpoint loaded into Adam)."""
+        owner = type(self).__name__
+        if kind is not None:
+            if kind != self.checkpoint_kind():
+                raise ValueError(
+                    f"{owner}.load_state_dict: the checkpoint is from another optimizer ({kind}, not {self.checkpoint_kind()})"
+                )
+            return
+        foreign = _torch_hyperparameter_names() - set(self.defaults)
+        for group in state_dict.get("param_groups", []):
+            others = sorted(foreign & set(group))
+            if others:
+                raise ValueError(
+                    f"{owner}.load_state_dict: the checkpoint's param groups hold {others}, which {owner} does "
+                    "not take; is the checkpoint from another optimizer?"
+                )
 
     def _keep_state_precision(self, state_dict: dict[str, Any]) -> None:
         """torch's ``load_state_dict`` casts every state tensor to its parameter's dtype; a 16-bit parameter's
@@ -362,6 +581,8 @@ class ChainOptimizer(torch.optim.Optimizer):
         chains = [self.chain({**self.defaults, **s}) for s in saved_groups]
         chain_of = {saved: chain for chain, s in zip(chains, saved_groups) for saved in s["params"]}
         for saved, entries in state_dict.get("state", {}).items():
+            if not isinstance(saved, int) or not isinstance(entries, dict):
+                continue  # not a parameter's state (a hook's entry): torch.optim carries it over as it is
             if saved not in params:
                 raise ValueError(f"{owner}.load_state_dict: the checkpoint has state for unknown parameter {saved!r}")
             param = params[saved]
@@ -371,7 +592,7 @@ class ChainOptimizer(torch.optim.Optimizer):
             for transform in chain_of[saved]:
                 if transform.stateful:
                     expected.update({key: value.shape for key, value in transform.init(shape_only).items()})
-            unknown = set(entries) - set(expected) - {"step"}
+            unknown = set(entries) - set(expected) - {"step"} - self.ignored_state_keys
             if unknown:
                 raise ValueError(
                     f"{owner}.load_state_dict: state {sorted(unknown)} of parameter {saved!r} is not kept by {owner} "
@@ -385,6 +606,10 @@ class ChainOptimizer(torch.optim.Optimizer):
                         f"{tuple(param.shape)}"
                     )
 
+    # Under torch.compile the step runs eagerly (a graph break): tracing the per-parameter chain hit
+    # Dynamo bugs that made compiled SGD with momentum silently wrong; the kernels are C calls anyway.
+    # (torch._disable_dynamo is torch.compiler.disable that imports Dynamo on the first call, not here.)
+    @torch._disable_dynamo
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = None
@@ -393,13 +618,14 @@ class ChainOptimizer(torch.optim.Optimizer):
                 loss = closure()
         plan = []
         for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            group = self._numbers(group)  # a tensor lr as a number; a value that is no number named
             chain = self.chain(group)
             route = self._route(group, chain)
-            plan.append((group, chain, route, *self._fusable(group, route,
-                                                             [p for p in group["params"] if p.grad is not None])))
+            plan.append((group, chain, route, *self._fusable(group, route, params)))
         gradients = [] if self.nonfinite == "ignore" else [
             p.grad for *_, by_dtype, rest in plan for params in (*by_dtype.values(), rest) for p in params]
-        if self.nonfinite == "skip" and not all_finite(gradients):
+        if self.nonfinite == "skip" and not self._ranks_agree(all_finite(gradients)):
             self.skipped_steps += 1
             return loss
         finite = True
@@ -414,13 +640,24 @@ class ChainOptimizer(torch.optim.Optimizer):
             for param in one_at_a_time:
                 self._update(param, group, chain)
             self._update_many(many, group, chain)
-        if self.nonfinite == "raise" and not agreed(finite, gradients):
+        if self.nonfinite == "raise" and not self._ranks_agree(agreed(finite, gradients)):
             raise FloatingPointError(
                 f"{type(self).__name__}: a gradient held NaN or inf; the step was applied, as torch.optim would "
                 "apply it, so parameters and state may now hold them too. Pass nonfinite='skip' to skip such "
                 "steps without changing anything (counted in .skipped_steps), or nonfinite='ignore' to go on."
             )
         return loss
+
+    def _ranks_agree(self, flag: bool) -> bool:
+        """``flag`` and-ed over the ranks of a ``ZeroRedundancyOptimizer``, where each rank's optimizer
+        holds only its share of the parameters (and so sees only its share of a NaN)."""
+        if self._agreement_group is None:
+            return flag
+        import torch.distributed as dist
+
+        value = torch.tensor([1 if flag else 0], dtype=torch.int32)
+        dist.all_reduce(value, op=dist.ReduceOp.MIN, group=self._agreement_group)
+        return bool(value.item())
 
     def kernel_info(self) -> list[KernelInfo]:
         """For each param group: its chain's steps and the path its update takes (see ``KernelInfo``)."""
@@ -484,20 +721,8 @@ class ChainOptimizer(torch.optim.Optimizer):
                 raise TypeError(f"{owner} does not support complex parameters; pass torch.view_as_real(p)")
         if group["fused"] and rest:
             if route.kind is None:
-                raise RuntimeError(f"{owner}: fused=True but {route.reason}")
-            p = rest[0]
-            sharded = sharding_possible() and is_dtensor(p)
-            dtypes = "float32/float64" if route.kind == "hand" else "float32/float64/bfloat16/float16"
-            gpu = "" if route.kind == "hand" else (
-                " (CUDA parameters need triton: pip install 'descend[gpu]')" if not codegen_triton.available() else
-                f" (the Triton kernel for CUDA failed: {codegen_triton.error})" if codegen_triton.error else
-                " (or dense CUDA ones, for the Triton kernel)")
-            raise RuntimeError(
-                f"{owner}: fused=True needs dense CPU {dtypes} parameters and gradients of the same dtype and "
-                f"layout (and, for a sharded parameter, an elementwise optimizer); got a {p.dtype} "
-                f"{'sharded ' if sharded else ''}parameter on {p.device} (contiguous: {local(p).is_contiguous()})"
-                f"{gpu}"
-            )
+                raise RuntimeError(f"{owner}: `fused=True` but {route.reason}")
+            raise RuntimeError(fused_refusal(owner, rest[0], route))
         return by_dtype, rest
 
     def _kernel_takes(self, group: dict[str, Any], route: Route, param: Tensor, grad: Tensor | None,
@@ -557,7 +782,7 @@ class ChainOptimizer(torch.optim.Optimizer):
             self._conform_state(params, states, chain, group)
         else:  # the check costs a Python loop over every entry: done again only when some tensor moved
             checked = self.__dict__.setdefault("_conformed", {})
-            key = (id(group), params[0].dtype)
+            key = (id(params[0]), params[0].device, params[0].dtype)  # the group's first parameter names the call
             if checked.get(key) != self._fingerprint(params, states, route.trace):
                 self._conform_state(params, states, chain, group)
                 checked[key] = self._fingerprint(params, states, route.trace)

@@ -39,6 +39,7 @@ from .transforms import (
     SumOfSquares,
     TrackEma,
     Transform,
+    adafactor_step_size,
 )
 
 
@@ -82,17 +83,19 @@ class SGD(ChainOptimizer):
         lr: float = 1e-3,
         momentum: float = 0.0,
         dampening: float = 0.0,
-        nesterov: bool = False,
         weight_decay: float = 0.0,
-        maximize: bool = False,
+        nesterov: bool = False,
         *,
-        nonfinite: str = "raise",
-        fused: bool | None = None,
+        maximize: bool = False,
         foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        nonfinite: str = "raise",
         state_dtype: torch.dtype | None = None,
     ):
         defaults = dict(
-            lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov, weight_decay=weight_decay, maximize=maximize
+            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+            maximize=maximize, differentiable=differentiable,
         )
         super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
 
@@ -130,11 +133,12 @@ class Adagrad(ChainOptimizer):
         weight_decay: float = 0.0,
         initial_accumulator_value: float = 0.0,
         eps: float = 1e-10,
-        maximize: bool = False,
-        *,
-        nonfinite: str = "raise",
-        fused: bool | None = None,
         foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        nonfinite: str = "raise",
         state_dtype: torch.dtype | None = None,
     ):
         defaults = dict(
@@ -144,6 +148,7 @@ class Adagrad(ChainOptimizer):
             initial_accumulator_value=initial_accumulator_value,
             eps=eps,
             maximize=maximize,
+            differentiable=differentiable,
         )
         super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
 
@@ -186,11 +191,13 @@ class RMSprop(ChainOptimizer):
         weight_decay: float = 0.0,
         momentum: float = 0.0,
         centered: bool = False,
-        maximize: bool = False,
-        *,
-        nonfinite: str = "raise",
-        fused: bool | None = None,
+        capturable: bool = False,
         foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+        *,
+        fused: bool | None = None,
+        nonfinite: str = "raise",
         state_dtype: torch.dtype | None = None,
     ):
         defaults = dict(
@@ -200,7 +207,9 @@ class RMSprop(ChainOptimizer):
             weight_decay=weight_decay,
             momentum=momentum,
             centered=centered,
+            capturable=capturable,
             maximize=maximize,
+            differentiable=differentiable,
         )
         super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
 
@@ -241,14 +250,19 @@ class Adadelta(ChainOptimizer):
         rho: float = 0.9,
         eps: float = 1e-6,
         weight_decay: float = 0.0,
-        maximize: bool = False,
-        *,
-        nonfinite: str = "raise",
-        fused: bool | None = None,
         foreach: bool | None = None,
+        *,
+        capturable: bool = False,
+        maximize: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        nonfinite: str = "raise",
         state_dtype: torch.dtype | None = None,
     ):
-        defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
+        defaults = dict(
+            lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, capturable=capturable, maximize=maximize,
+            differentiable=differentiable,
+        )
         super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
 
     def validate(self, group):
@@ -280,11 +294,10 @@ class Adam(ChainOptimizer):
         \theta_t &\leftarrow \theta_{t-1} - \alpha\,\hat m_t / (\sqrt{\hat v_t} + \epsilon)
 
     ``ε`` sits outside the root.  ``bias_correction=False`` drops the two
-    corrections: ``θ ← θ − αm_t/(√v_t + ε)``.  With the defaults this is
-    torch.optim.Adam.
+    corrections: ``θ ← θ − αm_t/(√v_t + ε)``.  ``decoupled_weight_decay=True``
+    decays as AdamW does (``θ ← θ(1 − αλ)``, no ``λθ`` in ``g``), as in
+    torch.optim.Adam.  With the defaults this is torch.optim.Adam.
     """
-
-    decoupled_weight_decay = False
 
     def __init__(
         self,
@@ -294,12 +307,15 @@ class Adam(ChainOptimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         amsgrad: bool = False,
-        bias_correction: bool = True,
-        maximize: bool = False,
         *,
-        nonfinite: str = "raise",
-        fused: bool | None = None,
         foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
+        bias_correction: bool = True,
+        nonfinite: str = "raise",
         state_dtype: torch.dtype | None = None,
     ):
         defaults = dict(
@@ -308,8 +324,11 @@ class Adam(ChainOptimizer):
             eps=eps,
             weight_decay=weight_decay,
             amsgrad=amsgrad,
-            bias_correction=bias_correction,
             maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
+            decoupled_weight_decay=decoupled_weight_decay,
+            bias_correction=bias_correction,
         )
         super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
 
@@ -335,7 +354,7 @@ class Adam(ChainOptimizer):
             steps.append(BiasCorrection(beta1))
         steps.append(ScaleByInverseRms(second_moment, group["eps"], debias_beta=beta2 if corrected else None))
         steps.append(ScaleByLearningRate(group["lr"]))
-        if self.decoupled_weight_decay:
+        if group["decoupled_weight_decay"]:
             return steps + ([DecoupledWeightDecay(group["weight_decay"], group["lr"])] if group["weight_decay"] else [])
         return _with_coupled_decay(group, steps)
 
@@ -351,8 +370,6 @@ class AdamW(Adam):
     Identical to torch.optim.AdamW.
     """
 
-    decoupled_weight_decay = True
-
     def __init__(
         self,
         params,
@@ -361,17 +378,20 @@ class AdamW(Adam):
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
         amsgrad: bool = False,
-        bias_correction: bool = True,
-        maximize: bool = False,
         *,
-        nonfinite: str = "raise",
-        fused: bool | None = None,
+        maximize: bool = False,
         foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        bias_correction: bool = True,
+        nonfinite: str = "raise",
         state_dtype: torch.dtype | None = None,
     ):
         super().__init__(
-            params, lr, betas, eps, weight_decay, amsgrad, bias_correction, maximize, nonfinite=nonfinite, fused=fused,
-            foreach=foreach, state_dtype=state_dtype,
+            params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize, capturable=capturable,
+            differentiable=differentiable, fused=fused, decoupled_weight_decay=True, bias_correction=bias_correction,
+            nonfinite=nonfinite, state_dtype=state_dtype,
         )
 
 
@@ -408,6 +428,7 @@ class Adafactor(ChainOptimizer):
     """
 
     elementwise = False  # row/column statistics and RMS values span the whole matrix
+    ignored_state_keys = frozenset({"RMS"})  # Hugging Face's Adafactor keeps RMS(θ) of the last step; not needed
 
     def __init__(
         self,
@@ -463,6 +484,29 @@ class Adafactor(ChainOptimizer):
         check_closed_interval(owner, "decay_rate", group["decay_rate"], -1.0, 0.0)
         if group["beta1"] is not None:
             check_unit_interval(owner, "beta1", group["beta1"])
+
+    def _numbers(self, group):
+        """As Hugging Face's Adafactor: while ``relative_step`` the step size is computed and the group's
+        ``lr`` is ignored (``transformers.optimization.AdafactorSchedule`` writes 0.0 there)."""
+        values = super()._numbers(group)
+        if values["relative_step"]:
+            values["lr"] = None
+        return values
+
+    def _get_lr(self, group, state) -> float:
+        """The step size ``α_t`` of the last step of the parameter whose state is ``state``, as Hugging
+        Face's ``Adafactor._get_lr`` (``AdafactorSchedule`` reports it to the trainer's logs)."""
+        group = self._numbers(group)
+        step = state.get("step", 0)
+        step = int(step.item() if hasattr(step, "item") else step)
+        if step == 0:
+            return 0.0
+        size = adafactor_step_size(step, group["lr"], group["warmup_init"])
+        if group["scale_parameter"]:
+            param = next((p for p in group["params"] if self.state.get(p) is state), None)
+            rms = 0.0 if param is None else float(param.detach().double().square().mean().sqrt())
+            size *= max(group["eps"][1], rms)
+        return size
 
     def chain(self, group):
         eps1, eps2 = group["eps"]
@@ -549,9 +593,10 @@ class Lion(ChainOptimizer):
         nonfinite: str = "raise",
         fused: bool | None = None,
         foreach: bool | None = None,
+        state_dtype: torch.dtype | None = None,
     ):
         defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize)
-        super().__init__(params, defaults, nonfinite, fused, foreach)
+        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -601,6 +646,7 @@ class NAdam(ChainOptimizer):
         nonfinite: str = "raise",
         fused: bool | None = None,
         foreach: bool | None = None,
+        state_dtype: torch.dtype | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -611,7 +657,7 @@ class NAdam(ChainOptimizer):
             decoupled_weight_decay=decoupled_weight_decay,
             maximize=maximize,
         )
-        super().__init__(params, defaults, nonfinite, fused, foreach)
+        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -667,6 +713,7 @@ class RAdam(ChainOptimizer):
         nonfinite: str = "raise",
         fused: bool | None = None,
         foreach: bool | None = None,
+        state_dtype: torch.dtype | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -676,7 +723,7 @@ class RAdam(ChainOptimizer):
             decoupled_weight_decay=decoupled_weight_decay,
             maximize=maximize,
         )
-        super().__init__(params, defaults, nonfinite, fused, foreach)
+        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
 
     def validate(self, group):
         owner = type(self).__name__

@@ -8,7 +8,30 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .optimizer import check_nonnegative, gradients_pass
+from .optimizer import all_finite, check_nonnegative, gradients_pass
+
+
+def _entered(factory: Callable[[], Any] | None):
+    return factory() if factory is not None else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def frozen_batchnorm_stats(model: torch.nn.Module):
+    """Within the block, BatchNorm layers in training mode normalise with the batch's statistics but
+    leave their running mean, variance and batch count alone.
+
+    For SAM's second pass (``sam.step(closure, second_pass=lambda: frozen_batchnorm_stats(model))``):
+    without it every batch updates the running statistics twice, once at the perturbed ``θ + ε̂``.
+    """
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+              and m.track_running_stats]
+    for layer in layers:
+        layer.track_running_stats = False  # training mode then uses batch statistics and updates nothing
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.track_running_stats = True
 
 
 class SAM(torch.optim.Optimizer):
@@ -101,32 +124,50 @@ class SAM(torch.optim.Optimizer):
             scaled = [p.abs() * p.grad if group["adaptive"] else p.grad for group, p in work]
             device = work[0][1].device
             grad_norm = torch.stack([s.norm(2).to(device) for s in scaled]).norm(2)
-            for (group, p), s in zip(work, scaled):
-                direction = -1.0 if group.get("maximize", False) else 1.0
-                scale = direction * group["rho"] / (grad_norm.to(p.device) + 1e-12)
-                perturbation = (s * p.abs() if group["adaptive"] else s) * scale.to(p.dtype)
-                self._perturbed[p] = p.clone()
-                p.add_(perturbation)
+            try:
+                for (group, p), s in zip(work, scaled):
+                    direction = -1.0 if group.get("maximize", False) else 1.0
+                    scale = direction * group["rho"] / (grad_norm.to(p.device) + 1e-12)
+                    perturbation = (s * p.abs() if group["adaptive"] else s) * scale.to(p.dtype)
+                    self._perturbed[p] = p.clone()
+                    p.add_(perturbation)
+            except BaseException:  # e.g. out of memory for the copies: θ as it was
+                self.restore()
+                raise
         if zero_grad:
             self.zero_grad()
 
     @torch.no_grad()
     def second_step(self, zero_grad: bool = False) -> None:
         """Restores ``θ`` exactly and takes the base step with the gradients at ``θ + ε̂``."""
-        for p, original in self._perturbed.items():
-            p.copy_(original)
-        self._perturbed.clear()
-        if self._skip_second_step:
-            self._skip_second_step = False
-        else:
+        skip = self._skip_second_step
+        self.restore()
+        if not skip:
             self.base_optimizer.step()
         if zero_grad:
             self.zero_grad()
 
-    def step(self, closure: Callable[[], Any] | None = None, first_pass: Callable[[], Any] | None = None) -> Any:
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Puts ``θ`` back where ``first_step`` found it (nothing to do when it is there)."""
+        for p, original in self._perturbed.items():
+            p.copy_(original)
+        self._perturbed.clear()
+        self._skip_second_step = False
+
+    def step(
+        self,
+        closure: Callable[[], Any] | None = None,
+        first_pass: Callable[[], Any] | None = None,
+        second_pass: Callable[[], Any] | None = None,
+    ) -> Any:
         """``closure`` at θ, ``first_step``, ``closure`` at θ + ε̂, ``second_step``; returns the first loss.
 
-        ``first_pass``: a context-manager factory for the first evaluation, e.g. DDP's ``model.no_sync``.
+        ``first_pass``, ``second_pass``: context-manager factories for the two evaluations, e.g. DDP's
+        ``model.no_sync`` for the first, ``lambda: frozen_batchnorm_stats(model)`` for the second (so
+        that BatchNorm's running statistics see each batch once, at ``θ``).  If anything raises after
+        ``θ`` was perturbed (an out-of-memory error in the second pass that the training loop catches),
+        ``θ`` is restored before the error propagates.
         """
         if closure is None:
             raise ValueError(
@@ -134,13 +175,62 @@ class SAM(torch.optim.Optimizer):
                 "and returns the loss (SAM evaluates the gradient twice); or call first_step() "
                 "and second_step() around your own second backward pass"
             )
-        with torch.enable_grad(), (first_pass() if first_pass is not None else contextlib.nullcontext()):
+        with torch.enable_grad(), _entered(first_pass):
             loss = closure()
-        self.first_step(zero_grad=True)
-        with torch.enable_grad():
-            closure()
+        try:
+            self.first_step(zero_grad=True)
+            with torch.enable_grad(), _entered(second_pass):
+                closure()
+        except BaseException:
+            self.restore()
+            raise
         self.second_step()
         return loss
+
+    def scaled_step(self, closure: Callable[[], Tensor], scaler: torch.amp.GradScaler) -> Tensor:
+        """One SAM step with mixed precision: ``closure`` computes the loss (under ``torch.autocast``)
+        and returns it without calling ``backward``; ``scaler`` is the ``torch.amp.GradScaler`` whose
+        ``update()`` the loop calls after this step, as usual.
+
+        The first gradient is unscaled (``scaler.unscale_(sam)``) before ``ε̂`` is computed from it; when
+        it overflowed, the step is skipped (``θ`` not perturbed, nothing stepped) and ``scaler.update()``
+        lowers the scale, whatever the base optimizer's ``nonfinite``.  The second gradient goes to
+        ``scaler.step(base_optimizer)``, which unscales it and skips the base step when it overflowed.
+        Returns the first loss.
+        """
+        self.zero_grad()
+        with torch.enable_grad():
+            loss = closure()
+            scaler.scale(loss).backward()
+        scaler.unscale_(self)
+        if not all_finite([p.grad for _, p in self._params_with_grad()]):
+            self.zero_grad()
+            return loss  # the scaler found the inf too: its update() lowers the scale
+        try:
+            self.first_step(zero_grad=True)
+            with torch.enable_grad():
+                scaler.scale(closure()).backward()
+        except BaseException:
+            self.restore()
+            raise
+        self.restore()
+        scaler.step(self.base_optimizer)
+        return loss
+
+    def __getstate__(self) -> dict[str, Any]:
+        """torch's Optimizer pickles only defaults, state and groups; SAM needs its base optimizer too."""
+        return {
+            **super().__getstate__(),
+            "base_optimizer": self.base_optimizer,
+            "_perturbed": self._perturbed,
+            "_skip_second_step": self._skip_second_step,
+            "_own_skipped_steps": self._own_skipped_steps,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if "base_optimizer" in self.__dict__:
+            self._share_base_state()
 
     def state_dict(self) -> dict[str, Any]:
         return self.base_optimizer.state_dict()

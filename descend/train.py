@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import os
 import time
 
@@ -35,7 +36,7 @@ TASKS = ("digits-mlp", "mnist1d-cnn")
 
 def make_optimizer(name: str, params, lr: float | None = None) -> torch.optim.Optimizer:
     cls, kwargs, usual = OPTIMIZERS[name]
-    return cls(params, lr=lr or usual, **kwargs)
+    return cls(params, lr=usual if lr is None else lr, **kwargs)
 
 
 def make_task(name: str, seed: int = 0):
@@ -58,9 +59,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """``ValueError`` (one line for the command line) for a number no run can use."""
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise ValueError(f"--lr must be a number > 0, got {args.lr:g}")
+    for option, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise ValueError(f"{option} must be at least 1, got {value}")
+
+
 def run(args: argparse.Namespace) -> dict:
     from .lab import data
 
+    check_arguments(args)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if args.batch_size % world:

@@ -1,6 +1,7 @@
 """What each of two gloo processes runs for tests/test_distributed.py; results go to files."""
 from __future__ import annotations
 
+import datetime
 import gc
 import os
 
@@ -51,7 +52,8 @@ def full_params(model) -> list[torch.Tensor]:
 
 def worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # a short timeout: a rank left waiting in a collective fails the test instead of hanging it
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
     torch.set_num_threads(1)
     results = scenarios(rank, world)
     torch.save(results, os.path.join(out, f"rank{rank}.pt"))
@@ -114,4 +116,22 @@ def scenarios(rank: int, world: int) -> dict:
             results[f"fsdp-nan-{policy}"] = f"stepped, skipped {optimizer.skipped_steps}"
         except FloatingPointError:
             results[f"fsdp-nan-{policy}"] = "raised"
+
+    for policy in ("skip", "raise"):  # ZeRO: the NaN is in a parameter only rank 0's optimizer holds
+        model = DistributedDataParallel(make_model())
+        optimizer = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=descend.Adam, lr=0.01,
+                                            nonfinite=policy)
+        train(model, optimizer, rank, world, steps=1)
+        before = full_params(model.module)
+        x, y = batch(99)
+        optimizer.zero_grad()
+        ((model(x) - y) ** 2).mean().backward()
+        if rank == 0:
+            optimizer.optim.param_groups[0]["params"][0].grad.view(-1)[0] = float("nan")
+        try:
+            optimizer.step()
+            unchanged = all(torch.equal(a, b) for a, b in zip(before, full_params(model.module)))
+            results[f"zero-nan-{policy}"] = f"stepped, skipped {optimizer.optim.skipped_steps}, unchanged {unchanged}"
+        except FloatingPointError:
+            results[f"zero-nan-{policy}"] = "raised"
     return results

@@ -72,6 +72,13 @@ def test_fsdp2_ranks_agree_on_a_nonfinite_gradient_in_one_shard(two_ranks):
     assert [r["fsdp-nan-skip"] for r in two_ranks] == ["stepped, skipped 1", "stepped, skipped 1"]
 
 
+def test_zero_redundancy_ranks_agree_on_a_nonfinite_gradient_only_one_rank_holds(two_ranks):
+    """ZeRO gives each rank's optimizer its share of the parameters: a NaN in rank 0's share must make
+    both ranks skip (nothing half-applied) or both raise (no rank left waiting in ZeRO's broadcast)."""
+    assert [r["zero-nan-skip"] for r in two_ranks] == ["stepped, skipped 1, unchanged True"] * 2
+    assert [r["zero-nan-raise"] for r in two_ranks] == ["raised", "raised"]
+
+
 def test_torchrun_two_processes_match_one(tmp_path):
     """The README's command: `torchrun --nproc_per_node=2 -m descend train ...` equals one process."""
     import re
