@@ -253,13 +253,22 @@ _PLAIN = (float, int)  # numbers that need no conversion (bool is a subclass of 
 def _numeric_options(cls: type) -> dict[str, Any]:
     """The keyword arguments of ``cls`` that take numbers (or pairs of numbers, or None), with their defaults."""
     return {name: parameter.default for name, parameter in inspect.signature(cls.__init__).parameters.items()
-            if name not in ("fused", "foreach") and not isinstance(parameter.default, bool) and (
+            if name not in ("fused", "foreach", "state_dtype") and not isinstance(parameter.default, bool) and (
                 parameter.default is None or isinstance(parameter.default, (Real, tuple)))}
 
 
 def _flags_as_bools(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     flags = _boolean_options(cls)
     return {name: False if value is None and name in flags else value for name, value in values.items()}
+
+
+# hyperparameters that define an algorithm and that every torch version has written into its checkpoints (the
+# flags foreach, fused, capturable, differentiable, maximize came later): a torch checkpoint without one is not
+# of a class that takes it (a torch RAdam checkpoint loaded into Adam lacks amsgrad)
+LONGSTANDING_HYPERPARAMETERS = frozenset({
+    "momentum", "dampening", "nesterov", "lr_decay", "initial_accumulator_value", "alpha", "centered", "rho",
+    "amsgrad", "momentum_decay",
+})
 
 
 @functools.cache
@@ -544,12 +553,19 @@ class ChainOptimizer(torch.optim.Optimizer):
                 )
             return
         foreign = _torch_hyperparameter_names() - set(self.defaults)
+        essential = LONGSTANDING_HYPERPARAMETERS & set(self.defaults)
         for group in state_dict.get("param_groups", []):
             others = sorted(foreign & set(group))
             if others:
                 raise ValueError(
                     f"{owner}.load_state_dict: the checkpoint's param groups hold {others}, which {owner} does "
                     "not take; is the checkpoint from another optimizer?"
+                )
+            missing = sorted(essential - set(group))
+            if missing:
+                raise ValueError(
+                    f"{owner}.load_state_dict: the checkpoint's param groups lack {missing}, which every "
+                    f"torch.optim checkpoint of {owner} holds; is the checkpoint from another optimizer?"
                 )
 
     def _keep_state_precision(self, state_dict: dict[str, Any]) -> None:

@@ -641,11 +641,13 @@ class NAdam(ChainOptimizer):
         weight_decay: float = 0.0,
         momentum_decay: float = 4e-3,
         decoupled_weight_decay: bool = False,
-        maximize: bool = False,
         *,
-        nonfinite: str = "raise",
-        fused: bool | None = None,
         foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        nonfinite: str = "raise",
         state_dtype: torch.dtype | None = None,
     ):
         defaults = dict(
@@ -656,6 +658,8 @@ class NAdam(ChainOptimizer):
             momentum_decay=momentum_decay,
             decoupled_weight_decay=decoupled_weight_decay,
             maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
         )
         super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
 
@@ -708,11 +712,13 @@ class RAdam(ChainOptimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         decoupled_weight_decay: bool = False,
-        maximize: bool = False,
         *,
-        nonfinite: str = "raise",
-        fused: bool | None = None,
         foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        nonfinite: str = "raise",
         state_dtype: torch.dtype | None = None,
     ):
         defaults = dict(
@@ -722,6 +728,8 @@ class RAdam(ChainOptimizer):
             weight_decay=weight_decay,
             decoupled_weight_decay=decoupled_weight_decay,
             maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
         )
         super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
 

@@ -114,7 +114,6 @@ def test_moving_parameters_in_child(case, changes):
     check_sequence(pair, kwargs, ["step", *changes, "step"])
 
 
-@pytest.mark.xfail(strict=False, reason="item 1: fused-path state checks (lead)")
 def test_dtype_layout_and_size_changes_never_crash_and_agree_with_the_reference():
     """In a child process: a crash (SIGSEGV, SIGBUS, heap corruption) fails this test instead of the run."""
     child = subprocess.run(
