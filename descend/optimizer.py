@@ -720,11 +720,19 @@ class ChainOptimizer(torch.optim.Optimizer):
             rest = []
             check_shards = sharding_possible()
             built: dict[tuple, bool] = {}  # whether the kernel for a (device, dtype) could be had
+            plain = route.kind == "generated" and not check_shards
+            strided, cpu_dtypes = torch.strided, native.CHAIN_DTYPES
             for p in params:
-                if check_shards and is_dtensor(p):
+                grad = p.grad
+                if (plain and p.is_cpu and grad.layout is strided and grad.dtype is p.dtype and p.dtype in cpu_dtypes
+                        and p.is_contiguous() and grad.is_contiguous()):  # the usual case, decided in few calls
+                    if (p.device, p.dtype) not in built:
+                        self._kernel_takes(group, route, p, grad, built)
+                    fusable = built[(p.device, p.dtype)]
+                elif check_shards and is_dtensor(p):
                     fusable = self.elementwise and self._kernel_takes(group, route, local(p), local(p.grad), built)
                 else:
-                    fusable = self._kernel_takes(group, route, p, p.grad, built)
+                    fusable = self._kernel_takes(group, route, p, grad, built)
                 if fusable:
                     by_dtype.setdefault((p.device, p.dtype), []).append(p)
                 else:
@@ -749,7 +757,7 @@ class ChainOptimizer(torch.optim.Optimizer):
         remembers that per device and dtype, for the other parameters of the same call."""
         if route.kind == "hand":
             return native.can_fuse(param, grad)
-        on_gpu = codegen_triton.takes(param, grad)
+        on_gpu = (not param.is_cpu or codegen_triton.interpreting()) and codegen_triton.takes(param, grad)
         if not on_gpu and not native.can_fuse_chain(param, grad):
             return False
         if on_gpu and self._state_dtype(group, param.dtype) == torch.bfloat16:
@@ -796,51 +804,69 @@ class ChainOptimizer(torch.optim.Optimizer):
         self._initialise_all(params, states, chain, group)
         if route.kind == "hand":
             self._conform_state(params, states, chain, group)
+            table = None
         else:  # the check costs a Python loop over every entry: done again only when some tensor moved
             checked = self.__dict__.setdefault("_conformed", {})
             key = (id(params[0]), params[0].device, params[0].dtype)  # the group's first parameter names the call
-            if checked.get(key) != self._fingerprint(params, states, route.trace):
+            table = self._pointer_table(params, states, route.trace)
+            if checked.get(key) != self._fingerprint(params, table, route.trace):
                 self._conform_state(params, states, chain, group)
-                checked[key] = self._fingerprint(params, states, route.trace)
+                table = self._pointer_table(params, states, route.trace)
+                checked[key] = self._fingerprint(params, table, route.trace)
         steps = self._count_steps(states) if self.counts_steps else None
         shards, grads = params, [p.grad for p in params]
         if sharding_possible() and any(is_dtensor(p) for p in params):  # the kernels update this rank's shards
             shards, grads = [local(p) for p in params], [local(g) for g in grads]
             states = [{key: local(value) for key, value in state.items()} for state in states]
+            table = None
         if route.kind == "hand":
             finite = self.fused_step(group, shards, grads, states, steps)
         else:
-            finite = self._generated_step(route, chain, group, shards, grads, states, steps)
+            finite = self._generated_step(route, chain, group, shards, grads, states, steps, table)
         torch.autograd.graph.increment_version(shards)
         return bool(finite)
 
     @staticmethod
-    def _fingerprint(params: list[Tensor], states: list[dict], trace) -> tuple:
-        """The addresses, sizes and strides of the parameters and the state a kernel will touch: equal on two
-        steps only if no parameter or state tensor was replaced, converted or resized in between."""
-        tensors = [param if role == "param" else state[role] for param, state in zip(params, states)
-                   for role in trace.loads if role != "grad"]
-        return (bytes(native.pointers(tensors)), bytes(native.sizes(tensors)),
-                tuple(param.stride() for param in params), params[0].dtype)
+    def _pointer_table(params: list[Tensor], states: list[dict], trace):
+        """The data addresses a generated kernel takes: for each parameter, one per role of ``trace.loads``
+        (parameter, gradient, state entries), as one C array."""
+        width = len(trace.loads)
+        addresses = [0] * (width * len(params))
+        addresses[0::width] = [param.data_ptr() for param in params]
+        addresses[1::width] = [param.grad.data_ptr() for param in params]
+        for column, role in enumerate(trace.loads[2:], 2):  # the state entries, after "param" and "grad"
+            addresses[column::width] = [state[role].data_ptr() for state in states]
+        return native.int64s(addresses)
 
-    def _generated_step(self, route, chain, group, params, grads, states, steps) -> bool:
+    @staticmethod
+    def _fingerprint(params: list[Tensor], table, trace) -> tuple:
+        """The addresses, sizes and strides of the parameters and the state a kernel will touch: equal on two
+        steps only if no parameter or state tensor was replaced, converted or resized in between (the
+        gradients' addresses, which change every step, are left out)."""
+        addresses = table[:]
+        addresses[1::len(trace.loads)] = native.pointers([None] * len(params))
+        return (bytes(addresses), bytes(native.sizes(params)), tuple(param.stride() for param in params),
+                params[0].dtype)
+
+    def _generated_step(self, route, chain, group, params, grads, states, steps, table=None) -> bool:
         """The chain's generated kernel over ``params`` (one device and dtype): C on the CPU (see
         ``descend.codegen``), Triton on a GPU (see ``descend.codegen_triton``)."""
         trace = route.trace
-        if steps is None:
-            steps = native.doubles([0.0] * len(params))
+        if steps is None:  # a chain that reads no t: zeros, made once per length
+            zeros = self.__dict__.setdefault("_zero_steps", {})
+            steps = zeros.get(len(params)) or zeros.setdefault(len(params), native.doubles([0.0] * len(params)))
         prepared = self._prepared_scalars(trace, chain, states, steps)
         if codegen_triton.takes(params[0], grads[0]):
             found = codegen_triton.triton_step(trace, params, grads, states, steps, prepared, route.hyper)
             return self.nonfinite != "raise" or not found.item()  # the only host sync, and only to raise
         function = generated_kernel(trace, params[0].dtype, self._state_dtype(group, params[0].dtype))
         scalars = None if prepared is None else native.doubles([value for values in prepared for value in values])
-        tensors = []
-        for param, grad, state in zip(params, grads, states):
-            tensors.extend(param if role == "param" else grad if role == "grad" else state[role]
-                           for role in trace.loads)
-        return function(len(params), native.pointers(tensors), native.sizes(params), steps, scalars,
-                        native.doubles(route.hyper), native.threads())
+        if table is None:
+            roles = trace.loads[2:]
+            table = native.pointers([t for param, grad, state in zip(params, grads, states)
+                                     for t in (param, grad, *[state[role] for role in roles])])
+        return function(len(params), table, native.sizes(params), steps, scalars, native.doubles(route.hyper),
+                        native.threads())
 
     @staticmethod
     def _prepared_scalars(trace, chain, states, steps) -> list[list[float]] | None:
