@@ -38,7 +38,6 @@ import importlib.util
 import sys
 import tempfile
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,7 +62,6 @@ TL_DTYPES = {torch.float32: "tl.float32", torch.float64: "tl.float64", torch.bfl
 
 error: str | None = None  # why the last kernel could not be had, when one could not
 _lock = threading.RLock()
-_warned: set[str] = set()
 
 
 def available() -> bool:
@@ -324,10 +322,7 @@ def _import(source: str, stem: str) -> tuple[object, Path]:
 def _unavailable(reason: str) -> None:
     global error
     error = reason
-    if reason not in _warned:
-        _warned.add(reason)
-        warnings.warn(f"descend: {reason}; those parameters run the reference path (correct, but slower)",
-                      RuntimeWarning, stacklevel=5)
+    native.warn_once(reason, "those parameters run the reference path", stacklevel=5)
 
 
 def kernel(trace: Trace, param_dtype: torch.dtype, state_dtype: torch.dtype,

@@ -107,14 +107,19 @@ def build(source: str, stem: str) -> Path:
     return target
 
 
+def warn_once(reason: str, consequence: str, stacklevel: int) -> None:
+    """A ``RuntimeWarning`` that a fast path cannot be had, once per reason (``_warned`` remembers them)."""
+    if reason not in _warned:
+        _warned.add(reason)
+        warnings.warn(f"descend: {reason}; {consequence} (correct, but slower)", RuntimeWarning,
+                      stacklevel=stacklevel + 1)
+
+
 def _unavailable(reason: str) -> None:
     """Records why a kernel cannot be had and warns once per reason."""
     global error
     error = reason
-    if reason not in _warned:
-        _warned.add(reason)
-        warnings.warn(f"descend: {reason}; the optimizers run their reference path (correct, but slower)",
-                      RuntimeWarning, stacklevel=4)
+    warn_once(reason, "the optimizers run their reference path", stacklevel=4)
 
 
 def _failure(exc: Exception) -> str:
