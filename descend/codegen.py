@@ -14,7 +14,6 @@ over elements computes in float32 (float64 for float64 parameters) and reads and
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import zlib
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ import torch
 from torch import Tensor
 
 from .formula import Expr, Graph, NotTraceable, Trace, TracedState
-from .transforms import Elementwise, StepContext, Transform
+from .transforms import Elementwise, Transform
 
 
 def _numeric(value: Any) -> bool:
@@ -60,11 +59,6 @@ def signature(chain: Sequence[Transform], maximize: bool) -> tuple[tuple, list[f
                 settings.append((name, repr(value)))
         key.append((kind, getattr(kind, "formula", None), getattr(kind, "prepare", None), tuple(settings)))
     return tuple(key), values
-
-
-def structure(chain: Sequence[Transform], maximize: bool) -> tuple:
-    """``signature``'s key alone."""
-    return signature(chain, maximize)[0]
 
 
 def hyperparameters(chain: Sequence[Transform]) -> list[float]:
@@ -290,8 +284,4 @@ def _role_var(role: str) -> str:
     return {"param": "P", "grad": "G"}.get(role, "S_" + "".join(c if c.isalnum() else "_" for c in role))
 
 
-def source_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
-__all__ = ["Plan", "StepContext", "c_source", "hyperparameters", "plan", "structure", "trace"]
+__all__ = ["Plan", "c_source", "hyperparameters", "lookup", "plan", "signature", "state_keys", "trace"]

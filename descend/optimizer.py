@@ -808,10 +808,10 @@ class ChainOptimizer(torch.optim.Optimizer):
         else:  # the check costs a Python loop over every entry: done again only when some tensor moved
             checked = self.__dict__.setdefault("_conformed", {})
             key = (id(params[0]), params[0].device, params[0].dtype)  # the group's first parameter names the call
-            table = self._pointer_table(params, states, route.trace)
+            table = self._pointer_table(params, [p.grad for p in params], states, route.trace)
             if checked.get(key) != self._fingerprint(params, table, route.trace):
                 self._conform_state(params, states, chain, group)
-                table = self._pointer_table(params, states, route.trace)
+                table = self._pointer_table(params, [p.grad for p in params], states, route.trace)
                 checked[key] = self._fingerprint(params, table, route.trace)
         steps = self._count_steps(states) if self.counts_steps else None
         shards, grads = params, [p.grad for p in params]
@@ -827,13 +827,13 @@ class ChainOptimizer(torch.optim.Optimizer):
         return bool(finite)
 
     @staticmethod
-    def _pointer_table(params: list[Tensor], states: list[dict], trace):
+    def _pointer_table(params: list[Tensor], grads: list[Tensor], states: list[dict], trace):
         """The data addresses a generated kernel takes: for each parameter, one per role of ``trace.loads``
         (parameter, gradient, state entries), as one C array."""
         width = len(trace.loads)
         addresses = [0] * (width * len(params))
         addresses[0::width] = [param.data_ptr() for param in params]
-        addresses[1::width] = [param.grad.data_ptr() for param in params]
+        addresses[1::width] = [grad.data_ptr() for grad in grads]
         for column, role in enumerate(trace.loads[2:], 2):  # the state entries, after "param" and "grad"
             addresses[column::width] = [state[role].data_ptr() for state in states]
         return native.int64s(addresses)
@@ -862,9 +862,7 @@ class ChainOptimizer(torch.optim.Optimizer):
         function = generated_kernel(trace, params[0].dtype, self._state_dtype(group, params[0].dtype))
         scalars = None if prepared is None else native.doubles([value for values in prepared for value in values])
         if table is None:
-            roles = trace.loads[2:]
-            table = native.pointers([t for param, grad, state in zip(params, grads, states)
-                                     for t in (param, grad, *[state[role] for role in roles])])
+            table = self._pointer_table(params, grads, states, trace)
         return function(len(params), table, native.sizes(params), steps, scalars, native.doubles(route.hyper),
                         native.threads())
 
