@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 import descend
 from descend.lab import data
-from descend.lr_find import METHODS
-from descend.train import make_task
+from descend.tools.lr_find import METHODS
+from descend.tools.train import make_task
 
 OPTIMIZERS = {  # name: (class, fixed arguments, the sweep's grid in log10 lr)
     "SGD+Nesterov": (descend.SGD, dict(momentum=0.9, nesterov=True), (-2.5, 0.5)),

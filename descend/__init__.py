@@ -1,12 +1,12 @@
 """descend: first-order training optimizers as drop-in ``torch.optim`` classes."""
-from .compare import Comparison, compare, performance_profile
-from .landscape import landscape
-from .lr_find import LRFinderResult, lr_find
+from .tools.compare import Comparison, compare, performance_profile
+from .tools.landscape import landscape
+from .tools.lr_find import LRFinderResult, lr_find
 from .compose import make_optimizer
 from .optimizer import ChainOptimizer
 from .optimizers import SGD, Adadelta, Adafactor, Adagrad, Adam, AdamW, Lion, NAdam, RAdam, RMSprop
 from .sam import SAM, frozen_batchnorm_stats
-from .telemetry import Telemetry
+from .tools.telemetry import Telemetry
 from .transforms import Elementwise
 from .schedules import InverseSqrt, MomentumSchedule, WarmupCosine, linear_ramp
 

@@ -71,8 +71,8 @@ def _compare(args: argparse.Namespace) -> int:
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from .compare import compare, performance_profile, plot_profile
-    from .train import OPTIMIZERS, make_task
+    from .tools.compare import compare, performance_profile, plot_profile
+    from .tools.train import OPTIMIZERS, make_task
 
     names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
     unknown = [n for n in names if n not in OPTIMIZERS]
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--full", action="store_true", help="longer runs and more seeds")
     lab.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     lab.add_argument("--no-progress", action="store_true", help="no progress bars")
-    from .train import add_arguments
+    from .tools.train import add_arguments
 
     train = commands.add_parser("train", help="train a lab task; under torchrun, with DDP over the processes")
     add_arguments(train)
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "playground":
             return _playground(args)
         if args.command == "train":
-            from .train import run
+            from .tools.train import run
 
             try:
                 run(args)

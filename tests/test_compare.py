@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import descend
 from descend.__main__ import main
-from descend.compare import Comparison, Run, performance_profile
+from descend.tools.compare import Comparison, Run, performance_profile
 
 
 def loaders():

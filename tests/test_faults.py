@@ -81,7 +81,7 @@ def test_cli_compare_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_cli_train_lr_is_used_as_given():
-    from descend.train import make_optimizer
+    from descend.tools.train import make_optimizer
 
     param = torch.nn.Parameter(torch.zeros(2))
     assert make_optimizer("adam", [param], lr=0.25).param_groups[0]["lr"] == 0.25

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import descend
-from descend.landscape import filter_normalized_direction
+from descend.tools.landscape import filter_normalized_direction
 
 _M = torch.randn(6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 A = _M.T @ _M / 6 + 0.5 * torch.eye(6, dtype=torch.float64)  # symmetric positive definite

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import descend
-from descend.lr_find import summarise
+from descend.tools.lr_find import summarise
 
 # most tests cycle a few batches on purpose; test_fewer_batches_than_steps_cycle_with_a_warning checks the warning
 pytestmark = pytest.mark.filterwarnings("ignore:lr_find. the data holds")

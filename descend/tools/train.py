@@ -41,7 +41,7 @@ def make_optimizer(name: str, params, lr: float | None = None) -> torch.optim.Op
 
 def make_task(name: str, seed: int = 0):
     """(a function building a fresh model, the data split) of a built-in task."""
-    from .lab import data
+    from ..lab import data
 
     if name == "digits-mlp":
         return (lambda: data.mlp(64, 128, 10, depth=2)), data.digits(seed)
@@ -69,7 +69,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from .lab import data
+    from ..lab import data
 
     check_arguments(args)
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -180,7 +180,7 @@ def lr_find(
     if not trainable:
         raise ValueError("lr_find: the model has no trainable parameters")
     if optimizer is None:
-        from .optimizers import Adam
+        from ..optimizers import Adam
 
         optimizer = Adam
     saved_model = copy.deepcopy(model.state_dict())
