@@ -291,7 +291,7 @@ def state_dtype_table(repeats: int) -> list[str]:
 
 FIRST_STEP = """
 import time, torch, descend
-from descend.transforms import AddWeightDecay
+from descend.steps import AddWeightDecay
 class Custom(descend.Adam):  # a chain no built-in optimizer has: its kernel is generated and compiled on first use
     def chain(self, group):
         return [AddWeightDecay(0.1)] + super().chain(group)

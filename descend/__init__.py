@@ -2,13 +2,11 @@
 from .tools.compare import Comparison, compare, performance_profile
 from .tools.landscape import landscape
 from .tools.lr_find import LRFinderResult, lr_find
-from .compose import make_optimizer
 from .optimizer import ChainOptimizer
-from .optimizers import SGD, Adadelta, Adafactor, Adagrad, Adam, AdamW, Lion, NAdam, RAdam, RMSprop
-from .sam import SAM, frozen_batchnorm_stats
+from .optimizers import (SAM, SGD, Adadelta, Adafactor, Adagrad, Adam, AdamW, InverseSqrt, Lion, MomentumSchedule, NAdam,
+                         RAdam, RMSprop, WarmupCosine, frozen_batchnorm_stats, linear_ramp, make_optimizer)
 from .tools.telemetry import Telemetry
-from .transforms import Elementwise
-from .schedules import InverseSqrt, MomentumSchedule, WarmupCosine, linear_ramp
+from .steps import Elementwise
 
 __version__ = "0.1.0"
 

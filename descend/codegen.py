@@ -1,6 +1,6 @@
 """One fused kernel for a whole chain, printed from the chain's own formulas.
 
-``trace(chain, maximize)`` runs every step's ``formula`` (``descend.transforms.Elementwise``) on symbols
+``trace(chain, maximize)`` runs every step's ``formula`` (``descend.steps.Elementwise``) on symbols
 and returns a ``Trace``: one expression graph for the new parameter and each state entry written.  The
 numeric attributes of the steps become hyperparameter symbols, so one kernel serves every learning rate;
 booleans, keys and ``None`` shape the graph.  ``Plan`` caches the trace of a chain by its structure and
@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from .formula import Expr, Graph, NotTraceable, Trace, TracedState
-from .transforms import Elementwise, Transform
+from .steps import Elementwise, Transform
 
 
 def _numeric(value: Any) -> bool:
@@ -239,7 +239,7 @@ def c_source(trace: Trace, param_dtype: torch.dtype, state_dtype: torch.dtype) -
     stores = []
     for role, expr in trace.outputs:
         value = operand(expr)
-        if role != "param" and state_dtype == torch.bfloat16:  # unbiased: see transforms.store_state
+        if role != "param" and state_dtype == torch.bfloat16:  # unbiased: see steps.store_state
             seed = f"seed_{_role_var(role)}"
             prologue.append(f"const uint32_t {seed} = sr_seed({zlib.crc32(role.encode())}u, t);")
             stores.append(f"{_role_var(role)}[j] = f32_to_bf16_stochastic({value}, sr_bits(j, {seed}));")

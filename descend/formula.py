@@ -1,7 +1,7 @@
 """Elementwise step formulas: written once, evaluated three ways.
 
 A step such as ``s ← βs + (1−β)u²`` is written as plain Python arithmetic in its ``formula`` method
-(see ``descend.transforms.Elementwise``) with the functions below (``sqrt``, ``maximum``, ``where`` ...).
+(see ``descend.steps.Elementwise``) with the functions below (``sqrt``, ``maximum``, ``where`` ...).
 The same code then runs on
 
 * ``torch.Tensor`` values: the reference path, one parameter at a time;

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from . import codegen, codegen_triton, native
-from .transforms import Shards, StepContext, Transform
+from .steps import Shards, StepContext, Transform
 
 NONFINITE_POLICIES = ("raise", "skip", "ignore")
 try:  # the devices where torch's _foreach_* ops have fast (multi-tensor) kernels

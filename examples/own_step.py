@@ -9,7 +9,7 @@ import torch
 
 import descend
 from descend.formula import sign
-from descend.transforms import DecoupledWeightDecay, ScaleByLearningRate
+from descend.steps import DecoupledWeightDecay, ScaleByLearningRate
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 import descend
 from descend import codegen, native
 from descend.formula import NotTraceable, sqrt, where
-from descend.transforms import AddWeightDecay, Elementwise
+from descend.steps import AddWeightDecay, Elementwise
 from conftest import make_params, nonconvex_loss
 from test_fused import CONFIGS
 

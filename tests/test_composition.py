@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import descend
-from descend import transforms
+from descend import steps as transforms
 from descend.formula import maximum, minimum, sign, where
 from descend.optimizer import check_nonnegative
-from descend.transforms import (
+from descend.steps import (
     AddWeightDecay,
     BiasCorrection,
     EmaOfSquares,

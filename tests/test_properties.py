@@ -84,7 +84,7 @@ def test_adafactor_state_of_an_n_by_m_matrix_has_n_plus_m_floats(n, m, leading):
 @given(st.integers(0, 5000), st.integers(0, 100), st.integers(1, 5000))
 def test_warmup_cosine_factor_stays_in_range_and_warms_up_linearly(step, warmup, total):
     warmup = min(warmup, total)
-    factor = descend.schedules.warmup_cosine_factor(step, warmup, total, min_factor=0.1)
+    factor = descend.optimizers.schedules.warmup_cosine_factor(step, warmup, total, min_factor=0.1)
     assert 0.0 < factor <= 1.0 + 1e-12
     if step < warmup:
         assert math.isclose(factor, (step + 1) / warmup)

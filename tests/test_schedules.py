@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import descend
-from descend.schedules import inverse_sqrt_factor, warmup_cosine_factor
+from descend.optimizers.schedules import inverse_sqrt_factor, warmup_cosine_factor
 
 
 def test_warmup_cosine_values():

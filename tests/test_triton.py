@@ -18,7 +18,7 @@ pytest.importorskip("triton", reason="triton is not installed (pip install desce
 
 import descend  # noqa: E402
 from descend import codegen, codegen_triton, native  # noqa: E402
-from descend.transforms import AddWeightDecay, Elementwise, ScaleByLearningRate  # noqa: E402
+from descend.steps import AddWeightDecay, Elementwise, ScaleByLearningRate  # noqa: E402
 from descend.formula import exp, log, maximum, minimum, sign, sqrt, where  # noqa: E402
 from conftest import make_params, nonconvex_loss, run_optimizer  # noqa: E402
 from test_fused import CONFIGS  # noqa: E402

@@ -11,7 +11,7 @@ chain, the multi-tensor chain):
 
 * or call ``make_optimizer`` with the chain as a function of the param group (below).
 
-A new step is a small dataclass with a ``formula``; see ``descend.transforms.Elementwise``.
+A new step is a small dataclass with a ``formula``; see ``descend.steps.Elementwise``.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .optimizer import ChainOptimizer
-from .transforms import Transform
+from ..optimizer import ChainOptimizer
+from ..steps import Transform
 
 RESERVED = ("params", "nonfinite", "fused", "foreach")
 
@@ -48,7 +48,7 @@ def make_optimizer(
 
     Example, Adam without its first-moment bias correction::
 
-        from descend.transforms import EmaOfSquares, Momentum, ScaleByInverseRms, ScaleByLearningRate
+        from descend.steps import EmaOfSquares, Momentum, ScaleByInverseRms, ScaleByLearningRate
 
         def steps(group):
             beta1, beta2 = group["betas"]

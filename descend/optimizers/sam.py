@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .optimizer import all_finite, check_nonnegative, gradients_pass
+from ..optimizer import all_finite, check_nonnegative, gradients_pass
 
 
 def _entered(factory: Callable[[], Any] | None):

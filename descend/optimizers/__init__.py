@@ -1,0 +1,17 @@
+"""The optimizers: drop-in ``torch.optim`` classes, each a chain of the named steps in ``descend.transforms``.
+
+Signatures and defaults follow torch.optim where it has the class; every class adds ``nonfinite`` (see
+``ChainOptimizer``).  ``SAM`` wraps any of them; ``schedules`` holds lr and momentum schedules;
+``make_optimizer`` builds a class of your own from a chain.
+"""
+from .adafactor import Adafactor
+from .adam import Adam, AdamW, NAdam, RAdam
+from .adaptive import Adadelta, Adagrad, RMSprop
+from .compose import make_optimizer
+from .lion import Lion
+from .sam import SAM, frozen_batchnorm_stats
+from .schedules import InverseSqrt, MomentumSchedule, WarmupCosine, linear_ramp
+from .sgd import SGD
+
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "RAdam", "Adafactor", "Lion", "SAM",
+           "frozen_batchnorm_stats", "make_optimizer", "InverseSqrt", "MomentumSchedule", "WarmupCosine", "linear_ramp"]
