@@ -2,11 +2,11 @@
 from .tools.compare import Comparison, compare, performance_profile
 from .tools.landscape import landscape
 from .tools.lr_find import LRFinderResult, lr_find
-from .optimizer import ChainOptimizer
+from .adapter.optimizer import ChainOptimizer
 from .optimizers import (SAM, SGD, Adadelta, Adafactor, Adagrad, Adam, AdamW, InverseSqrt, Lion, MomentumSchedule, NAdam,
                          RAdam, RMSprop, WarmupCosine, frozen_batchnorm_stats, linear_ramp, make_optimizer)
 from .tools.telemetry import Telemetry
-from .steps import Elementwise
+from .steps import Elementwise, GlobalReduction, MatrixStep, Reduction, StateSpec
 
 __version__ = "0.1.0"
 
@@ -26,6 +26,10 @@ __all__ = [
     "ChainOptimizer",
     "make_optimizer",
     "Elementwise",
+    "Reduction",
+    "GlobalReduction",
+    "MatrixStep",
+    "StateSpec",
     "WarmupCosine",
     "InverseSqrt",
     "MomentumSchedule",

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 import descend
-from descend.formula import sign
+from descend.steps import sign
 from descend.steps import DecoupledWeightDecay, ScaleByLearningRate
 
 
@@ -32,7 +32,6 @@ MyLion = descend.make_optimizer(
     lambda group: [LionSign(*group["betas"]), ScaleByLearningRate(group["lr"]),
                    DecoupledWeightDecay(group["weight_decay"], group["lr"])],
     defaults=dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0),
-    counts_steps=False,  # no formula reads t
 )
 
 

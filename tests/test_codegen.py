@@ -14,8 +14,10 @@ import pytest
 import torch
 
 import descend
-from descend import codegen, native
-from descend.formula import NotTraceable, sqrt, where
+from descend.backends import build, cpu
+from descend.plan.plan import compile
+from descend.plan.trace import trace
+from descend.steps import NotTraceable, sqrt, where
 from descend.steps import AddWeightDecay, Elementwise
 from conftest import make_params, nonconvex_loss
 from test_fused import CONFIGS
@@ -56,18 +58,16 @@ def test_every_builtin_chain_traces_and_its_kernel_is_shared_across_hyperparamet
     for name, (cls, kwargs) in ELEMENTWISE.items():
         optimizer = cls([torch.nn.Parameter(torch.ones(2))], **kwargs)
         chain = optimizer.chain(optimizer.param_groups[0])
-        assert codegen.plan(chain, kwargs.get("maximize", False)).trace is not None, name
+        assert compile(chain, kwargs.get("maximize", False))[0].variant(1).pieces is not None, name
     param = torch.nn.Parameter(torch.ones(3))
     param.grad = torch.ones(3)
     optimizer = descend.Adam([param], lr=0.1)
     optimizer.step()
-    from descend.optimizer import _kernels
-
-    compiled = len(_kernels)
+    compiled = len(cpu._programs), len(build._functions)
     for lr in (0.2, 0.3, torch.tensor(0.4)):
         optimizer.param_groups[0]["lr"] = lr
         optimizer.step()
-    assert len(_kernels) == compiled  # a learning rate is an argument, not a new kernel
+    assert (len(cpu._programs), len(build._functions)) == compiled  # a learning rate is an argument, not a kernel
 
 
 def test_a_subclass_that_changes_its_chain_gets_that_chain_on_every_path():
@@ -119,7 +119,7 @@ def test_python_control_flow_on_a_hyperparameter_is_refused_by_the_tracer():
             return u * 2 if self.scale > 1 else u
 
     with pytest.raises(NotTraceable, match="Branchy"):
-        codegen.trace([Branchy(2.0)], maximize=False)
+        trace([Branchy(2.0)], False, 1, {}, 1)
 
 
 def test_per_step_conditions_are_written_with_where_and_agree_on_every_path():
@@ -151,20 +151,20 @@ def test_per_step_conditions_are_written_with_where_and_agree_on_every_path():
 
 
 def test_a_kernel_that_fails_to_compile_falls_back_with_the_compilers_message(monkeypatch, tmp_path):
-    from descend import optimizer as optimizer_module
-
     monkeypatch.setenv("DESCEND_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(optimizer_module, "_kernels", {})
-    monkeypatch.setattr(native, "_chains", {})
-    monkeypatch.setattr(native, "_warned", set())
-    monkeypatch.setattr(codegen, "c_source", lambda *args: "this is not C;\n")
+    monkeypatch.setattr(cpu, "_programs", {})
+    monkeypatch.setattr(build, "_functions", {})
+    monkeypatch.setattr(build, "_warned", set())
+    monkeypatch.setattr(cpu, "source", lambda *args: "this is not C;\n")
     param = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
     param.grad = torch.tensor([1.0, 1.0])
     with pytest.warns(RuntimeWarning, match="could not build a generated kernel"):
         descend.SGD([param], lr=0.5).step()
     torch.testing.assert_close(param.detach(), torch.tensor([0.5, 1.5]))
-    assert "error" in native.error
-    with pytest.raises(RuntimeError, match="fused=True needs"):
+    assert "error" in build.error
+    info = descend.SGD([param], lr=0.5).kernel_info()[0]
+    assert info.path == "reference" and "could not be built" in info.reason and "error" in info.reason
+    with pytest.raises(RuntimeError, match="`fused=True` requires.*could not be built.*error"):
         descend.SGD([param], lr=0.5, fused=True).step()
 
 
@@ -257,7 +257,7 @@ STEP_SCRIPT = (
     "p = torch.nn.Parameter(torch.ones(3)); p.grad = torch.ones(3)\n"
     "descend.Adam([p], lr=0.1).step()\n"
     "assert torch.allclose(p, torch.full((3,), 0.9)), p\n"
-    "from descend import native; print('library', native.library() is not None)\n"
+    "from descend.backends import cpu; print('library', cpu.available())\n"
 )
 
 
@@ -270,7 +270,7 @@ def test_a_corrupted_cached_kernel_is_rebuilt_not_loaded(tmp_path):
     first = run_script({"DESCEND_CACHE_DIR": str(tmp_path)})
     assert first.returncode == 0 and "library True" in first.stdout, first.stderr
     libraries = sorted(tmp_path.glob("*.so"))
-    assert len(libraries) == 2  # the hand-written kernels and Adam's generated one
+    assert len(libraries) == 2  # the support kernels and Adam's generated one
     for damage in ("truncate", "empty", "garbage"):  # a crash mid-write, a full disk, a stray file
         for library in libraries:
             data = library.read_bytes()
@@ -280,7 +280,7 @@ def test_a_corrupted_cached_kernel_is_rebuilt_not_loaded(tmp_path):
         assert again.returncode == 0, (damage, again.stderr)  # a SIGBUS would be a negative return code
         assert "library True" in again.stdout and "RuntimeWarning" not in again.stderr, damage
         for library in libraries:
-            assert native._verified(library), damage
+            assert build.verified(library), damage
 
 
 def test_without_a_compiler_the_optimizers_warn_once_and_still_step(tmp_path):
@@ -314,8 +314,7 @@ def test_cc_with_flags_is_a_compiler_with_flags(tmp_path):
 
 def test_the_generated_source_is_readable_c_with_one_loop_and_double_scalars():
     optimizer = descend.Adam([torch.nn.Parameter(torch.ones(2))], lr=0.1)
-    trace = codegen.plan(optimizer.chain(optimizer.param_groups[0]), False).trace
-    source = codegen.c_source(trace, torch.float32, torch.float32)
+    source = optimizer.kernel_info()[0].c_source(torch.float32)
     assert source.count("for (int64_t j = lo; j < hi; j++)") == 1
     assert "pow(hyper[" in source and "const double" in source  # bias corrections once per tensor, in double
     assert math.isclose(sum(1 for line in source.splitlines() if "[j] = " in line), 3)  # θ, m, v: one write each

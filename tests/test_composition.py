@@ -13,8 +13,8 @@ import torch
 
 import descend
 from descend import steps as transforms
-from descend.formula import maximum, minimum, sign, where
-from descend.optimizer import check_nonnegative
+from descend.steps import maximum, minimum, sign, where
+from descend.plan.hyper import check_nonnegative
 from descend.steps import (
     AddWeightDecay,
     BiasCorrection,
@@ -100,7 +100,7 @@ class AdaptiveFloor(descend.Elementwise):
     source: str = "square_avg"
 
     def formula(self, u, param, state, t):
-        from descend.formula import sqrt
+        from descend.steps import sqrt
 
         return where(t > self.warmup, u / maximum(sqrt(state[self.source]), self.floor), u)
 
@@ -191,13 +191,13 @@ def _check(group):
     check_nonnegative("HeavyBall", "momentum", group["momentum"])
 
 
-HeavyBall = descend.make_optimizer("HeavyBall", _plain_chain, dict(lr=0.1, momentum=0.9), _check, counts_steps=False)
+HeavyBall = descend.make_optimizer("HeavyBall", _plain_chain, dict(lr=0.1, momentum=0.9), _check)
 
 
 def test_make_optimizer_makes_a_torch_optim_class():
     assert issubclass(HeavyBall, torch.optim.Optimizer) and HeavyBall.__name__ == "HeavyBall"
     assert list(inspect.signature(HeavyBall).parameters) == [
-        "params", "lr", "momentum", "maximize", "nonfinite", "fused", "foreach"]
+        "params", "lr", "momentum", "maximize", "nonfinite", "fused", "foreach", "state_dtype", "max_grad_norm"]
     param = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
     optimizer = HeavyBall([param], 0.5, momentum=0.0)  # positional in the order of the defaults
     assert optimizer.param_groups[0]["lr"] == 0.5
@@ -267,8 +267,8 @@ def test_kernel_info_says_which_path_each_group_takes():
     assert str(descend.Adam([param]).kernel_info()[0]) == (
         "[EmaOfSquares, Momentum, BiasCorrection, ScaleByInverseRms, ScaleByLearningRate] runs on a generated C kernel")
     assert descend.Adam([param], fused=False).kernel_info()[0].reason == "fused=False"
-    assert descend.Adafactor([param]).kernel_info()[0].path == "hand"
-    assert "chain_f64_f64" in descend.Lion([param]).kernel_info()[0].c_source(torch.float64)
+    assert descend.Adafactor([param]).kernel_info()[0].path == "generated"
+    assert "int update_f64(" in descend.Lion([param]).kernel_info()[0].c_source(torch.float64)
     Clamped = descend.make_optimizer("Clamped", lambda g: [UsesClamp(), ScaleByLearningRate(g["lr"])], dict(lr=0.1))
     with pytest.warns(RuntimeWarning, match="UsesClamp"):
         info = Clamped([param]).kernel_info()[0]

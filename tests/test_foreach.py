@@ -45,23 +45,23 @@ def test_foreach_in_bfloat16_stays_within_its_rounding(name):
 
 
 def test_foreach_takes_a_group_in_one_list_per_dtype_and_chunks_by_the_largest_parameter(monkeypatch):
-    monkeypatch.setattr(descend.optimizer, "CHUNK_ELEMENTS", 16)
+    from descend.backends import eager
+
+    monkeypatch.setattr(eager, "CHUNK_ELEMENTS", 16)
     sizes = [(40,), (10,), (10,), (30,), (5,)]
     params = [torch.nn.Parameter(torch.randn(s)) for s in sizes] + [torch.nn.Parameter(torch.randn(7, dtype=torch.float64))]
     for p in params:
         p.grad = torch.randn_like(p)
     optimizer = descend.Adam(params, fused=False, foreach=True)
     chunks = []
-    real = descend.Adam._update_chunk
+    real = eager._update_chunk
 
-    def spy(self, ps, group, chain):
-        chunks.append([p.numel() for p in ps])
-        return real(self, ps, group, chain)
+    def spy(work, indices):
+        chunks.append([work.params[i].numel() for i in indices])
+        return real(work, indices)
 
-    from unittest import mock
-
-    with mock.patch.object(descend.Adam, "_update_chunk", spy):
-        optimizer.step()
+    monkeypatch.setattr(eager, "_update_chunk", spy)
+    optimizer.step()
     assert chunks == [[40], [10, 10], [30, 5], [7]]  # no chunk holds more than the largest parameter (40)
     assert all(float(optimizer.state[p]["step"]) == 1 for p in params)
 
@@ -102,8 +102,10 @@ def test_cuda_matches_the_cpu_reference(name):
 
 
 def test_foreach_default_follows_torch_lists_on_cuda_one_at_a_time_on_cpu():
+    from descend.adapter.routing import FOREACH_DEVICES, takes_foreach
+
     group = dict(foreach=None)
-    assert not descend.Adam._takes_foreach(group, torch.zeros(1))
-    assert descend.Adam._takes_foreach(group, torch.zeros(1, device="meta")) is False
-    assert descend.Adam._takes_foreach(dict(foreach=True), torch.zeros(1))
-    assert "cuda" in descend.optimizer.FOREACH_DEVICES
+    assert not takes_foreach(group, torch.zeros(1))
+    assert takes_foreach(group, torch.zeros(1, device="meta")) is False
+    assert takes_foreach(dict(foreach=True), torch.zeros(1))
+    assert "cuda" in FOREACH_DEVICES

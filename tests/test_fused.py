@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import descend
-from descend import native
+from descend.adapter.finite import locally_finite
+from descend.backends import build, cpu, eager
 from conftest import make_params, nonconvex_loss
 
 HAVE_COMPILER = bool(os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc"))
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.skipif(not HAVE_COMPILER, reason="no C compiler: the fu
 
 
 def test_kernels_build_wherever_a_compiler_is():
-    assert native.library() is not None, native.error
+    assert cpu.available(), build.error
 
 CONFIGS = {
     "sgd": (descend.SGD, dict(lr=0.05)),
@@ -102,9 +103,9 @@ def test_default_takes_the_fused_path_on_cpu():
     param = torch.nn.Parameter(torch.randn(4, 3))
     param.grad = torch.randn(4, 3)
     optimizer = descend.Adam([param])
-    with mock.patch.object(descend.Adam, "_update", side_effect=AssertionError("reference path taken")):
+    with mock.patch.object(eager, "update", side_effect=AssertionError("reference path taken")):
         optimizer.step()
-    with mock.patch.object(descend.Adam, "_generated_step", side_effect=AssertionError("fused path taken")):
+    with mock.patch.object(cpu, "update", side_effect=AssertionError("fused path taken")):
         descend.Adam([param], fused=False).step()
 
 
@@ -116,18 +117,17 @@ def test_mixed_group_fuses_what_it_can_and_runs_the_rest_on_the_reference_path()
         p.grad = torch.randn_like(p)
     optimizer = descend.Adam(params, lr=0.1)
     fused_calls, reference_calls = [], []
-    real_fused, real_update = descend.Adam._generated_step, descend.Adam._update
+    real_fused, real_update = cpu.update, eager.update
 
-    def spy_fused(self, trace, chain, group, ps, *rest):
-        fused_calls.append([p.dtype for p in ps])
-        return real_fused(self, trace, chain, group, ps, *rest)
+    def spy_fused(work):
+        fused_calls.append([p.dtype for p in work.params])
+        return real_fused(work)
 
-    def spy_update(self, param, group, chain):
-        reference_calls.append(tuple(param.shape))
-        return real_update(self, param, group, chain)
+    def spy_update(work, foreach):
+        reference_calls.extend(tuple(p.shape) for p in work.params)
+        return real_update(work, foreach)
 
-    with mock.patch.object(descend.Adam, "_generated_step", spy_fused), \
-            mock.patch.object(descend.Adam, "_update", spy_update):
+    with mock.patch.object(cpu, "update", spy_fused), mock.patch.object(eager, "update", spy_update):
         optimizer.step()
     # float32 (the contiguous and the transposed, dense, one), float64 and bfloat16 are fused, one call each
     assert sorted(map(str, fused_calls)) == ["[torch.bfloat16]", "[torch.float32, torch.float32]", "[torch.float64]"]
@@ -138,12 +138,15 @@ def test_mixed_group_fuses_what_it_can_and_runs_the_rest_on_the_reference_path()
 def test_fused_true_refuses_what_the_kernel_cannot_take():
     param = torch.nn.Parameter(torch.randn(4, 6)[:, ::2])
     param.grad = torch.randn_like(param)
-    with pytest.raises(RuntimeError, match="fused=True needs dense CPU float32/float64/bfloat16/float16"):
+    with pytest.raises(RuntimeError, match="`fused=True` requires all the params.*not laid out like the parameter"):
         descend.SGD([param], lr=0.1, fused=True).step()
-    param = torch.nn.Parameter(torch.randn(3).to(torch.bfloat16))
-    param.grad = torch.randn_like(param)
-    with pytest.raises(RuntimeError, match="fused=True needs dense CPU float32/float64 parameters"):
-        descend.Adafactor([param], fused=True).step()  # the hand-written kernel takes float32/float64 only
+    param.grad = torch.randn(4, 6)[:, ::2]  # the parameter's own strides: a view with gaps
+    with pytest.raises(RuntimeError, match="`fused=True` requires all the params.*not dense"):
+        descend.SGD([param], lr=0.1, fused=True).step()
+    param = torch.nn.Parameter(torch.randn(6, 4).t())  # dense, but its rows are not rows of memory
+    param.grad = torch.randn(6, 4).t()
+    with pytest.raises(RuntimeError, match="works on rows and columns, and the parameter is not contiguous"):
+        descend.Adafactor([param], fused=True).step()
     with pytest.raises(ValueError, match="fused"):
         descend.SGD([param], lr=0.1, fused="yes")
 
@@ -157,21 +160,21 @@ def test_fused_step_bumps_the_autograd_version_counter():
         loss.backward()
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 def test_native_finiteness_check(dtype):
     tensors = [torch.randn(1000, dtype=dtype), torch.full((70000,), torch.finfo(dtype).max, dtype=dtype)]
-    assert native.all_finite(tensors)
+    assert locally_finite(tensors)
     for bad in (float("nan"), float("inf"), float("-inf")):
         poisoned = [t.clone() for t in tensors]
         poisoned[1][69999] = bad
-        assert not native.all_finite(poisoned)
+        assert not locally_finite(poisoned)
 
 
 def test_without_kernels_everything_still_works(tmp_path):
     script = (
-        "import torch, descend; from descend import native\n"
+        "import torch, descend; from descend.backends import build, cpu\n"
         "p = torch.nn.Parameter(torch.ones(3)); p.grad = torch.ones(3)\n"
-        "descend.Adam([p], lr=0.1).step(); assert native.library() is None, native.error\n"
+        "descend.Adam([p], lr=0.1).step(); assert not cpu.available(), build.error\n"
         "assert torch.allclose(p, torch.full((3,), 0.9)), p\n"
         "try:\n    descend.Adam([p], fused=True).step()\nexcept RuntimeError as e:\n    print(e)\n"
     )
@@ -182,11 +185,11 @@ def test_without_kernels_everything_still_works(tmp_path):
 
 
 def test_kernels_build_into_a_fresh_cache_folder(tmp_path):
-    script = "from descend import native; lib = native.library(); assert lib is not None, native.error; print(lib._name)"
+    script = "from descend.backends import build; lib = build.support(); assert lib is not None, build.error; print(lib._name)"
     env = dict(os.environ, DESCEND_CACHE_DIR=str(tmp_path))
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().startswith(str(tmp_path)) and list(tmp_path.glob("kernels-*.so"))
+    assert result.stdout.strip().startswith(str(tmp_path)) and list(tmp_path.glob("support-*.so"))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

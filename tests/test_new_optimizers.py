@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import descend
-from descend import codegen
+from descend.plan.plan import compile
 from conftest import make_params, nonconvex_loss, run_optimizer
 import reference as ref
 
@@ -220,10 +220,10 @@ KERNEL_CASES = [
 def test_every_chain_traces_into_one_generated_kernel(cls, kwargs, maximize):
     optimizer = cls([torch.nn.Parameter(torch.zeros(3))], maximize=maximize, **kwargs)
     group = optimizer.param_groups[0]
-    chain = optimizer.chain(group)
-    plan = codegen.plan(chain, maximize, optimizer._state_keys(chain))
-    assert plan.trace is not None, plan.reason
-    assert "chain_f32_f32" in codegen.c_source(plan.trace, torch.float32, torch.float32)
+    variant = compile(optimizer.chain(group), maximize)[0].variant(1)
+    assert variant.pieces is not None, variant.reason
+    assert len(variant.pieces) == 1 and len(variant.schedules[0].passes) == 1
+    assert "int update_f32(" in optimizer.kernel_info()[0].c_source(torch.float32)
 
 
 BAD = [

@@ -61,7 +61,7 @@ def test_matches_textbook_reference(name):
 
 def test_adafactor_unfactored_and_factored_states_are_both_exercised():
     _, optimizer = run_optimizer(descend.Adafactor, make_params(), 2)
-    keys = [set(state) for state in optimizer.state.values()]
+    keys = [set(optimizer.state[p]) for p in optimizer.param_groups[0]["params"]]
     assert {"exp_avg_sq_row", "exp_avg_sq_col"} <= keys[0] and "exp_avg_sq" not in keys[0]
     assert "exp_avg_sq" in keys[1] and "exp_avg_sq" in keys[4]
     assert optimizer.state[optimizer.param_groups[0]["params"][3]]["exp_avg_sq_row"].shape == (2, 3)

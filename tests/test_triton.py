@@ -1,7 +1,7 @@
 """The generated Triton kernels against the reference chain (fused=False).
 
 Without a GPU the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``) on small CPU tensors: the
-driver is told to send CPU parameters to them (``codegen_triton.DEVICE_TYPES``), so the whole optimizer
+driver is told to send CPU parameters to them (``descend.backends.triton.DEVICE_TYPES``), so the whole optimizer
 path runs (state, step counts, scalars, the non-finite flag), one launch per step.  Blocks of 16 and chunks
 of 32 elements make the test parameters (20, 4, 12, 24 and 1 elements) cover full slices, masked tails and
 tensors split over two programs.  The tests at the end run the compiled kernels where CUDA is present.
@@ -9,6 +9,7 @@ tensors split over two programs.  The tests at the end run the compiled kernels 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from unittest import mock
 
 import pytest
@@ -17,9 +18,11 @@ import torch
 pytest.importorskip("triton", reason="triton is not installed (pip install descend[gpu])")
 
 import descend  # noqa: E402
-from descend import codegen, codegen_triton, native  # noqa: E402
-from descend.steps import AddWeightDecay, Elementwise, ScaleByLearningRate  # noqa: E402
-from descend.formula import exp, log, maximum, minimum, sign, sqrt, where  # noqa: E402
+from descend.backends import build, eager  # noqa: E402
+from descend.backends import triton as codegen_triton  # noqa: E402
+from descend.plan.plan import compile  # noqa: E402
+from descend.steps import AddWeightDecay, Elementwise, ScaleByLearningRate, StateSpec  # noqa: E402
+from descend.steps import exp, log, maximum, minimum, sign, sqrt, where  # noqa: E402
 from conftest import make_params, nonconvex_loss, run_optimizer  # noqa: E402
 from test_fused import CONFIGS  # noqa: E402
 
@@ -29,12 +32,17 @@ HAVE_CUDA = torch.cuda.is_available()
 
 
 def traced(cls, kwargs):
-    """The trace of the chain ``cls(**kwargs)`` runs (None when it has none), and its hyperparameters."""
+    """The plan variant of the chain ``cls(**kwargs)`` runs for vectors (None when the Triton kernels cannot run
+    it: not one elementwise pass), and its hyperparameters."""
     optimizer = cls([torch.nn.Parameter(torch.zeros(2))], **kwargs)
     group = optimizer.param_groups[0]
-    chain = optimizer.chain(group)
-    plan = codegen.plan(chain, group.get("maximize", False), optimizer._state_keys(chain))
-    return plan.trace, codegen.hyperparameters(chain)
+    plan, numbers = compile(optimizer.full_chain(group), group.get("maximize", False))
+    variant = plan.variant(1)
+    return (variant if codegen_triton.single_pass(variant) else None), numbers
+
+
+def kernel_of(variant, param_dtype, state_dtype):
+    return codegen_triton.kernel(variant.pieces[0], variant.schedules[0], param_dtype, state_dtype)
 
 
 TRACED = [name for name, (cls, kwargs) in CONFIGS.items() if traced(cls, kwargs)[0] is not None]
@@ -58,13 +66,13 @@ def interpreted(monkeypatch):
 def launches(monkeypatch):
     """The driver's Triton steps so far (a list that grows by one per launch)."""
     calls = []
-    real = codegen_triton.triton_step
+    real = codegen_triton.update
 
-    def counting(*args, **kwargs):
-        calls.append(args[0])
-        return real(*args, **kwargs)
+    def counting(work):
+        calls.append(work)
+        return real(work)
 
-    monkeypatch.setattr(codegen_triton, "triton_step", counting)
+    monkeypatch.setattr(codegen_triton, "update", counting)
     return calls
 
 
@@ -148,8 +156,7 @@ def test_the_default_and_fused_true_take_the_triton_kernel(interpreted, launches
     param = torch.nn.Parameter(torch.randn(4, 3))
     param.grad = torch.randn(4, 3)
     for fused in (None, True):
-        with mock.patch.object(descend.Adam, "_update", side_effect=AssertionError("reference path taken")), \
-                mock.patch.object(descend.Adam, "_update_chunk", side_effect=AssertionError("reference path taken")):
+        with mock.patch.object(eager, "update", side_effect=AssertionError("reference path taken")):
             descend.Adam([param], fused=fused).step()
     assert len(launches) == 2
     descend.Adam([param], fused=False).step()
@@ -174,7 +181,8 @@ def test_one_kernel_serves_every_learning_rate(interpreted, launches):
 
 
 def test_the_flag_reports_a_nonfinite_gradient_without_reading_past_a_tensor(interpreted):
-    trace, hyper = traced(descend.Adam, dict(lr=0.1))
+    variant, hyper = traced(descend.Adam, dict(lr=0.1))
+    kernel = kernel_of(variant, torch.float32, torch.float32)
     sizes = [5, 40, 16]  # a tail only; two chunks with full slices and a tail; exactly one full slice
     buffers = [torch.zeros(n + 3) for n in sizes]
     for buffer, n in zip(buffers, sizes):
@@ -184,7 +192,7 @@ def test_the_flag_reports_a_nonfinite_gradient_without_reading_past_a_tensor(int
     states = [dict(exp_avg=torch.zeros(n), exp_avg_sq=torch.zeros(n)) for n in sizes]
 
     def flag():
-        return codegen_triton.triton_step(trace, params, grads, states, [1.0] * 3, None, hyper).item()
+        return codegen_triton.launch(kernel, params, grads, states, [1.0] * 3, None, hyper, {}).item()
 
     assert flag() == 0
     for tensor, position, value in ((0, 4, math.inf), (1, 35, math.nan), (1, 3, -math.inf), (2, 15, math.nan)):
@@ -216,14 +224,15 @@ def test_a_subclass_that_changes_its_chain_gets_its_own_kernel(interpreted, laun
     assert param.item() == pytest.approx(1.8)  # 2 − 0.1·(1 + 0.5·2), not the 1.9 of plain SGD
 
 
+@dataclass
 class SignedUpdate(Elementwise):
     """A user's own step (Lion's update rule): ``m ← βm + (1−β)u``, emits ``sign(m)``, and ``0`` where the
     running average is below ``floor`` in magnitude."""
 
     stateful = True
-
-    def __init__(self, beta, floor):
-        self.beta, self.floor, self.key = beta, floor, "lion_avg"
+    beta: float
+    floor: float
+    key: str = "lion_avg"
 
     def formula(self, u, param, state, t):
         average = state[self.key] = self.beta * state[self.key] + (1.0 - self.beta) * u
@@ -235,11 +244,11 @@ class Signed(descend.SGD):
         return [SignedUpdate(0.9, 1e-3), ScaleByLearningRate(group["lr"])]
 
 
+@dataclass
 class EveryOperation(Elementwise):
     """A step that uses every vector operation the printer knows (no textbook meaning)."""
 
-    def __init__(self, threshold):
-        self.threshold = threshold
+    threshold: float
 
     def formula(self, u, param, state, t):
         large = exp(-abs(u)) - log(abs(u) + 1.0) / (1.0 + param * param)
@@ -262,20 +271,15 @@ def test_a_user_written_step_runs_in_the_triton_kernel(cls, dtype, interpreted, 
     assert len(launches) == 2
 
 
+@dataclass
 class ShrinkingStep(Elementwise):
     """A step with a per-tensor number in its state: ``p ← βp`` once per step (``prepare``), ``u ← p·u``."""
 
-    stateful = True
     scalar_state = ("shrink",)
+    beta: float
 
-    def __init__(self, beta):
-        self.beta = beta
-
-    def state_keys(self, param):
-        return ("shrink",)
-
-    def init(self, param):
-        return {"shrink": torch.tensor(1.0)}
+    def state_specs(self, ndim):
+        return (StateSpec("shrink", shape="scalar", init=1.0, storage="default"),)
 
     def prepare(self, state, t):
         state["shrink"].mul_(self.beta)
@@ -298,7 +302,7 @@ def test_prepared_per_tensor_scalars_reach_the_kernel(interpreted, launches):
 
 def test_the_trial_launch_runs_every_kind_of_kernel(interpreted):
     for cls, kwargs in ((Shrinking, dict(lr=0.1)), (descend.Adam, dict(amsgrad=True))):
-        kernel = codegen_triton.kernel(traced(cls, kwargs)[0], torch.bfloat16, torch.float32)
+        kernel = kernel_of(traced(cls, kwargs)[0], torch.bfloat16, torch.float32)
         codegen_triton._trial(kernel, torch.device("cpu"))  # what a first CUDA launch runs, here interpreted
 
 
@@ -306,7 +310,7 @@ def test_a_kernel_that_cannot_be_generated_leaves_its_parameters_to_the_referenc
     monkeypatch.setattr(codegen_triton, "triton_source", mock.Mock(side_effect=SyntaxError("broken printer")))
     for name, fresh in (("_kernels", {}), ("error", None)):
         monkeypatch.setattr(codegen_triton, name, fresh)
-    monkeypatch.setattr(native, "_warned", set())
+    monkeypatch.setattr(build, "_warned", set())
     param = torch.nn.Parameter(torch.tensor([2.0]))
     param.grad = torch.tensor([1.0])
     with pytest.warns(RuntimeWarning, match="broken printer"):
@@ -339,7 +343,7 @@ def test_without_triton_no_parameter_goes_to_it(interpreted, launches, monkeypat
 def test_the_kernel_source_is_a_real_file_in_the_cache(interpreted, tmp_path, monkeypatch):
     monkeypatch.setenv("DESCEND_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(codegen_triton, "_kernels", {})
-    kernel = codegen_triton.kernel(traced(descend.Adagrad, {})[0], torch.float16, torch.float32)
+    kernel = kernel_of(traced(descend.Adagrad, {})[0], torch.float16, torch.float32)
     assert kernel.path.parent == tmp_path / "triton" and "tl.div_rn" in kernel.path.read_text()
 
 
@@ -355,12 +359,12 @@ def test_the_kernel_compiles_for_a_gpu_without_one(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.setenv("TRITON_DEFAULT_FP_FUSION", "1")
     monkeypatch.setattr(codegen_triton, "_kernels", {})
-    trace = traced(descend.Adam, dict(amsgrad=True, weight_decay=0.1))[0]
-    kernel = codegen_triton.kernel(trace, torch.bfloat16, torch.float32)
+    variant = traced(descend.Adam, dict(amsgrad=True, weight_decay=0.1))[0]
+    kernel = kernel_of(variant, torch.bfloat16, torch.float32)
     signature = {"pointers": "*i64", "sizes": "*i64", "chunk_tensor": "*i64", "chunk_start": "*i64",
                  "scalars": "*fp32", "found_flag": "*i32", **dict.fromkeys(["K", "NK", "BLOCK", "CHUNK", "ALIGN"],
                                                                           "constexpr")}
-    constants = dict(K=len(trace.loads), NK=len(kernel.columns), BLOCK=1024, CHUNK=8192, ALIGN=16)
+    constants = dict(K=len(variant.pieces[0].loads), NK=len(kernel.columns), BLOCK=1024, CHUNK=8192, ALIGN=16)
     compiled = triton.compile(ASTSource(kernel.function, signature, constants), target=GPUTarget("cuda", 90, 32),
                               options=dict(num_warps=codegen_triton.NUM_WARPS))
     ptx = compiled.asm["ptx"]
@@ -392,7 +396,7 @@ def test_cuda_without_triton_runs_the_foreach_reference_chain(launches, monkeypa
     monkeypatch.setattr(codegen_triton, "_imported", True)
     param = torch.nn.Parameter(torch.tensor([2.0], device="cuda"))
     param.grad = torch.tensor([1.0], device="cuda")
-    with mock.patch.object(descend.SGD, "_update_chunk", wraps=descend.SGD._update_chunk, autospec=True) as chunk:
+    with mock.patch.object(eager, "_update_chunk", wraps=eager._update_chunk) as chunk:
         descend.SGD([param], lr=0.1).step()
     assert chunk.called and not launches and param.item() == pytest.approx(1.9)
 

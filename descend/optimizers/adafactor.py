@@ -1,13 +1,10 @@
 """Adafactor: factored second moments, O(n + m) state for an n×m matrix."""
 from __future__ import annotations
 
-import math
-
 import torch
 
-from .. import native
-from ..optimizer import (
-    ChainOptimizer,
+from ..adapter.optimizer import ChainOptimizer
+from ..plan.hyper import (
     check_closed_interval,
     check_nonnegative,
     check_positive,
@@ -15,13 +12,14 @@ from ..optimizer import (
 )
 from ..steps import (
     AdafactorStepSize,
+    AdafactorWeightDecay,
     ClipByRms,
-    DecoupledWeightDecay,
     FactoredSecondMoment,
     Momentum,
+    Negate,
     Transform,
-    adafactor_step_size,
 )
+from ..steps.adafactor import relative_step_size
 
 
 class Adafactor(ChainOptimizer):
@@ -77,6 +75,7 @@ class Adafactor(ChainOptimizer):
         fused: bool | None = None,
         foreach: bool | None = None,
         state_dtype: torch.dtype | None = None,
+        max_grad_norm: float | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -90,7 +89,7 @@ class Adafactor(ChainOptimizer):
             warmup_init=warmup_init,
             maximize=maximize,
         )
-        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
+        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype, max_grad_norm)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -130,7 +129,7 @@ class Adafactor(ChainOptimizer):
         step = int(step.item() if hasattr(step, "item") else step)
         if step == 0:
             return 0.0
-        size = adafactor_step_size(step, group["lr"], group["warmup_init"])
+        size = float(relative_step_size(float(step), group["lr"], group["warmup_init"]))
         if group["scale_parameter"]:
             param = next((p for p in group["params"] if self.state.get(p) is state), None)
             rms = 0.0 if param is None else float(param.detach().double().square().mean().sqrt())
@@ -139,43 +138,14 @@ class Adafactor(ChainOptimizer):
 
     def chain(self, group):
         eps1, eps2 = group["eps"]
+        lr, scale, warmup = group["lr"], group["scale_parameter"], group["warmup_init"]
         steps: list[Transform] = [
             FactoredSecondMoment(group["decay_rate"], eps1),
             ClipByRms(group["clip_threshold"]),
-            AdafactorStepSize(group["lr"], eps2, group["scale_parameter"], group["warmup_init"]),
+            AdafactorStepSize(lr, eps2, scale, warmup),
         ]
         if group["beta1"] is not None:
             steps.append(Momentum(group["beta1"], dampening=group["beta1"], key="exp_avg"))
         if group["weight_decay"]:
-            steps.append(DecoupledWeightDecay(group["weight_decay"]))
-        return steps
-
-    def kernel_chain(self, group):
-        """The chain ``fused_step`` computes (``_kernels.c``): Adafactor's own, whatever a subclass's is."""
-        return Adafactor.chain(self, group)
-
-    def fused_step(self, group, params, grads, states, steps):
-        eps1, eps2 = group["eps"]
-        shapes, rows, cols, full = [], [], [], []
-        for param, state in zip(params, states):
-            shape = param.shape
-            if FactoredSecondMoment.factored(param):
-                shapes += (math.prod(shape[:-2]), shape[-2], shape[-1])
-                rows.append(state["exp_avg_sq_row"]), cols.append(state["exp_avg_sq_col"]), full.append(None)
-            else:
-                shapes += (1, 1, param.numel())
-                rows.append(None), cols.append(None), full.append(state["exp_avg_sq"])
-        has_first_moment = group["beta1"] is not None
-        return native.kernel("adafactor", params[0].dtype)(
-            len(params), native.pointers(params), native.pointers(grads), native.pointers(rows),
-            native.pointers(cols), native.pointers(full), _pointers(states, "exp_avg") if has_first_moment else None,
-            native.int64s(shapes), steps, group["decay_rate"], eps1, eps2,
-            -1.0 if group["lr"] is None else group["lr"], group["warmup_init"], group["scale_parameter"],
-            group["clip_threshold"], group["beta1"] if has_first_moment else 0.0, group["weight_decay"],
-            group["maximize"], native.threads(),
-        )
-
-
-def _pointers(states, key):
-    """The state tensors under ``key``, as a C pointer array (NULL when the chain keeps no such entry)."""
-    return native.pointers([state[key] for state in states]) if key in states[0] else None
+            steps.append(AdafactorWeightDecay(group["weight_decay"], lr, eps2, scale, warmup))
+        return steps + [Negate()]

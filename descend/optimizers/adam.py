@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..optimizer import (
-    ChainOptimizer,
+from ..adapter.optimizer import ChainOptimizer
+from ..plan.hyper import (
     check_nonnegative,
     check_unit_interval,
 )
@@ -42,6 +42,8 @@ class Adam(ChainOptimizer):
     torch.optim.Adam.  With the defaults this is torch.optim.Adam.
     """
 
+    state_keys = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq"})
+
     def __init__(
         self,
         params,
@@ -60,6 +62,7 @@ class Adam(ChainOptimizer):
         bias_correction: bool = True,
         nonfinite: str = "raise",
         state_dtype: torch.dtype | None = None,
+        max_grad_norm: float | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -73,7 +76,7 @@ class Adam(ChainOptimizer):
             decoupled_weight_decay=decoupled_weight_decay,
             bias_correction=bias_correction,
         )
-        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
+        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype, max_grad_norm)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -130,11 +133,12 @@ class AdamW(Adam):
         bias_correction: bool = True,
         nonfinite: str = "raise",
         state_dtype: torch.dtype | None = None,
+        max_grad_norm: float | None = None,
     ):
         super().__init__(
             params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize, capturable=capturable,
             differentiable=differentiable, fused=fused, decoupled_weight_decay=True, bias_correction=bias_correction,
-            nonfinite=nonfinite, state_dtype=state_dtype,
+            nonfinite=nonfinite, state_dtype=state_dtype, max_grad_norm=max_grad_norm,
         )
 
 
@@ -160,6 +164,8 @@ class NAdam(ChainOptimizer):
     ScaleByLearningRate]`` (``DecoupledWeightDecay`` last instead of ``AddWeightDecay`` first when decoupled).
     """
 
+    state_keys = frozenset({"exp_avg", "exp_avg_sq", "mu_product"})
+
     def __init__(
         self,
         params,
@@ -177,6 +183,7 @@ class NAdam(ChainOptimizer):
         fused: bool | None = None,
         nonfinite: str = "raise",
         state_dtype: torch.dtype | None = None,
+        max_grad_norm: float | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -189,7 +196,7 @@ class NAdam(ChainOptimizer):
             capturable=capturable,
             differentiable=differentiable,
         )
-        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
+        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype, max_grad_norm)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -232,6 +239,8 @@ class RAdam(ChainOptimizer):
     ``[AddWeightDecay, EmaOfSquares, Momentum(EMA), BiasCorrection, RectifiedScale, ScaleByLearningRate]``.
     """
 
+    state_keys = frozenset({"exp_avg", "exp_avg_sq"})
+
     def __init__(
         self,
         params,
@@ -248,6 +257,7 @@ class RAdam(ChainOptimizer):
         fused: bool | None = None,
         nonfinite: str = "raise",
         state_dtype: torch.dtype | None = None,
+        max_grad_norm: float | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -259,7 +269,7 @@ class RAdam(ChainOptimizer):
             capturable=capturable,
             differentiable=differentiable,
         )
-        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
+        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype, max_grad_norm)
 
     def validate(self, group):
         owner = type(self).__name__

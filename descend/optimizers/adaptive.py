@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..optimizer import (
-    ChainOptimizer,
+from ..adapter.optimizer import ChainOptimizer
+from ..plan.hyper import (
     check_nonnegative,
     check_unit_interval,
 )
@@ -33,6 +33,8 @@ class Adagrad(ChainOptimizer):
             \frac{g_t}{\sqrt{s_t} + \epsilon} \qquad (\eta = \text{lr\_decay})
     """
 
+    state_keys = frozenset({"sum"})
+
     def __init__(
         self,
         params,
@@ -48,6 +50,7 @@ class Adagrad(ChainOptimizer):
         fused: bool | None = None,
         nonfinite: str = "raise",
         state_dtype: torch.dtype | None = None,
+        max_grad_norm: float | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -58,7 +61,7 @@ class Adagrad(ChainOptimizer):
             maximize=maximize,
             differentiable=differentiable,
         )
-        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
+        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype, max_grad_norm)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -90,6 +93,8 @@ class RMSprop(ChainOptimizer):
     ``γ`` is ``alpha``; identical to torch.optim.RMSprop.
     """
 
+    state_keys = frozenset({"square_avg", "grad_avg", "momentum_buffer"})
+
     def __init__(
         self,
         params,
@@ -107,6 +112,7 @@ class RMSprop(ChainOptimizer):
         fused: bool | None = None,
         nonfinite: str = "raise",
         state_dtype: torch.dtype | None = None,
+        max_grad_norm: float | None = None,
     ):
         defaults = dict(
             lr=lr,
@@ -119,7 +125,7 @@ class RMSprop(ChainOptimizer):
             maximize=maximize,
             differentiable=differentiable,
         )
-        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
+        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype, max_grad_norm)
 
     def validate(self, group):
         owner = type(self).__name__
@@ -151,6 +157,8 @@ class Adadelta(ChainOptimizer):
     Identical to torch.optim.Adadelta.
     """
 
+    state_keys = frozenset({"square_avg", "acc_delta"})
+
     def __init__(
         self,
         params,
@@ -166,12 +174,13 @@ class Adadelta(ChainOptimizer):
         fused: bool | None = None,
         nonfinite: str = "raise",
         state_dtype: torch.dtype | None = None,
+        max_grad_norm: float | None = None,
     ):
         defaults = dict(
             lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, capturable=capturable, maximize=maximize,
             differentiable=differentiable,
         )
-        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
+        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype, max_grad_norm)
 
     def validate(self, group):
         owner = type(self).__name__

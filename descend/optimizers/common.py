@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..optimizer import check_closed_interval, check_unit_interval
+from ..plan.hyper import check_closed_interval, check_unit_interval
 from ..steps import AddWeightDecay, DecoupledWeightDecay, Transform
 
 

@@ -21,10 +21,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ..optimizer import ChainOptimizer
+from ..adapter.optimizer import ChainOptimizer
 from ..steps import Transform
 
-RESERVED = ("params", "nonfinite", "fused", "foreach")
+RESERVED = ("params", "nonfinite", "fused", "foreach", "state_dtype", "max_grad_norm")
 
 
 def make_optimizer(
@@ -33,7 +33,6 @@ def make_optimizer(
     defaults: dict[str, Any],
     validate: Callable[[dict[str, Any]], None] | None = None,
     *,
-    counts_steps: bool = True,
     doc: str | None = None,
 ) -> type[ChainOptimizer]:
     """A ``torch.optim.Optimizer`` class named ``name`` whose update of a parameter in ``group`` is
@@ -41,9 +40,9 @@ def make_optimizer(
 
     The class takes ``(params, *hyperparameters)`` with the keys of ``defaults`` as its arguments, in that
     order (``maximize=False`` is added when ``defaults`` has none), then the keyword-only ``nonfinite``,
-    ``fused`` and ``foreach`` of every descend optimizer.  ``validate(group)`` runs for every param group
-    and raises ``ValueError`` for a bad value (use ``descend.optimizer.check_*``).  ``counts_steps=False``
-    keeps no ``state["step"]`` (for chains whose formulas never read ``t``).  Param groups, lr schedulers,
+    ``fused``, ``foreach``, ``state_dtype`` and ``max_grad_norm`` of every descend optimizer.  ``validate(group)`` runs for every param group
+    and raises ``ValueError`` for a bad value (use ``descend.plan.hyper.check_*``).  A step counter
+    (``state["step"]``) is kept where a formula reads ``t``.  Param groups, lr schedulers,
     ``state_dict`` and resuming work as for the built-in classes.
 
     Example, Adam without its first-moment bias correction::
@@ -81,7 +80,9 @@ def make_optimizer(
         + [Parameter(key, Parameter.POSITIONAL_OR_KEYWORD, default=value) for key, value in defaults.items()]
         + [Parameter("nonfinite", Parameter.KEYWORD_ONLY, default="raise"),
            Parameter("fused", Parameter.KEYWORD_ONLY, default=None),
-           Parameter("foreach", Parameter.KEYWORD_ONLY, default=None)]
+           Parameter("foreach", Parameter.KEYWORD_ONLY, default=None),
+           Parameter("state_dtype", Parameter.KEYWORD_ONLY, default=None),
+           Parameter("max_grad_norm", Parameter.KEYWORD_ONLY, default=None)]
     )
     build = chain
 
@@ -93,8 +94,8 @@ def make_optimizer(
         bound.apply_defaults()
         arguments = dict(bound.arguments)
         arguments.pop("self")
-        params, nonfinite, fused, foreach = (arguments.pop(key) for key in RESERVED)
-        ChainOptimizer.__init__(self, params, arguments, nonfinite, fused, foreach)
+        params, nonfinite, fused, foreach, state_dtype, max_grad_norm = (arguments.pop(key) for key in RESERVED)
+        ChainOptimizer.__init__(self, params, arguments, nonfinite, fused, foreach, state_dtype, max_grad_norm)
 
     __init__.__signature__ = signature
 
@@ -112,7 +113,6 @@ def make_optimizer(
         "__init__": __init__,
         "chain": chain_method,
         "validate": validate_method,
-        "counts_steps": counts_steps,
         "__module__": caller,
         "__qualname__": name,
         "__doc__": doc if doc is not None else f"{name}: a descend optimizer made by make_optimizer from "

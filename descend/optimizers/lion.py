@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..optimizer import (
-    ChainOptimizer,
+from ..adapter.optimizer import ChainOptimizer
+from ..plan.hyper import (
     check_nonnegative,
 )
 from ..steps import (
@@ -32,7 +32,8 @@ class Lion(ChainOptimizer):
     ``[LionInterpolation, SignUpdate, ScaleByLearningRate, DecoupledWeightDecay]``.
     """
 
-    counts_steps = False  # no formula uses t: the state is the momentum alone
+    state_keys = frozenset({"exp_avg"})
+
 
     def __init__(
         self,
@@ -46,9 +47,10 @@ class Lion(ChainOptimizer):
         fused: bool | None = None,
         foreach: bool | None = None,
         state_dtype: torch.dtype | None = None,
+        max_grad_norm: float | None = None,
     ):
         defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize)
-        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
+        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype, max_grad_norm)
 
     def validate(self, group):
         owner = type(self).__name__

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..optimizer import all_finite, check_nonnegative, gradients_pass
+from ..adapter.finite import all_finite, gradients_pass
+from ..plan.hyper import check_nonnegative
 
 
 def _entered(factory: Callable[[], Any] | None):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..optimizer import (
-    ChainOptimizer,
+from ..adapter.optimizer import ChainOptimizer
+from ..plan.hyper import (
     check_closed_interval,
     check_nonnegative,
 )
@@ -39,7 +39,8 @@ class SGD(ChainOptimizer):
       (torch.optim forbids this combination).
     """
 
-    counts_steps = False  # no formula here uses t; like torch.optim.SGD, the state is the momentum buffer
+    state_keys = frozenset({"momentum_buffer"})
+
 
     def __init__(
         self,
@@ -56,12 +57,13 @@ class SGD(ChainOptimizer):
         fused: bool | None = None,
         nonfinite: str = "raise",
         state_dtype: torch.dtype | None = None,
+        max_grad_norm: float | None = None,
     ):
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
             maximize=maximize, differentiable=differentiable,
         )
-        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype)
+        super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype, max_grad_norm)
 
     def validate(self, group):
         owner = type(self).__name__

@@ -3,13 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from ..formula import maximum, sqrt
+from ..plan.formula import maximum, sqrt
+from ..plan.state import StateSpec
 from .base import Elementwise
-
-
-# --- gradient transformations ------------------------------------------------------------
 
 
 @dataclass
@@ -67,13 +63,11 @@ class TrackEma(Elementwise):
 class SumOfSquares(Elementwise):
     """AdaGrad's accumulator ``s ← s + u²`` (starting at ``initial``); passes ``u`` on."""
 
-    stateful = True
-
     initial: float = 0.0
     key: str = "sum"
 
-    def init(self, param):
-        return {self.key: torch.full_like(param, self.initial, memory_format=torch.preserve_format)}
+    def state_specs(self, ndim):
+        return (StateSpec(self.key, init="initial", signed=False),)
 
     def formula(self, u, param, state, t):
         state[self.key] = state[self.key] + u * u
@@ -84,10 +78,11 @@ class SumOfSquares(Elementwise):
 class EmaOfSquares(Elementwise):
     """Running average of squares ``s ← γs + (1−γ)u²``; passes ``u`` on."""
 
-    stateful = True
-
     decay: float
     key: str = "square_avg"
+
+    def state_specs(self, ndim):
+        return (StateSpec(self.key, signed=False),)
 
     def formula(self, u, param, state, t):
         state[self.key] = self.decay * state[self.key] + (1.0 - self.decay) * (u * u)
@@ -98,10 +93,11 @@ class EmaOfSquares(Elementwise):
 class RunningMax(Elementwise):
     """AMSGrad: ``v_max ← max(v_max, v)`` of another step's state; passes ``u`` on."""
 
-    stateful = True
-
     source: str = "exp_avg_sq"
     key: str = "max_exp_avg_sq"
+
+    def state_specs(self, ndim):
+        return (StateSpec(self.key, signed=False),)
 
     def formula(self, u, param, state, t):
         state[self.key] = maximum(state[self.key], state[self.source])
@@ -154,11 +150,12 @@ class AdadeltaUnitCorrection(Elementwise):
     Multiplying by the RMS of past updates gives the step the units of ``θ``.
     """
 
-    stateful = True
-
     rho: float
     eps: float
     key: str = "acc_delta"
+
+    def state_specs(self, ndim):
+        return (StateSpec(self.key, signed=False),)
 
     def formula(self, u, param, state, t):
         delta = u * sqrt(state[self.key] + self.eps)

@@ -3,13 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from ..formula import maximum, sign, sqrt, where
+from ..plan.formula import maximum, sign, sqrt, where
+from ..plan.state import StateSpec
 from .base import Elementwise
-
-
-# --- Lion, NAdam and RAdam ---------------------------------------------------------------
 
 
 @dataclass
@@ -54,18 +50,15 @@ class NesterovMomentumCorrection(Elementwise):
     one step ahead along the momentum.  ``Π`` is a 0-dim tensor of the default dtype, as in torch.
     """
 
-    stateful = True
     scalar_state = ("mu_product",)
 
     beta1: float
     momentum_decay: float
     source: str = "exp_avg"
 
-    def state_keys(self, param):
-        return self.scalar_state
-
-    def init(self, param):
-        return {"mu_product": torch.tensor(1.0)}  # on the CPU, the default dtype: where torch.optim.NAdam keeps it
+    def state_specs(self, ndim):
+        # on the CPU, in the default dtype: where torch.optim.NAdam keeps it
+        return (StateSpec("mu_product", shape="scalar", init=1.0, storage="default"),)
 
     def momentum_coefficient(self, t):
         """``μ_t = β₁(1 − ½·0.96^{tψ})``."""

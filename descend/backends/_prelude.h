@@ -1,6 +1,7 @@
-/* What every descend kernel shares: the split of a param group's tensors over the threads, the
- * non-finite test, and 16-bit conversions.  Included by the generated chain kernels (descend/codegen.py)
- * and by the hand-written ones (_kernels.c).  Built by descend/native.py. */
+/* What every descend kernel shares: the split of a param group's tensors over the threads, the work items
+ * of multi-pass kernels, the non-finite test, 16-bit conversions and stochastic rounding.  Included by the
+ * generated chain kernels (descend/backends/c.py) and the support kernels (_support.c).  Built by
+ * descend/backends/build.py. */
 #ifndef DESCEND_PRELUDE_H
 #define DESCEND_PRELUDE_H
 
@@ -81,9 +82,11 @@ INLINE uint16_t f32_to_bf16(float x) {
 /* Stochastic rounding into bfloat16 state (state_dtype=torch.bfloat16): adding 16 random bits below the
  * kept ones before truncating rounds up with probability equal to the dropped fraction, so the stored
  * value is unbiased and a slow EMA (β = 0.999) still moves; round-to-nearest would freeze it.  The bits are
- * a hash of the element's offset, the step and the state entry, the same as descend.transforms.store_state
- * computes on the reference path. */
-INLINE uint32_t sr_seed(uint32_t salt, double t) { return salt * 0x27D4EB2Fu + (uint32_t)(int64_t)t * 0x165667B1u; }
+ * a hash of the element's offset and the parameter's step count; one hash serves two state entries (lanes
+ * 2p and 2p+1 take its low and high halves).  descend.plan.state computes the same on the reference path. */
+INLINE uint32_t sr_seed(uint32_t pair, double t) {
+  return (pair + 1u) * 0x27D4EB2Fu + (uint32_t)(int64_t)t * 0x165667B1u;
+}
 
 INLINE uint32_t sr_bits(int64_t j, uint32_t seed) {
   uint32_t x = (uint32_t)j * 0x9E3779B1u + seed;
@@ -102,5 +105,72 @@ INLINE uint16_t f32_to_bf16_stochastic(float x, uint32_t random) {
   bits += random & 0xffffu;
   return (uint16_t)(bits >> 16);
 }
+
+/* The work items of a multi-pass kernel: a tensor is a stack of B matrices N×M (a flat tensor: rows of
+ * ITEM_WIDTH elements, the last one short).  An item is a run of whole rows of one tensor; its partial sums
+ * are added in item order, and items depend on the shapes alone, so the sums are the same bits for any
+ * number of threads.  A matrix of at least ITEM_WIDTH elements is split into up to MAX_SPLIT blocks of
+ * rows, each with its own column partial sums (part >= 0, at offset `part` of the partial buffers); smaller
+ * matrices go whole, several to an item (part = -1: column sums are written directly). */
+#define ITEM_WIDTH 16384
+#define MAX_SPLIT 64
+
+typedef struct {
+  int32_t i;   /* the tensor */
+  int64_t r0;  /* its rows [r0, r1) */
+  int64_t r1;
+  int64_t part; /* offset of this item's column partials, or -1 */
+} item_t;
+
+static inline int64_t rows_of(const int64_t *shape, int i, int factored) {
+  const int64_t n = shape[3 * i] * shape[3 * i + 1] * shape[3 * i + 2];
+  return factored ? shape[3 * i] * shape[3 * i + 1] : (n + ITEM_WIDTH - 1) / ITEM_WIDTH;
+}
+
+static inline int64_t width_of(const int64_t *shape, int i, int factored) {
+  return factored ? shape[3 * i + 2] : ITEM_WIDTH;
+}
+
+/* The items of all tensors, in order; *count items, *parts doubles of column partials per column sum. */
+static item_t *make_items(int nt, const int64_t *shape, int factored, int64_t *count, int64_t *parts) {
+  int64_t capacity = 16, used = 0, part = 0;
+  item_t *items = malloc(capacity * sizeof(item_t));
+  for (int i = 0; i < nt; i++) {
+    const int64_t B = shape[3 * i], N = shape[3 * i + 1], M = shape[3 * i + 2];
+    if (B * N * M == 0) continue;
+    int64_t pieces, step;
+    if (!factored) { /* rows of ITEM_WIDTH: up to MAX_SPLIT items */
+      const int64_t rows = rows_of(shape, i, 0);
+      pieces = rows < MAX_SPLIT ? rows : MAX_SPLIT;
+      for (int64_t k = 0; k < pieces; k++) {
+        if (used == capacity) items = realloc(items, (capacity *= 2) * sizeof(item_t));
+        items[used++] = (item_t){i, rows * k / pieces, rows * (k + 1) / pieces, -1};
+      }
+      continue;
+    }
+    if (N * M >= ITEM_WIDTH) { /* big matrices: blocks of rows, each with column partials */
+      pieces = N * M / ITEM_WIDTH;
+      pieces = pieces > MAX_SPLIT ? MAX_SPLIT : pieces > N ? N : pieces;
+      for (int64_t b = 0; b < B; b++)
+        for (int64_t k = 0; k < pieces; k++) {
+          if (used == capacity) items = realloc(items, (capacity *= 2) * sizeof(item_t));
+          items[used++] = (item_t){i, b * N + N * k / pieces, b * N + N * (k + 1) / pieces, pieces > 1 ? part : -1};
+          if (pieces > 1) part += M;
+        }
+      continue;
+    }
+    step = ITEM_WIDTH / (N * M); /* small matrices: several whole ones to an item */
+    for (int64_t b = 0; b < B; b += step) {
+      if (used == capacity) items = realloc(items, (capacity *= 2) * sizeof(item_t));
+      items[used++] = (item_t){i, b * N, (b + step < B ? b + step : B) * N, -1};
+    }
+  }
+  *count = used;
+  *parts = part;
+  return items;
+}
+
+/* NaN-propagating maximum, as torch.amax. */
+INLINE double max_nan(double a, double b) { return (a > b || a != a) ? a : b; }
 
 #endif

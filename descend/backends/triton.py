@@ -1,4 +1,4 @@
-"""The chain's fused GPU kernel: Triton source printed from the same ``Trace`` as the C kernel.
+"""The chain's fused GPU kernel: Triton source printed from the same segment and schedule as the C kernel.
 
 One launch updates a whole list of parameters of one dtype (a multi-tensor kernel, like torch's fused
 optimizers).  The grid has one program per *chunk*: ``CHUNK`` consecutive elements of one tensor.  Per
@@ -47,8 +47,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import codegen, native
-from .formula import Expr, NotTraceable, Trace
+from ..plan.formula import Expr, NotTraceable, operands
+from ..plan.plan import Variant
+from ..plan.schedule import Schedule
+from ..plan.state import Codec
+from ..plan.trace import Segment
+from . import build
+from .c import DTYPE_NAMES, compute_dtype, role_var
 
 triton = None  # the module, once a parameter on a device in DEVICE_TYPES asked for it (importing takes ~0.5 s)
 _imported = False
@@ -89,7 +94,13 @@ def takes(param: Tensor, grad: Tensor | None) -> bool:
     return (param.device.type in DEVICE_TYPES and param.dtype in TL_DTYPES and available()
             and (param.device.type == "cpu") == interpreting()
             and grad is not None and grad.device == param.device and grad.dtype == param.dtype
-            and grad.layout == torch.strided and grad.stride() == param.stride() and native.dense(param))
+            and grad.layout == torch.strided and grad.stride() == param.stride() and _dense(param))
+
+
+def _dense(tensor: Tensor) -> bool:
+    from ..adapter.routing import dense
+
+    return dense(tensor)
 
 
 # --- printing ----------------------------------------------------------------------------------
@@ -104,7 +115,7 @@ class Column:
 
 
 def _tl_op(op: str, args: list[str], real: str) -> str:
-    """A vector node (at least one operand is a block) in Triton; the same semantics as ``codegen._c_op``."""
+    """A vector node (at least one operand is a block) in Triton; the same semantics as the C printer's."""
     fp32 = real == "tl.float32"
     if op == "div":
         return f"tl.div_rn({args[0]}, {args[1]})" if fp32 else f"({args[0]} / {args[1]})"
@@ -116,28 +127,30 @@ def _tl_op(op: str, args: list[str], real: str) -> str:
         "sign": f"(({{0}} > 0).to({real}) - ({{0}} < 0).to({real}))",
         "max": "tl.where({0} > {1}, {0}, {1})", "min": "tl.where({0} < {1}, {0}, {1})",
         "gt": f"({{0}} > {{1}}).to({real})", "ge": f"({{0}} >= {{1}}).to({real})",
-        "where": "tl.where({0} != 0, {1}, {2})",
+        "where": "tl.where({0} != 0, {1}, {2})", "fma": "tl.fma({0}, {1}, {2})",
     }
-    if op not in table:  # pow takes scalars only (formula.Graph refuses it on blocks)
+    if op not in table:  # pow of a block has no IEEE-exact Triton form
         raise NotTraceable(f"the Triton printer has no vector form of {op!r}")
     return table[op].format(*args)
 
 
 def kernel_name(param_dtype: torch.dtype, state_dtype: torch.dtype) -> str:
-    return f"chain_{codegen.DTYPE_NAMES[param_dtype]}_{codegen.DTYPE_NAMES[state_dtype]}"
+    return f"chain_{DTYPE_NAMES[param_dtype]}_{DTYPE_NAMES[state_dtype]}"
 
 
-def triton_source(trace: Trace, param_dtype: torch.dtype, state_dtype: torch.dtype) -> tuple[str, list[Column]]:
-    """The Triton module of ``trace`` for parameters (and gradients) of ``param_dtype`` and state of
-    ``state_dtype``, and the per-tensor scalar columns its kernel reads, in order.
+def triton_source(segment: Segment, plan: Schedule, param_dtype: torch.dtype, state_dtype: torch.dtype
+                  ) -> tuple[str, list[Column]]:
+    """The Triton module of a single-pass ``segment`` (``plan`` its schedule) for parameters (and gradients)
+    of ``param_dtype`` and state of ``state_dtype``, and the per-tensor scalar columns its kernel reads.
 
     The module defines one kernel, ``chain_<p>_<s>(pointers, sizes, chunk_tensor, chunk_start, scalars,
     found, K, NK, BLOCK, CHUNK, ALIGN)`` (the last five ``tl.constexpr``).  Its element loop is printed
     twice, without masks for the full slices and with them for the tail: no helper functions, which the
     interpreter would re-patch on every call."""
-    real = codegen.compute_dtype(param_dtype)
+    real = compute_dtype(param_dtype)
     real_tl = TL_DTYPES[real]
-    roles = trace.loads
+    roles = segment.loads
+    (final,) = plan.passes
     columns: list[Column] = []
     column_names: dict[tuple[int, bool], str] = {}
 
@@ -161,35 +174,35 @@ def triton_source(trace: Trace, param_dtype: torch.dtype, state_dtype: torch.dty
             lines = ["m = j < end", *(f"p{var} = {var} + j" for var in role_vars)]
         else:  # ALIGN: 16 where every address of the launch is (vector loads and stores), else 1
             lines = [f"p{var} = tl.multiple_of({var} + j, ALIGN)" for var in role_vars]
-        for index, expr in enumerate(trace.order):
-            if expr.scalar:
-                continue  # evaluated on the host (see scalar_table)
+        for index, expr in enumerate(final.elements):
             var = f"x{index}"
             if expr.op == "load":
-                lines.append(f"{var} = {load.format('p' + codegen._role_var(expr.args[0]))}.to({real_tl})")
+                lines.append(f"{var} = {load.format('p' + role_var(expr.args[0]))}.to({real_tl})")
             elif expr.op == "div" and expr.args[1].scalar:  # x / s = x · (1/s), the reciprocal once per tensor
                 lines.append(f"{var} = {operand(expr.args[0])} * {column(expr.args[1], True)}")
             else:
-                lines.append(f"{var} = {_tl_op(expr.op, [operand(a) for a in expr.args], real_tl)}")
+                lines.append(f"{var} = {_tl_op(expr.op, [operand(a) for a in operands(expr)], real_tl)}")
             names[id(expr)] = var
-        grad = trace.graph.nodes[("load", "grad")]
-        if id(grad) not in names:  # a chain that ignores its gradient still reports a non-finite one
-            lines.append(f"g = {load.format('p' + codegen._role_var('grad'))}.to({real_tl})")
-            names[id(grad)] = "g"
+        grad = segment.graph.nodes.get(("load", "grad"))
+        if grad is None or id(grad) not in names:  # a chain that ignores its gradient still reports a non-finite one
+            lines.append(f"g = {load.format('p' + role_var('grad'))}.to({real_tl})")
+            grad_name = "g"
+        else:
+            grad_name = names[id(grad)]
         largest = repr(torch.finfo(real).max)  # |g| <= largest fails for NaN and ±inf
-        lines.append(f"found = tl.maximum(found, tl.where(tl.abs({names[id(grad)]}) <= {largest}, 0, 1))")
-        for role, expr in trace.outputs:
+        lines.append(f"found = tl.maximum(found, tl.where(tl.abs({grad_name}) <= {largest}, 0, 1))")
+        for role, expr in final.stores:
             value = f"{operand(expr)}.to({TL_DTYPES[storage[role]]})"
-            lines.append(store.format("p" + codegen._role_var(role), value))
+            lines.append(store.format("p" + role_var(role), value))
         return lines
 
     storage = {role: param_dtype if role in ("param", "grad") else state_dtype for role in roles}
-    role_vars = [codegen._role_var(role) for role in roles]
+    role_vars = [role_var(role) for role in roles]
     full_slices, tail = element_loop(masked=False), element_loop(masked=True)
     name = kernel_name(param_dtype, state_dtype)
 
     lines = [
-        f'"""Generated by descend.codegen_triton from a traced chain; roles: {", ".join(roles)}."""',
+        f'"""Generated by descend.backends.triton from a traced chain; roles: {", ".join(roles)}."""',
         "import triton",
         "import triton.language as tl",
         "",
@@ -225,25 +238,27 @@ _NUMPY = {
     "sign": lambda a: np.greater(a, 0) * 1.0 - np.less(a, 0),
     "max": lambda a, b: np.where(np.greater(a, b), a, b), "min": lambda a, b: np.where(np.less(a, b), a, b),
     "gt": lambda a, b: np.greater(a, b) * 1.0, "ge": lambda a, b: np.greater_equal(a, b) * 1.0,
-    "where": lambda c, a, b: np.where(np.not_equal(c, 0), a, b),
+    "where": lambda c, a, b: np.where(np.not_equal(c, 0), a, b), "fma": lambda a, b, c: a * b + c,
 }
 
 
-def scalar_table(trace: Trace, columns: Sequence[Column], steps: Sequence[float],
-                 prepared: Sequence[Sequence[float]] | None, hyper: Sequence[float]) -> np.ndarray:
+def scalar_table(segment: Segment, columns: Sequence[Column], steps: Sequence[float],
+                 prepared: Sequence[Sequence[float]] | None, hyper: Sequence[float],
+                 totals: dict[str, float] | None = None, sizes: Sequence[int] = ()) -> np.ndarray:
     """``scalars[i, j]``: column ``j`` for tensor ``i`` (float64), from the step counts ``steps``, the
-    prepared scalars (``prepared[i]`` in ``trace.scalars`` order) and the hyperparameters ``hyper``.
+    prepared scalars (``prepared[i]`` in ``segment.scalars`` order), the hyperparameters ``hyper``, the global
+    totals and the tensors' sizes.
 
     Every scalar node is evaluated once for all tensors (numpy arrays over the tensors), in double
     precision, with the semantics of the C kernel's prologue (``max``/``min`` as ``a > b ? a : b``)."""
     count = len(steps)
     t = np.asarray(steps, dtype=np.float64)
-    if count and not trace.scalars and (t == t[0]).all():
+    if count and not segment.scalars and (t == t[0]).all():
         t = t[0]  # the usual case, one t for all: every node once, as a number, broadcast into the table
-    extra = np.asarray(prepared, dtype=np.float64).reshape(count, len(trace.scalars)) if trace.scalars else None
+    extra = np.asarray(prepared, dtype=np.float64).reshape(count, len(segment.scalars)) if segment.scalars else None
     values: dict[int, object] = {}
     with np.errstate(all="ignore"):  # IEEE results (inf, NaN) as in C, no warnings
-        for expr in trace.order:
+        for expr in segment.order:
             if not expr.scalar:
                 continue
             if expr.op == "const":
@@ -252,9 +267,16 @@ def scalar_table(trace: Trace, columns: Sequence[Column], steps: Sequence[float]
                 value = float(hyper[expr.args[0]])
             elif expr.op == "scalar":
                 name = expr.args[0]
-                value = t if name == "t" else extra[:, trace.scalars.index(name.split(":", 1)[1])]
+                if name == "t":
+                    value = t
+                elif name.startswith("state:"):
+                    value = extra[:, segment.scalars.index(name)]
+                elif name.startswith("global:"):
+                    value = float((totals or {})[name.split(":", 1)[1]])
+                else:  # size:… of a flat tensor: its number of elements
+                    value = np.asarray(sizes, dtype=np.float64)
             else:
-                value = _NUMPY[expr.op](*(values[id(a)] for a in expr.args))
+                value = _NUMPY[expr.op](*(values[id(a)] for a in operands(expr)))
             values[id(expr)] = value
         table = np.empty((count, len(columns)), dtype=np.float64)
         for j, col in enumerate(columns):
@@ -270,7 +292,8 @@ def scalar_table(trace: Trace, columns: Sequence[Column], steps: Sequence[float]
 class Kernel:
     """A generated kernel: the jit function, the scalar columns it reads, and where its source lies."""
 
-    trace: Trace  # kept alive, so that the id in the cache key stays its own
+    segment: Segment  # kept alive, so that the id in the cache key stays its own
+    plan: Schedule
     function: object
     columns: list[Column]
     path: Path
@@ -283,7 +306,7 @@ _kernels: dict[tuple, Kernel | None] = {}
 
 
 def _cache_dir() -> Path:
-    folder = native._cache_dir() / "triton"
+    folder = build.cache_dir() / "triton"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
@@ -306,7 +329,7 @@ def _import(source: str, stem: str) -> tuple[object, Path]:
     except OSError:
         current = None
     if current != source:
-        native._write_atomically(path, source.encode())
+        build.write_atomically(path, source.encode())
     module_name = f"descend_triton_{stem}_{digest}_{'interpreted' if interpreting() else 'compiled'}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
@@ -322,25 +345,52 @@ def _import(source: str, stem: str) -> tuple[object, Path]:
 def _unavailable(reason: str) -> None:
     global error
     error = reason
-    native.warn_once(reason, "those parameters run the reference path", stacklevel=5)
+    build.warn_once(reason, "those parameters run the reference path")
 
 
-def kernel(trace: Trace, param_dtype: torch.dtype, state_dtype: torch.dtype,
+def single_pass(variant: Variant) -> bool:
+    """What the Triton kernels run: one segment, one pass over the elements, no statistic of a tensor."""
+    return (variant.pieces is not None and len(variant.pieces) == 1 and not variant.globals
+            and len(variant.schedules[0].passes) == 1 and not variant.schedules[0].temporaries)
+
+
+def reason(variant: Variant, param: Tensor, codec: Codec) -> str | None:
+    """Why no Triton kernel can update ``param`` (None: one can)."""
+    if param.device.type not in DEVICE_TYPES or not available():
+        return ("CUDA parameters need triton: pip install 'descend[gpu]'" if not available() else
+                f"no kernel runs parameters on {param.device.type}")
+    if (param.device.type == "cpu") != interpreting():
+        return "compiled Triton kernels take GPU tensors only (the interpreter, CPU ones only)"
+    if param.dtype not in TL_DTYPES:
+        return f"no Triton kernel takes {param.dtype}"
+    if not single_pass(variant):
+        return "the Triton kernels run single-pass elementwise chains (this one has statistics of whole tensors, " \
+               "a matrix step or a global reduction)"
+    if codec.stochastic or codec.dtype not in TL_DTYPES:
+        return f"state stored as {codec} is not in the Triton kernels"
+    found = kernel(variant.pieces[0], variant.schedules[0], param.dtype, codec.dtype,
+                   param.device if param.device.type != "cpu" else None)
+    if found is None:
+        return f"the Triton kernel could not be had: {error}"
+    return None
+
+
+def kernel(segment: Segment, plan: Schedule, param_dtype: torch.dtype, state_dtype: torch.dtype,
            device: torch.device | None = None) -> Kernel | None:
-    """The generated Triton kernel of ``trace`` for these dtypes (cached per process, and its source on
-    disk); None when it cannot be had (``error`` says why; a warning says so once).  With a ``device``
-    other than the CPU, the first call there also compiles and runs it once on scratch tensors, so that a
-    kernel that does not compile is refused before any optimizer state has changed."""
+    """The generated Triton kernel of a single-pass segment for these dtypes (cached per process, and its
+    source on disk); None when it cannot be had (``error`` says why; a warning says so once).  With a
+    ``device`` other than the CPU, the first call there also compiles and runs it once on scratch tensors,
+    so that a kernel that does not compile is refused before any optimizer state has changed."""
     if not available():
         return None
-    key = (id(trace), param_dtype, state_dtype, interpreting())
+    key = (id(plan), param_dtype, state_dtype, interpreting())
     with _lock:
         if key not in _kernels:
             found = None
             try:
-                source, columns = triton_source(trace, param_dtype, state_dtype)
+                source, columns = triton_source(segment, plan, param_dtype, state_dtype)
                 module, path = _import(source, kernel_name(param_dtype, state_dtype))
-                found = Kernel(trace, getattr(module, kernel_name(param_dtype, state_dtype)), columns, path,
+                found = Kernel(segment, plan, getattr(module, kernel_name(param_dtype, state_dtype)), columns, path,
                                param_dtype, state_dtype, set())
             except Exception as exc:  # noqa: BLE001 - any failure means: no kernel, the reference path runs
                 _unavailable(f"could not generate a Triton kernel: {type(exc).__name__}: {exc}")
@@ -359,14 +409,14 @@ def kernel(trace: Trace, param_dtype: torch.dtype, state_dtype: torch.dtype,
 def _trial(kernel: Kernel, device: torch.device) -> None:
     """One launch on scratch tensors of ``BLOCK + 3`` elements (a full slice and a tail): Triton compiles
     on first launch, so this is where a compiler error shows."""
-    roles = kernel.trace.loads
+    roles = kernel.segment.loads
     n = BLOCK + 3
     tensors = [torch.zeros(n, dtype=kernel.param_dtype if role in ("param", "grad") else kernel.state_dtype,
                            device=device) for role in roles]
     state = dict(zip(roles, tensors))
-    prepared = [[1.0] * len(kernel.trace.scalars)] if kernel.trace.scalars else None
-    found = launch(kernel, [state["param"]], [state["grad"]], [state], [1.0], prepared,
-                   [0.0] * kernel.trace.hyper_count)
+    prepared = [[1.0] * len(kernel.segment.scalars)] if kernel.segment.scalars else None
+    hyper_count = max((e.args[0] + 1 for e in kernel.segment.order if e.op == "hyper"), default=0)
+    found = launch(kernel, [state["param"]], [state["grad"]], [state], [1.0], prepared, [0.0] * hyper_count, {})
     found.item()  # waits for it: an error in the launch shows here
 
 
@@ -409,12 +459,13 @@ def _to_device(table: np.ndarray, device: torch.device) -> Tensor:
 
 
 def launch(kernel: Kernel, params: Sequence[Tensor], grads: Sequence[Tensor], states: Sequence[dict],
-           steps: Sequence[float], prepared: Sequence[Sequence[float]] | None, hyper: Sequence[float]) -> Tensor:
+           steps: Sequence[float], prepared: Sequence[Sequence[float]] | None, hyper: Sequence[float],
+           totals: dict[str, float]) -> Tensor:
     """Runs ``kernel`` once over all ``params``; returns ``found`` (int32, one element, on their device):
     1 when a gradient held NaN or ±inf.  Reading it is the caller's choice (``found.item()`` syncs)."""
     if CHUNK % BLOCK:
-        raise ValueError(f"codegen_triton: CHUNK ({CHUNK}) must be a multiple of BLOCK ({BLOCK})")
-    roles = kernel.trace.loads
+        raise ValueError(f"descend.backends.triton: CHUNK ({CHUNK}) must be a multiple of BLOCK ({BLOCK})")
+    roles = kernel.segment.loads
     device = params[0].device
     by_role = [params if role == "param" else grads if role == "grad" else [state[role] for state in states]
                for role in roles]
@@ -425,10 +476,10 @@ def launch(kernel: Kernel, params: Sequence[Tensor], grads: Sequence[Tensor], st
     if not any(sizes):
         return found
     pointers, size_table, chunk_tensor, chunk_start, align = _layout(addresses, sizes, len(roles), device)
-    table = scalar_table(kernel.trace, kernel.columns, steps, prepared, hyper)
+    table = scalar_table(kernel.segment, kernel.columns, steps, prepared, hyper, totals, sizes)
     if not kernel.columns:
         table = np.zeros((1, 1))
-    real = codegen.compute_dtype(kernel.param_dtype)
+    real = compute_dtype(kernel.param_dtype)
     scalars = _to_device(table.astype(np.float64 if real == torch.float64 else np.float32), device)
     with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():  # triton launches
         kernel.function[(len(chunk_tensor),)](  # on the current device: make it the tensors' one
@@ -438,29 +489,20 @@ def launch(kernel: Kernel, params: Sequence[Tensor], grads: Sequence[Tensor], st
     return found
 
 
-def triton_step(trace: Trace, params: Sequence[Tensor], grads: Sequence[Tensor], states: Sequence[dict],
-                steps: Sequence[float], prepared: Sequence[Sequence[float]] | None, hyper: Sequence[float]) -> Tensor:
-    """One step of the traced chain for ``params`` (one device and dtype, dense, in place) in one launch.
-
-    ``grads[i]`` has the layout of ``params[i]``; ``states[i]`` holds every state entry the trace loads,
-    laid out like ``params[i]`` in one state dtype; ``steps[i]`` is ``t`` (already counted);
-    ``prepared[i]`` the values of ``trace.scalars`` (None when there are none); ``hyper`` the chain's
-    hyperparameters (``codegen.hyperparameters``).  Returns the device flag of ``launch``.  Raises
-    ``RuntimeError`` when the kernel cannot be had (``error`` says why)."""
-    if len(params) != len(grads) or len(params) != len(states) or len(params) != len(steps):
-        raise ValueError("triton_step: params, grads, states and steps must have one entry per tensor")
-    if len(hyper) != trace.hyper_count:
-        raise ValueError(f"triton_step: the trace takes {trace.hyper_count} hyperparameters, got {len(hyper)}")
-    param_dtype = params[0].dtype
-    state_roles = [role for role in trace.loads if role not in ("param", "grad")]
-    state_dtypes = {state[role].dtype for state in states for role in state_roles} or {param_dtype}
-    if len(state_dtypes) != 1 or any(p.dtype != param_dtype for p in params):
-        raise ValueError(f"triton_step: one launch takes one parameter dtype and one state dtype, got "
-                         f"{sorted({str(p.dtype) for p in params})} and {sorted(map(str, state_dtypes))}")
-    found = kernel(trace, param_dtype, state_dtypes.pop(), params[0].device)
+def update(work) -> Tensor:
+    """One step of ``work`` (a ``descend.backends.eager.Work`` routed here: single-pass, dense, one dtype) in
+    one launch; returns the device flag of ``launch``."""
+    segment, plan = work.variant.pieces[0], work.variant.schedules[0]
+    found = kernel(segment, plan, work.params[0].dtype, work.codec.dtype, work.params[0].device)
     if found is None:
         raise RuntimeError(f"descend: no Triton kernel for this chain: {error}")
-    return launch(found, params, grads, states, steps, prepared, hyper)
+    prepared = ([[float(state[name.split(":", 1)[1]]) for name in segment.scalars] for state in work.states]
+                if segment.scalars else None)
+    steps = work.steps if work.steps is not None else [0.0] * len(work.params)
+    flag = launch(found, work.params, work.grads, work.states, steps, prepared, work.numbers, work.totals)
+    torch.autograd.graph.increment_version(list(work.params))
+    return flag
 
 
-__all__ = ["available", "interpreting", "kernel", "launch", "scalar_table", "takes", "triton_source", "triton_step"]
+__all__ = ["available", "interpreting", "kernel", "launch", "reason", "scalar_table", "takes", "triton_source",
+           "update"]

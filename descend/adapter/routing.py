@@ -1,0 +1,162 @@
+"""Which path updates each parameter: a generated C kernel, a generated Triton kernel, or the reference chain
+(one tensor at a time, or on lists with torch's ``_foreach_*`` ops).
+
+``fused=None`` (default) takes a kernel wherever one can run the parameter and the reference chain
+elsewhere; ``fused=False`` always the reference chain; ``fused=True`` insists on a kernel and raises where
+none can run.  ``foreach`` picks how the reference chain runs: ``True`` on lists, ``False`` one tensor at a
+time, ``None`` as torch.optim does (lists on CUDA, one at a time on the CPU); ``foreach=True`` without a
+``fused`` choice means the reference chain, as in torch.optim.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..backends import cpu, triton
+from ..plan.plan import Plan, Variant
+from ..plan.state import Codec, codec_for
+from .distributed import is_dtensor, local, sharding_possible
+
+try:  # the devices where torch's _foreach_* ops have fast (multi-tensor) kernels
+    from torch.utils._foreach_utils import _get_foreach_kernels_supported_devices
+
+    FOREACH_DEVICES = frozenset(_get_foreach_kernels_supported_devices())
+except ImportError:
+    FOREACH_DEVICES = frozenset({"cuda"})
+
+_warned: set[str] = set()
+
+
+@dataclass
+class Bucket:
+    """Parameters of one group that take the same path: one ``variant``, device and dtype."""
+
+    path: str  # "c", "triton", "foreach" or "one"
+    variant: Variant
+    codec: Codec
+    params: list[Tensor]
+
+
+def takes_foreach(group: dict[str, Any], param: Tensor) -> bool:
+    if sharding_possible() and is_dtensor(param):
+        return False  # sharded parameters go one at a time (their reductions sum across ranks)
+    if group["foreach"] is None:
+        return param.device.type in FOREACH_DEVICES
+    return bool(group["foreach"])
+
+
+def _single_pass(variant: Variant) -> bool:
+    """One elementwise pass and no per-tensor statistic (what a sharded parameter's kernel may run)."""
+    return len(variant.pieces) == 1 and len(variant.schedules[0].passes) == 1 and not variant.schedules[0].temporaries
+
+
+def _matches(param: Tensor, grad: Tensor) -> bool:
+    return (grad.dtype == param.dtype and grad.layout == torch.strided and grad.device == param.device
+            and grad.stride() == param.stride())
+
+
+def kernel_reason(variant: Variant, param: Tensor, grad: Tensor, codec: Codec) -> tuple[str, str | None]:
+    """The backend whose kernel would update ``param`` (``"c"`` or ``"triton"``) and why it cannot (None: it
+    can).  Triton takes what its device list names (CUDA; the CPU too under ``TRITON_INTERPRET=1`` where a
+    test says so), C the other CPU parameters."""
+    backend = "triton" if triton.takes(local(param), local(grad)) or not local(param).is_cpu else "c"
+    return backend, _reason(backend, variant, param, grad, codec)
+
+
+def _reason(backend: str, variant: Variant, param: Tensor, grad: Tensor, codec: Codec) -> str | None:
+    if variant.pieces is None:
+        return f"its chain cannot be generated: {variant.reason}"
+    shard, shard_grad = (local(param), local(grad)) if sharding_possible() and is_dtensor(param) else (param, grad)
+    if shard is not param and not _single_pass(variant):
+        return "a sharded parameter whose chain reads statistics of whole tensors runs on the reference path"
+    if not _matches(shard, shard_grad):
+        return (f"its gradient ({shard_grad.dtype}, {shard_grad.layout}, strides {tuple(shard_grad.stride())}) is not laid "
+                f"out like the parameter ({shard.dtype}, strides {tuple(shard.stride())})")
+    needs_rows = any(s.factored for s in variant.schedules if s is not None) or len(variant.pieces) > 1
+    if needs_rows and not shard.is_contiguous():
+        return "its chain works on rows and columns, and the parameter is not contiguous"
+    if not dense(shard):
+        return "the parameter is not dense (a view with gaps)"
+    if backend == "c":
+        if not cpu.available():
+            return f"the C kernels are unavailable ({cpu.build.error})"
+        if shard.dtype not in cpu.DTYPES:
+            return f"no C kernel takes {shard.dtype}"
+        try:
+            cpu.ready(variant, shard.dtype, codec)
+        except cpu.KernelUnavailable as error:
+            return f"its generated kernel could not be built: {error}"
+        return None
+    return triton.reason(variant, shard, codec)
+
+
+def dense(tensor: Tensor) -> bool:
+    """True when ``tensor`` covers its memory exactly once with no gaps (contiguous in some order of its
+    dims, e.g. ``channels_last``): a kernel can then treat it as a flat array."""
+    if tensor.is_contiguous():
+        return True
+    expected = 1
+    for stride, size in sorted((s, n) for s, n in zip(tensor.stride(), tensor.shape) if n != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def route(owner: str, group: dict[str, Any], plan: Plan, params: list[Tensor]) -> list[Bucket]:
+    """The buckets of ``params`` (those of ``group`` with a gradient); raises for a gradient no path takes
+    (sparse, complex) and, with ``fused=True``, for a parameter no kernel can update."""
+    fused, foreach = group["fused"], group["foreach"]
+    reference_only = fused is False or (fused is None and foreach)
+    buckets: dict[tuple, Bucket] = {}
+    memo: dict[tuple, str | None] = {}  # the kernel verdict per (variant, dtype, device, layout kind)
+    for param in params:
+        grad = param.grad
+        if grad.layout != torch.strided:
+            raise TypeError(f"{owner} does not support sparse gradients; use torch.optim.SparseAdam")
+        if grad.is_complex() or param.is_complex():
+            raise TypeError(f"{owner} does not support complex parameters; pass torch.view_as_real(p)")
+        variant = plan.variant(param.dim())
+        codec = codec_for(group.get("state_dtype"), param.dtype)
+        path = None
+        if not reference_only:
+            key = (id(variant), param.dtype, param.device, param.is_contiguous(), grad.dtype, grad.stride() ==
+                   param.stride(), is_dtensor(param), codec)
+            if key not in memo:
+                memo[key] = kernel_reason(variant, param, grad, codec)
+            backend, reason = memo[key]
+            if reason is None:
+                path = backend
+            elif fused:
+                raise RuntimeError(fused_refusal(owner, param, reason))
+            elif variant.pieces is None:
+                warn_once(owner, reason)
+        if path is None:
+            path = "foreach" if takes_foreach(group, param) else "one"
+        bucket_key = (path, id(variant), param.device, param.dtype, codec)
+        if bucket_key not in buckets:
+            buckets[bucket_key] = Bucket(path, variant, codec, [])
+        buckets[bucket_key].params.append(param)
+    return list(buckets.values())
+
+
+def fused_refusal(owner: str, param: Tensor, reason: str) -> str:
+    """Why ``fused=True`` cannot update ``param``; it begins with torch.optim's words for the same refusal,
+    so that code matching on them keeps working, then says why descend's kernels cannot."""
+    return (
+        f"{owner}: `fused=True` requires all the params to be floating point Tensors of supported devices: "
+        f"['cpu', 'cuda'] but {param.dtype} and {param.device.type} (descend's kernels cannot update this "
+        f"{param.dtype} parameter on {param.device}: {reason})"
+    )
+
+
+def warn_once(owner: str, reason: str) -> None:
+    """A warning that a group runs on the reference path, once per reason."""
+    if reason not in _warned:
+        _warned.add(reason)
+        from .warn import warn_user
+
+        warn_user(f"{owner}: {reason}; it runs on the reference path", RuntimeWarning)

@@ -1,0 +1,488 @@
+"""The C backend: one C/OpenMP function per traced segment, printed from its schedule.
+
+The function runs the schedule's phases (descend.plan.schedule) for a list of tensors of one dtype:
+
+    int <name>(int nt, void *const *ptrs, const int64_t *shape, const double *steps, const double *scalars,
+               const double *hyper, const double *globals, double *results, int threads)
+
+``ptrs[i*K + k]`` is the address of role ``k`` (``segment.loads``) of tensor ``i``; ``shape[3i..3i+2]`` its
+``(B, N, M)`` (a stack of matrices; ``(1, 1, n)`` where the plan is flat); ``steps[i]`` its ``t``;
+``scalars[i*S + s]`` its prepared scalar state; ``hyper`` the chain's hyperparameters; ``globals`` the
+global reductions' totals; ``results[i*R + r]`` receives per-tensor results (the share of global totals).
+It returns 1 when every gradient it read was finite.
+
+Scalar nodes (per tensor) compute in double; the element loop computes in float32 (float64 for float64
+parameters), reads each tensor role once per pass and writes each output once, in the final pass.
+Sums are accumulated in double, item by item (``make_items`` in ``_prelude.h``), and the items' partial
+sums added in order: the same bits for any number of threads.  A pass over a single tensor list with no
+reductions (every elementwise chain) splits the concatenated elements evenly over the threads instead.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..plan.formula import COLS, ELEMENT, MATRIX, ROWS, SCALAR, Expr, operands
+from ..plan.schedule import Between, Pass, Schedule, is_element
+from ..plan.trace import Segment
+
+C_STORAGE = {torch.float32: "float", torch.float64: "double", torch.bfloat16: "uint16_t", torch.float16: "_Float16"}
+C_LOAD = {torch.float32: "{}", torch.float64: "{}", torch.bfloat16: "bf16_to_f32({})", torch.float16: "(float){}"}
+C_STORE = {torch.float32: "(float)({})", torch.float64: "(double)({})", torch.bfloat16: "f32_to_bf16({})",
+           torch.float16: "(_Float16)({})"}
+DTYPE_NAMES = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16", torch.float16: "f16"}
+SIGNATURE = ("int nt, void *const *ptrs, const int64_t *shape, const double *steps, const double *scalars, "
+             "const double *hyper, const double *globals, double *results, int threads")
+
+
+def compute_dtype(param_dtype: torch.dtype) -> torch.dtype:
+    """float64 parameters compute in double, everything else in float32."""
+    return torch.float64 if param_dtype == torch.float64 else torch.float32
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a printed function is specialised on besides its segment: the storage dtype of each role, the
+    stochastic-rounding lane of each state role stored that way, and whether it checks the gradients."""
+
+    dtypes: tuple[tuple[str, torch.dtype], ...]
+    lanes: tuple[tuple[str, int], ...]
+    check_grad: bool
+
+    def dtype(self, role: str) -> torch.dtype:
+        return dict(self.dtypes)[role]
+
+    @property
+    def param_dtype(self) -> torch.dtype:
+        return self.dtype("param")
+
+
+def role_var(role: str) -> str:
+    return {"param": "P", "grad": "G"}.get(role, "S_" + "".join(c if c.isalnum() else "_" for c in role))
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NAN"
+    if math.isinf(value):
+        return "INFINITY" if value > 0 else "(-INFINITY)"
+    return repr(float(value))
+
+
+def _op(op: str, args: list[str], real: str) -> str:
+    f = "f" if real == "float" else ""
+    if op in ("add", "sub", "mul", "div"):
+        return f"({args[0]} {dict(add='+', sub='-', mul='*', div='/')[op]} {args[1]})"
+    table = {
+        "neg": "(-{0})", "abs": f"fabs{f}({{0}})", "sqrt": f"sqrt{f}({{0}})", "exp": f"exp{f}({{0}})",
+        "log": f"log{f}({{0}})", "pow": f"pow{f}({{0}}, {{1}})", "fma": f"fma{f}({{0}}, {{1}}, {{2}})",
+        "sign": f"(({real})(({{0}}) > 0) - ({real})(({{0}}) < 0))",
+        "max": "({0} > {1} ? {0} : {1})", "min": "({0} < {1} ? {0} : {1})",
+        "gt": f"(({real})({{0}} > {{1}}))", "ge": f"(({real})({{0}} >= {{1}}))",
+        "where": "({0} != 0 ? {1} : {2})",
+    }
+    return table[op].format(*args)
+
+
+def _extent(axes: frozenset) -> str:
+    return {SCALAR: "1", MATRIX: "B", ROWS: "(B * N)", COLS: "(B * M)"}[axes]
+
+
+class _Printer:
+    def __init__(self, segment: Segment, plan: Schedule, layout: Layout, name: str):
+        self.segment, self.plan, self.layout, self.name = segment, plan, layout, name
+        self.real = "double" if compute_dtype(layout.param_dtype) == torch.float64 else "float"
+        self.order = segment.order
+        self.ids = {id(node): index for index, node in enumerate(self.order)}
+        self.temps = {id(node): q for q, node in enumerate(plan.temporaries)}
+        self.roles = segment.loads
+        self.scalar_names = segment.scalars
+        self.global_names = [name for name, _ in segment.globals]
+        self.factored = plan.factored
+        self.lanes = dict(layout.lanes)
+
+    # --- names ------------------------------------------------------------------------------------
+
+    def n(self, node: Expr) -> int:
+        return self.ids[id(node)]
+
+    def storage(self, role: str) -> torch.dtype:
+        return self.layout.dtype(role)
+
+    def leaf(self, node: Expr) -> str:
+        """A leaf as a C double expression."""
+        if node.op == "const":
+            return _number(node.args[0])
+        if node.op == "hyper":
+            return f"hyper[{node.args[0]}]"
+        name = node.args[0]
+        if name == "t":
+            return "t"
+        if name.startswith("size:"):
+            axes = name.split(":", 1)[1]
+            return "((double)(" + " * ".join({"b": "B", "i": "N", "j": "M"}[a] for a in axes) + "))" if axes else "1.0"
+        if name.startswith("state:"):
+            return f"scalars[i * {max(1, len(self.scalar_names))} + {self.scalar_names.index(name)}]"
+        if name.startswith("global:"):
+            return f"globals[{self.global_index(name.split(':', 1)[1])}]"
+        raise ValueError(f"unknown leaf {name!r}")
+
+    def global_index(self, part: str) -> int:
+        return self.global_names.index(part)
+
+    def temp(self, node: Expr, index: str) -> str:
+        return f"T{self.temps[id(node)]}[{index}]"
+
+    # --- between-phases: per tensor, loops over vectors, in double ------------------------------------
+
+    def between_value(self, node: Expr, index: dict[str, str], lines: list[str]) -> str:
+        """``node`` as a double expression inside a loop over the axes in ``index`` (b, r: a row, q: a column)."""
+        if node.op in ("const", "hyper", "scalar"):
+            return self.leaf(node)
+        if id(node) in self.temps:
+            return self.temp(node, self.vector_index(node.axes, index))
+        if node.op == "load":  # vector state
+            role = node.args[0]
+            position = self.vector_index(node.axes, index)
+            return f"(double){C_LOAD[self.storage(role)].format(f'{role_var(role)}[{position}]')}"
+        args = [self.between_value(a, index, lines) for a in operands(node)]
+        return _op(node.op, args, "double")
+
+    @staticmethod
+    def vector_index(axes: frozenset, index: dict[str, str]) -> str:
+        if axes == SCALAR:
+            return "0"
+        if axes == MATRIX:
+            return index["b"]
+        if axes == ROWS:
+            return index["r"]
+        if axes == COLS:
+            return index["q"]
+        raise ValueError("an element value in a between-phase")
+
+    def between(self, phase: Between) -> list[str]:
+        body: list[str] = []
+        for node in phase.nodes:
+            q = self.temps[id(node)]
+            if node.op in ("sum", "amax"):  # a reduction of a vector
+                body += self.vector_reduction(node, q)
+                continue
+            axes = node.axes
+
+            def value(index):
+                return _op(node.op, [self.between_value(a, index, body) for a in operands(node)], "double")
+
+            if axes == SCALAR:
+                body.append(f"T{q}[0] = {value({})};")
+            elif axes == MATRIX:
+                body.append(f"for (int64_t b = 0; b < B; b++) T{q}[b] = {value({'b': 'b'})};")
+            elif axes == ROWS:
+                body.append(f"for (int64_t r = 0; r < B * N; r++) {{ const int64_t b = r / N; (void)b; "
+                            f"T{q}[r] = {value({'b': 'b', 'r': 'r'})}; }}")
+            else:
+                body.append(f"for (int64_t q = 0; q < B * M; q++) {{ const int64_t b = q / M; (void)b; "
+                            f"T{q}[q] = {value({'b': 'b', 'q': 'q'})}; }}")
+        return self.per_tensor(body, parallel=True)
+
+    def vector_reduction(self, node: Expr, q: int) -> list[str]:
+        operand = node.args[0]
+        combine = "acc += {};" if node.op == "sum" else "acc = max_nan(acc, {});"
+        start = "0.0" if node.op == "sum" else "-INFINITY"
+        source, result = operand.axes, node.axes
+        if source == ROWS and result == MATRIX:
+            loop = ("for (int64_t b = 0; b < B; b++) { double acc = " + start + "; "
+                    "for (int64_t r = b * N; r < (b + 1) * N; r++) " + combine.format(
+                        self.between_value(operand, {"b": "b", "r": "r"}, [])) + f" T{q}[b] = acc; }}")
+        elif source == COLS and result == MATRIX:
+            loop = ("for (int64_t b = 0; b < B; b++) { double acc = " + start + "; "
+                    "for (int64_t q = b * M; q < (b + 1) * M; q++) " + combine.format(
+                        self.between_value(operand, {"b": "b", "q": "q"}, [])) + f" T{q}[b] = acc; }}")
+        elif result == SCALAR:
+            extent, index = _extent(source), {MATRIX: "b", ROWS: "r", COLS: "q"}[source]
+            div = {MATRIX: "1", ROWS: "N", COLS: "M"}[source]
+            loop = (f"{{ double acc = {start}; for (int64_t {index} = 0; {index} < {extent}; {index}++) {{ "
+                    f"const int64_t b = {index} / {div}; (void)b; " + combine.format(
+                        self.between_value(operand, {"b": "b", index: index}, [])) + f" }} T{q}[0] = acc; }}")
+        else:
+            raise ValueError(f"a reduction from {sorted(source)} to {sorted(result)}")
+        return [loop]
+
+    def per_tensor(self, body: list[str], parallel: bool) -> list[str]:
+        """``body`` for every tensor, with its shape, ``t``, temporaries and vector-state pointers."""
+        lines = ["#pragma omp parallel for schedule(dynamic) num_threads(nt >= 4 * threads ? threads : 1)"
+                 if parallel else "", "for (int i = 0; i < nt; i++) {",
+                 "  const int64_t B = shape[3 * i], N = shape[3 * i + 1], M = shape[3 * i + 2];",
+                 "  const double t = steps[i];", "  (void)t; (void)B; (void)N; (void)M;",
+                 "  if (B * N * M == 0) continue;"]
+        lines += ["  " + line for line in self.pointer_lines(vector_only=True)]
+        lines += ["  " + line for line in self.temp_pointer_lines()]
+        lines += ["  " + line for line in body]
+        lines.append("}")
+        return [line for line in lines if line]
+
+    def temp_pointer_lines(self) -> list[str]:
+        return [f"double *restrict T{q} = tmp + toff[i * {len(self.plan.temporaries)} + {q}]; (void)T{q};"
+                for q in range(len(self.plan.temporaries))]
+
+    def pointer_lines(self, vector_only: bool = False) -> list[str]:
+        lines = []
+        written = {role for role, _ in self.segment.outputs}
+        for k, role in enumerate(self.roles):
+            if vector_only and self.segment.axes[role] == ELEMENT:
+                continue
+            const = "" if role in written else "const "
+            storage = C_STORAGE[self.storage(role)]
+            lines.append(f"{const}{storage} *restrict {role_var(role)} = ({const}{storage} *)ptrs[i * {len(self.roles)} "
+                         f"+ {k}]; (void){role_var(role)};")
+        return lines
+
+    # --- element passes ------------------------------------------------------------------------------
+
+    def element_operand(self, node: Expr) -> str:
+        if is_element(node):
+            return f"x{self.n(node)}"
+        if node.axes == SCALAR:
+            return f"k{self.n(node)}"
+        if node.axes == COLS:
+            return f"c{self.n(node)}"
+        return f"w{self.n(node)}"
+
+    def scalar_double(self, node: Expr) -> str:
+        """A scalar node as a double expression in a pass's prologue (a temporary, a leaf, or inline)."""
+        if id(node) in self.temps:
+            return self.temp(node, "0")
+        if node.op in ("const", "hyper", "scalar"):
+            return self.leaf(node)
+        return f"d{self.n(node)}"
+
+    def pass_lines(self, phase: Pass, check: bool) -> list[str]:
+        real = self.real
+        # the non-element values the element loop reads directly: scalars (per tensor), rows and per-matrix
+        # values (per row), columns (per element)
+        direct: dict[int, Expr] = {}
+        for node in phase.elements:
+            for operand in operands(node):
+                if not is_element(operand):
+                    direct[id(operand)] = operand
+        for _, node in phase.stores:
+            if not is_element(node):
+                direct[id(node)] = node
+        used = [node for node in phase.operands if id(node) in direct]
+        prologue = [f"const double d{self.n(node)} = "
+                    f"{_op(node.op, [self.scalar_double(a) for a in operands(node)], 'double')};"
+                    for node in phase.prologue]
+        casts = [f"const {real} k{self.n(node)} = ({real})({self.scalar_double(node)});"
+                 for node in used if node.axes == SCALAR]
+        reciprocals = {}  # x / s with s per tensor: x · (1/s), the reciprocal once per tensor
+        for node in phase.elements:
+            if node.op == "div" and node.args[1].scalar and id(node.args[1]) not in reciprocals:
+                reciprocals[id(node.args[1])] = f"q{self.n(node.args[1])}"
+                casts.append(f"const {real} q{self.n(node.args[1])} = ({real})(1.0 / "
+                             f"{self.scalar_double(node.args[1])});")
+        row_lines = [f"const {real} w{self.n(node)} = ({real})({self.row_value(node)});"
+                     for node in used if node.axes in (ROWS, MATRIX)]
+        col_lines = [f"const {real} c{self.n(node)} = ({real})({self.col_value(node)});"
+                     for node in used if node.axes == COLS]
+        body = []
+        grad_loaded = False
+        for node in phase.elements:
+            var = f"x{self.n(node)}"
+            if node.op == "load":
+                role = node.args[0]
+                grad_loaded = grad_loaded or role == "grad"
+                body.append(f"const {real} {var} = {C_LOAD[self.storage(role)].format(f'{role_var(role)}[j]')};")
+            elif node.op == "div" and id(node.args[1]) in reciprocals:
+                body.append(f"const {real} {var} = ({self.element_operand(node.args[0])} * "
+                            f"{reciprocals[id(node.args[1])]});")
+            else:
+                body.append(f"const {real} {var} = {_op(node.op, [self.element_operand(a) for a in operands(node)], real)};")
+        if check:
+            grad = C_LOAD[self.storage("grad")].format("G[j]")
+            body.insert(0, f"found |= nonfinite_{'f64' if real == 'double' else 'f32'}(({real}){grad});")
+        accumulate, row_accumulators, total_accumulators, col_accumulators = [], [], [], []
+        for node in phase.reductions:
+            q = self.temps[id(node)]
+            value = f"(double){self.element_operand(node.args[0])}"
+            add = "{acc} += {v};" if node.op == "sum" else "{acc} = max_nan({acc}, {v});"
+            if node.axes == SCALAR:
+                total_accumulators.append((q, node.op))
+                accumulate.append(add.format(acc=f"tot{q}", v=value))
+            elif node.axes == ROWS:
+                row_accumulators.append((q, node.op))
+                accumulate.append(add.format(acc=f"row{q}", v=value))
+            elif node.axes == COLS:
+                col_accumulators.append((q, node.op))
+                accumulate.append(add.format(acc=f"colp{q}[b * M + c]", v=value))
+            else:
+                raise ValueError(f"an element reduction to {sorted(node.axes)}")
+        stores = [self.store_line(role, node) for role, node in phase.stores]
+        pairs = sorted({self.lanes[role] // 2 for role, _ in phase.stores
+                        if role in self.lanes and self.storage(role) == torch.bfloat16})
+        hashes = [f"const uint32_t h{p} = sr_bits(j, seed{p});" for p in pairs]
+        seeds = [f"const uint32_t seed{p} = sr_seed({p}u, t);" for p in pairs]
+        element_loop = hashes + body + accumulate + stores
+        if not self.factored and not phase.reductions:
+            return self.slice_pass(prologue + seeds + casts, element_loop, check)
+        return self.item_pass(prologue + seeds + casts, row_lines, col_lines, element_loop, check,
+                              total_accumulators, row_accumulators, col_accumulators)
+
+    def row_value(self, node: Expr) -> str:
+        index = {"b": "b", "r": "r"}
+        if id(node) in self.temps:
+            return self.temp(node, self.vector_index(node.axes, index))
+        if node.op == "load":
+            return f"{C_LOAD[self.storage(node.args[0])].format(f'{role_var(node.args[0])}[r]')}"
+        return self.between_value(node, index, [])
+
+    def col_value(self, node: Expr) -> str:
+        index = {"b": "b", "q": "b * M + c"}
+        if id(node) in self.temps:
+            return self.temp(node, index["q"])
+        if node.op == "load":
+            return f"{C_LOAD[self.storage(node.args[0])].format(f'{role_var(node.args[0])}[b * M + c]')}"
+        return self.between_value(node, index, [])
+
+    def store_line(self, role: str, node: Expr) -> str:
+        value = self.element_operand(node)
+        storage = self.storage(role)
+        lane = self.lanes.get(role)
+        if lane is not None and storage == torch.bfloat16:
+            bits = f"h{lane // 2}" if lane % 2 == 0 else f"(h{lane // 2} >> 16)"
+            return f"{role_var(role)}[j] = f32_to_bf16_stochastic({value}, {bits});"
+        return f"{role_var(role)}[j] = {C_STORE[storage].format(value)};"
+
+    def slice_pass(self, prologue: list[str], element_loop: list[str], check: bool) -> list[str]:
+        lines = ["FOR_EACH_SLICE(nt, sizes, threads, {"]
+        lines += ["  " + line for line in self.pointer_lines()]
+        lines += ["  const int64_t B = shape[3 * i], N = shape[3 * i + 1], M = shape[3 * i + 2];",
+                  "  (void)B; (void)N; (void)M;", "  const double t = steps[i]; (void)t;"]
+        lines += ["  " + line for line in self.temp_pointer_lines()]
+        lines += ["  " + line for line in prologue]
+        lines += ["  uint32_t found = 0;", "  for (int64_t j = lo; j < hi; j++) {"]
+        lines += ["    " + line for line in element_loop]
+        lines += ["  }", "  REPORT(found);" if check else "  (void)found;", "});"]
+        return lines
+
+    def item_pass(self, prologue, row_lines, col_lines, element_loop, check, totals, rows, cols) -> list[str]:
+        factored = 1 if self.factored else 0
+        lines = ["{", "int64_t items_n = 0, parts_n = 0;",
+                 f"item_t *items = make_items(nt, shape, {factored}, &items_n, &parts_n);"]
+        for q, _ in totals:
+            lines.append(f"double *partial{q} = malloc(sizeof(double) * (items_n ? items_n : 1));")
+        for q, op in cols:
+            start = "0.0" if op == "sum" else "-INFINITY"
+            lines.append(f"double *colpart{q} = malloc(sizeof(double) * (parts_n ? parts_n : 1));")
+            lines.append(f"for (int64_t p = 0; p < parts_n; p++) colpart{q}[p] = {start};")
+            lines.append(f"for (int i = 0; i < nt; i++) {{ const int64_t B = shape[3 * i], M = shape[3 * i + 2]; "
+                         f"double *T = tmp + toff[i * {len(self.plan.temporaries)} + {q}]; "
+                         f"for (int64_t q = 0; q < B * M; q++) T[q] = {start}; }}")
+        lines += ["#pragma omp parallel for schedule(dynamic, 1) num_threads(items_n >= 2 ? threads : 1)",
+                  "for (int64_t it = 0; it < items_n; it++) {",
+                  "  const int i = items[it].i;",
+                  "  const int64_t B = shape[3 * i], N = shape[3 * i + 1], M = shape[3 * i + 2];",
+                  "  (void)B; (void)N;",
+                  f"  const int64_t W = width_of(shape, i, {factored}), n = B * N * M;",
+                  "  const double t = steps[i]; (void)t;"]
+        lines += ["  " + line for line in self.pointer_lines()]
+        lines += ["  " + line for line in self.temp_pointer_lines()]
+        lines += ["  " + line for line in prologue]
+        for q, op in totals:
+            lines.append(f"  double tot{q} = {'0.0' if op == 'sum' else '-INFINITY'};")
+        lines += ["  uint32_t found = 0;",
+                  "  for (int64_t r = items[it].r0; r < items[it].r1; r++) {",
+                  "    const int64_t lo = r * W, hi = lo + W < n ? lo + W : n;",
+                  f"    const int64_t b = {'r / N' if self.factored else '0'}; (void)b;"]
+        for q, _ in cols:
+            lines.append(f"    double *restrict colp{q} = items[it].part >= 0 ? colpart{q} + items[it].part - b * M : T{q};")
+        lines += ["    " + line for line in row_lines]
+        for q, op in rows:
+            lines.append(f"    double row{q} = {'0.0' if op == 'sum' else '-INFINITY'};")
+        reductions = [f"tot{q}" for q, op in totals if op == "sum"] + [f"row{q}" for q, op in rows if op == "sum"]
+        simd = "#pragma omp simd" + (f" reduction(+ : {', '.join(reductions)})" if reductions else "")
+        if any(op != "sum" for _, op in totals + rows) or cols:
+            simd = ""  # max_nan and column sums: no simd reduction clause for them
+        lines += [f"    {simd}" if simd else "", "    for (int64_t j = lo; j < hi; j++) {",
+                  "      const int64_t c = j - lo; (void)c;"]
+        lines += ["      " + line for line in col_lines]
+        lines += ["      " + line for line in element_loop]
+        lines.append("    }")
+        for q, _ in rows:
+            lines.append(f"    T{q}[r] = row{q};")
+        lines.append("  }")
+        for q, _ in totals:
+            lines.append(f"  partial{q}[it] = tot{q};")
+        lines += ["  REPORT(found);" if check else "  (void)found;", "}"]
+        # the partial sums, added in item order
+        for q, op in totals:
+            combine = "acc += partial{q}[it];" if op == "sum" else "acc = max_nan(acc, partial{q}[it]);"
+            lines.append(f"for (int64_t it = 0; it < items_n; ) {{ const int i = items[it].i; double acc = "
+                         f"{'0.0' if op == 'sum' else '-INFINITY'}; for (; it < items_n && items[it].i == i; it++) "
+                         + combine.format(q=q) + f" tmp[toff[i * {len(self.plan.temporaries)} + {q}]] = acc; }}")
+            lines.append(f"free(partial{q});")
+        for q, op in cols:
+            combine = "T[b * M + c] += colpart{q}[p + c];" if op == "sum" else \
+                "T[b * M + c] = max_nan(T[b * M + c], colpart{q}[p + c]);"
+            lines.append(f"for (int64_t it = 0; it < items_n; it++) {{ if (items[it].part < 0) continue; "
+                         f"const int i = items[it].i; const int64_t N = shape[3 * i + 1], M = shape[3 * i + 2]; "
+                         f"const int64_t b = items[it].r0 / N, p = items[it].part; "
+                         f"double *T = tmp + toff[i * {len(self.plan.temporaries)} + {q}]; "
+                         f"for (int64_t c = 0; c < M; c++) " + combine.format(q=q) + " }")
+            lines.append(f"free(colpart{q});")
+        lines += ["free(items);", "}"]
+        return [line for line in lines if line]
+
+    # --- the function --------------------------------------------------------------------------------
+
+    def vector_store_lines(self) -> list[str]:
+        body = []
+        for role, node in self.plan.vector_stores:
+            storage = self.storage(role)
+            index = {ROWS: "r", COLS: "q", MATRIX: "b", SCALAR: "0"}[self.segment.axes[role]]
+            extent = _extent(self.segment.axes[role])
+            value = self.temp(node, index) if id(node) in self.temps else self.between_value(node, {index: index}, [])
+            lane = self.lanes.get(role)
+            if lane is not None and storage == torch.bfloat16:
+                bits = f"sr_bits({index}, sr_seed({lane // 2}u, t))" + (" >> 16" if lane % 2 else "")
+                store = f"f32_to_bf16_stochastic((float)({value}), {bits})"
+            else:
+                store = C_STORE[storage].format(value)
+            body.append(f"for (int64_t {index} = 0; {index} < {extent}; {index}++) {role_var(role)}[{index}] = {store};")
+        return self.per_tensor(body, parallel=True) if body else []
+
+    def result_lines(self) -> list[str]:
+        count = len(self.plan.results)
+        return [f"for (int i = 0; i < nt; i++) results[i * {count} + {k}] = "
+                f"tmp[toff[i * {len(self.plan.temporaries)} + {self.temps[id(node)]}]];"
+                for k, node in enumerate(self.plan.results)]
+
+    def source(self) -> str:
+        passes = self.plan.passes
+        grad_passes = [p for p in passes if any(e.op == "load" and e.args[0] == "grad" for e in p.elements)]
+        checked = (grad_passes[0] if grad_passes else passes[-1] if passes else None) if self.layout.check_grad else None
+        ntemp = len(self.plan.temporaries)
+        extents = [f"{_extent(node.axes)}" for node in self.plan.temporaries]
+        lines = [f"/* roles: {', '.join(self.roles)}; temporaries: {ntemp}; passes: {len(self.plan.passes)} */",
+                 f"int {self.name}({SIGNATURE}) {{",
+                 "  int bad = 0; (void)scalars; (void)hyper; (void)globals; (void)results;",
+                 "  int64_t *sizes = malloc(sizeof(int64_t) * (nt ? nt : 1));",
+                 "  for (int i = 0; i < nt; i++) sizes[i] = shape[3 * i] * shape[3 * i + 1] * shape[3 * i + 2];",
+                 f"  int64_t *toff = malloc(sizeof(int64_t) * ((int64_t)nt * {ntemp} + 1)), tsize = 0;",
+                 "  for (int i = 0; i < nt; i++) {",
+                 "    const int64_t B = shape[3 * i], N = shape[3 * i + 1], M = shape[3 * i + 2]; (void)B; (void)N; (void)M;",
+                 *[f"    toff[i * {ntemp} + {q}] = tsize; tsize += {extent};" for q, extent in enumerate(extents)],
+                 "  }",
+                 "  double *tmp = calloc(tsize ? tsize : 1, sizeof(double));"]
+        for phase in self.plan.phases:
+            phase_lines = self.between(phase) if isinstance(phase, Between) else self.pass_lines(phase, phase is checked)
+            lines += ["  " + line for line in phase_lines]
+        lines += ["  " + line for line in self.vector_store_lines()]
+        lines += ["  " + line for line in self.result_lines()]
+        lines += ["  free(tmp); free(toff); free(sizes);", "  return !bad;", "}"]
+        return '#include "_prelude.h"\n\n' + "\n".join(lines) + "\n"
+
+
+def source(segment: Segment, plan: Schedule, layout: Layout, name: str) -> str:
+    """The C source of the function ``name`` that runs ``plan`` (a schedule of ``segment``) for ``layout``."""
+    return _Printer(segment, plan, layout, name).source()

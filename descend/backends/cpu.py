@@ -1,0 +1,222 @@
+"""Runs a plan's generated C kernels on CPU tensors, behind a checked boundary.
+
+Every buffer handed to a kernel is first checked against what the kernel was generated for (its dtype,
+element count, layout and device: ``check_buffers``); a mismatch raises before any C code runs, so a
+kernel never touches memory it was not generated for.  (The optimizer converts state that does not fit
+its declaration before it gets here: ``descend.adapter.state``.)
+"""
+from __future__ import annotations
+
+import math
+import threading
+
+import torch
+from torch import Tensor
+
+from ..plan.plan import Variant
+from ..plan.schedule import Schedule
+from ..plan.trace import MATRIX_INPUT, MATRIX_OUTPUT, Segment
+from . import build, eager
+from .c import DTYPE_NAMES, SIGNATURE, Layout, compute_dtype, source
+from .eager import Work
+
+DTYPES = frozenset({torch.float32, torch.float64, torch.bfloat16, torch.float16})
+_P = build.P
+ARGTYPES = [build.I, _P, _P, _P, _P, _P, _P, _P, build.I]
+_programs: dict[tuple, object] = {}
+_lock = threading.Lock()
+
+
+class KernelUnavailable(RuntimeError):
+    """A generated kernel could not be built (the message holds the compiler's)."""
+
+
+def available() -> bool:
+    return build.support() is not None  # (None when disabled: build.error says so)
+
+
+def shape_of(tensor: Tensor, factored: bool) -> tuple[int, int, int]:
+    """``(B, N, M)``: a stack of B matrices N×M (factored plans), or one row of all elements."""
+    if factored and tensor.dim() >= 2:
+        return math.prod(tensor.shape[:-2]), tensor.shape[-2], tensor.shape[-1]
+    return 1, 1, tensor.numel()
+
+
+def program(segment: Segment, plan: Schedule, layout: Layout, kind: str):
+    """The compiled function of ``plan`` for ``layout`` (cached); raises ``KernelUnavailable``."""
+    key = (id(plan), layout, kind)
+    found = _programs.get(key)
+    if found is None:
+        name = f"{kind}_{DTYPE_NAMES[layout.param_dtype]}"
+        code = source(segment, plan, layout, name)
+        found = build.function(code, name, ARGTYPES)
+        if found is None:
+            raise KernelUnavailable(build.failure(code) or build.error or "the kernel could not be built")
+        with _lock:
+            _programs[key] = (plan, found)  # the schedule is kept alive, so its id stays its own
+        found = _programs[key]
+    return found[1]
+
+
+def layouts(variant: Variant, param_dtype: torch.dtype, codec) -> list[Layout | None]:
+    """The layout of each piece of ``variant`` (None for a matrix step) for these dtypes."""
+    lanes = {spec.key: lane for lane, spec in enumerate(s for s in variant.specs if s.storage == "state")}
+    found: list[Layout | None] = []
+    extra: dict[str, torch.dtype] = {}
+    compute = compute_dtype(param_dtype)
+    for index, piece in enumerate(variant.pieces):
+        if not isinstance(piece, Segment):
+            extra = {MATRIX_INPUT: piece.output_dtype or piece.input_dtype or compute}
+            found.append(None)
+            continue
+        following = variant.pieces[index + 1] if index + 1 < len(variant.pieces) else None
+        if following is not None:
+            extra[MATRIX_OUTPUT] = following.input_dtype or compute
+        dtypes = tuple((role, param_dtype if role in ("param", "grad") else extra.get(role, codec.dtype))
+                       for role in piece.loads)
+        found.append(Layout(dtypes, tuple((r, lanes[r]) for r in piece.loads if r in lanes and codec.stochastic),
+                            index == 0))
+    return found
+
+
+def ready(variant: Variant, param_dtype: torch.dtype, codec) -> None:
+    """Builds every kernel of ``variant`` for these dtypes (cached); raises ``KernelUnavailable`` with the
+    compiler's message when one cannot be built."""
+    for piece, plan, layout in zip(variant.pieces, variant.schedules, layouts(variant, param_dtype, codec)):
+        if layout is not None:
+            program(piece, plan, layout, "update")
+    for stage, global_stage in enumerate(variant.globals):
+        segment = variant.pieces[0]
+        layout = layouts(variant, param_dtype, codec)[0]
+        program(segment, global_stage.schedule, Layout(layout.dtypes, layout.lanes, False), f"share{stage}")
+
+
+def c_source(variant: Variant, param_dtype: torch.dtype, codec, index: int = 0) -> str:
+    """The C source of the ``index``-th segment of a variant (``KernelInfo.c_source``)."""
+    pieces = [(p, s, layout) for p, s, layout in zip(variant.pieces, variant.schedules,
+                                                     layouts(variant, param_dtype, codec)) if layout is not None]
+    segment, plan, layout = pieces[index]
+    return source(segment, plan, layout, f"update_{DTYPE_NAMES[param_dtype]}")
+
+
+# --- the boundary ----------------------------------------------------------------------------------
+
+
+def check_buffers(segment: Segment, layout: Layout, table: list[list[Tensor]], params: list[Tensor],
+                  factored: bool) -> None:
+    """Raises ``RuntimeError`` unless every buffer is one the kernel was generated for: the role's dtype, on
+    the CPU, with the element count and layout the role has for its parameter (like the parameter for
+    element roles, contiguous for row/column state)."""
+    for role, tensors in zip(segment.loads, table):
+        dtype = layout.dtype(role)
+        element = segment.axes[role] == frozenset("bij")
+        for tensor, param in zip(tensors, params):
+            if not isinstance(tensor, Tensor) or tensor.dtype != dtype or tensor.device.type != "cpu" or \
+                    tensor.layout != torch.strided:
+                raise RuntimeError(f"descend: the {role} buffer is {_describe(tensor)}, the kernel takes {dtype} on "
+                                   "the CPU; nothing was run")
+            if element:
+                if tensor.shape != param.shape or tensor.stride() != param.stride() or (
+                        factored and not tensor.is_contiguous()):
+                    raise RuntimeError(f"descend: the {role} buffer has shape {tuple(tensor.shape)} and strides "
+                                       f"{tensor.stride()}, its parameter {tuple(param.shape)} and {param.stride()}; "
+                                       "nothing was run")
+            else:
+                expected = _vector_size(segment.axes[role], param)
+                if tensor.numel() != expected or not tensor.is_contiguous():
+                    raise RuntimeError(f"descend: the {role} buffer has {tensor.numel()} elements "
+                                       f"(contiguous: {tensor.is_contiguous()}), the kernel reads {expected}; "
+                                       "nothing was run")
+
+
+def _vector_size(axes: frozenset, param: Tensor) -> int:
+    b, n, m = shape_of(param, True)
+    return {frozenset("bi"): b * n, frozenset("bj"): b * m, frozenset("b"): b, frozenset(): 1}[axes]
+
+
+def _describe(tensor) -> str:
+    if not isinstance(tensor, Tensor):
+        return type(tensor).__name__
+    return f"{tensor.dtype} on {tensor.device} ({tensor.layout})"
+
+
+# --- calls -------------------------------------------------------------------------------------------
+
+
+def _arguments(work: Work, segment: Segment, table: list[list[Tensor]], factored: bool, results: int):
+    count = len(work.params)
+    addresses = [0] * (len(table) * count)
+    width = len(table)
+    for k, tensors in enumerate(table):
+        addresses[k::width] = [t.data_ptr() for t in tensors]
+    shapes = [value for p in work.params for value in shape_of(p, factored)]
+    steps = build.doubles(work.steps if work.steps is not None else [0.0] * count)
+    scalars = build.doubles([float(state[name.split(":", 1)[1]]) for state in work.states for name in segment.scalars]
+                            or [0.0])
+    hyper = build.doubles(work.numbers or [0.0])
+    totals = build.doubles([work.totals.get(name, math.nan) for name, _ in segment.globals] or [0.0])
+    out = build.doubles([0.0] * max(1, count * results))
+    return build.int64s(addresses), build.int64s(shapes), steps, scalars, hyper, totals, out
+
+
+def _table(work: Work, segment: Segment, first: list[Tensor], scratch: list[Tensor] | None) -> list[list[Tensor]]:
+    table = []
+    for role in segment.loads:
+        if role == "param":
+            table.append(work.params)
+        elif role in ("grad", MATRIX_INPUT):
+            table.append(first)
+        elif role == MATRIX_OUTPUT:
+            table.append(scratch)
+        else:
+            table.append([state[role] for state in work.states])
+    return table
+
+
+def update(work: Work) -> bool:
+    """The update of every tensor of ``work`` by the variant's kernels (and its matrix steps, in torch);
+    False when a gradient held NaN or ±inf (noticed while reading it; the update is applied regardless)."""
+    variant = work.variant
+    finite = True
+    first, scratch = work.grads, None
+    all_layouts = layouts(variant, work.params[0].dtype, work.codec)
+    for index, (piece, plan, layout) in enumerate(zip(variant.pieces, variant.schedules, all_layouts)):
+        if layout is None:  # a matrix step, in torch, on the u the segment before it wrote
+            values = [p.float() if p.dtype in eager.SIXTEEN_BIT else p for p in work.params]
+            first = [f.contiguous() for f in eager._matrix_by_shape(
+                scratch, values, work.states, piece, [work.t(i) for i in range(len(work.params))])]
+            continue
+        scratch = None
+        if MATRIX_OUTPUT in piece.loads:  # the u the matrix step takes, in its input dtype
+            scratch = [torch.empty_like(p, dtype=layout.dtype(MATRIX_OUTPUT), memory_format=torch.contiguous_format)
+                       for p in work.params]
+        table = _table(work, piece, first, scratch)
+        check_buffers(piece, layout, table, work.params, plan.factored)
+        function = program(piece, plan, layout, "update")
+        arguments = _arguments(work, piece, table, plan.factored, 0)
+        finite = bool(function(len(work.params), *arguments, build.threads())) and finite
+    torch.autograd.graph.increment_version(work.params)
+    return finite
+
+
+def contributions(work: Work, stage: int) -> dict[str, float]:
+    """The shares of ``work``'s tensors in the global totals of ``stage``, summed in tensor order."""
+    variant = work.variant
+    segment = variant.pieces[0]
+    global_stage = variant.globals[stage]
+    plan = global_stage.schedule
+    first = layouts(variant, work.params[0].dtype, work.codec)[0]
+    layout = Layout(first.dtypes, first.lanes, False)
+    table = _table(work, segment, work.grads, None)
+    check_buffers(segment, layout, table, work.params, plan.factored)
+    function = program(segment, plan, layout, f"share{stage}")
+    arguments = _arguments(work, segment, table, plan.factored, len(global_stage.parts))
+    function(len(work.params), *arguments, build.threads())
+    out = arguments[-1]
+    width = len(global_stage.parts)
+    return {part: math.fsum(out[i * width + k] for i in range(len(work.params)))
+            for k, part in enumerate(global_stage.parts)}
+
+
+__all__ = ["available", "update", "contributions", "check_buffers", "c_source", "ready", "layouts",
+           "KernelUnavailable", "DTYPES", "SIGNATURE"]

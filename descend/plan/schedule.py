@@ -1,0 +1,185 @@
+"""Which pass over the data computes what: the schedule of one traced segment.
+
+An elementwise chain is one pass: every element is read once, computed, and written once.  A statistic of
+a whole tensor (``norm(u)``, a row mean) is known only after a pass over it, so a node that reads one can be
+computed only in a later pass.  The schedule alternates *between-phases* ``B₀, B₁, …`` (work on per-tensor
+numbers and on row / column / per-matrix vectors, into small temporaries) and *passes* ``P₀, P₁, …`` (a sweep
+over the elements):
+
+    B₀  P₀  B₁  P₁  …  B_F  P_F
+
+A node is *ready* at phase k when everything it reads is: leaves at 0; an element-wide reduction one
+phase after its operand (it is accumulated during the pass of its operand's phase); any other node at the
+latest of its operands.  A pass recomputes the elementwise prefix it needs instead of storing it: the
+kernels write state and the parameter only in the final pass ``P_F``, so a pass before it only reads.
+Element nodes are computed in the passes; scalar nodes that read only leaves in each pass's per-tensor
+prologue (as a single-pass kernel does); every other non-element node in a between-phase, into a
+temporary.  Vector state (Adafactor's row and column statistics) is written from its temporary at the end.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .formula import ELEMENT, REDUCTIONS, SCALAR, Expr, operands, topological
+
+
+@dataclass
+class Pass:
+    """A sweep over the elements: ``elements`` computed per element (in order), ``reductions`` accumulated,
+    ``stores`` written (the final pass only), ``prologue`` the leaf-only scalars computed per tensor."""
+
+    index: int
+    elements: list[Expr] = field(default_factory=list)
+    reductions: list[Expr] = field(default_factory=list)
+    stores: list[tuple[str, Expr]] = field(default_factory=list)
+    prologue: list[Expr] = field(default_factory=list)
+    operands: list[Expr] = field(default_factory=list)  # every non-element value the pass reads
+
+
+@dataclass
+class Between:
+    """Work on per-tensor numbers and vectors, in order, into temporaries."""
+
+    index: int
+    nodes: list[Expr] = field(default_factory=list)
+
+
+@dataclass
+class Schedule:
+    """The phases of one segment's program, in order; ``temporaries`` are the nodes held between phases
+    (reduction results and every non-element node a between-phase computes); ``vector_stores`` the state
+    written from a temporary at the end; ``results`` per-tensor values the program returns."""
+
+    phases: list
+    temporaries: list[Expr]
+    vector_stores: list[tuple[str, Expr]]
+    results: list[Expr]
+    factored: bool  # whether any node varies along rows or columns (the kernels then walk row by row)
+
+    @property
+    def passes(self) -> list[Pass]:
+        return [phase for phase in self.phases if isinstance(phase, Pass)]
+
+
+def is_element(node: Expr) -> bool:
+    return node.axes == ELEMENT
+
+
+def _element_reduction(node: Expr) -> bool:
+    return node.op in REDUCTIONS and is_element(node.args[0])
+
+
+def readiness(roots: Sequence[Expr]) -> dict[int, int]:
+    """``ready[id(node)]`` for every node the roots depend on."""
+    ready: dict[int, int] = {}
+    for node in topological(roots):
+        if node.op in ("load", "hyper", "scalar", "const"):
+            ready[id(node)] = 0
+        elif _element_reduction(node):
+            ready[id(node)] = ready[id(node.args[0])] + 1
+        else:
+            ready[id(node)] = max(ready[id(a)] for a in operands(node))
+    return ready
+
+
+def _split_matrix_sums(roots: Sequence[Expr]) -> None:
+    """A sum of elements over a matrix's rows and columns at once becomes the sum over ``i`` of row sums (the
+    kernels accumulate row sums in a pass; the rest is vector work)."""
+    for node in topological(roots):
+        if node.op == "sum" and is_element(node.args[0]) and node.axes and set(node.args[1]) == {"i", "j"}:
+            graph = node.graph
+            rows = graph.reduce("sum", node.args[0], frozenset("j"))
+            node.args = (rows, "i")
+
+
+def schedule(stores: Sequence[tuple[str, Expr]], results: Sequence[Expr] = (), role_axes: dict | None = None
+             ) -> Schedule:
+    """The schedule that writes ``stores`` (``(role, node)``: the parameter, state entries; ``role_axes``
+    tells which roles are vectors) and computes ``results`` (per-tensor scalars, e.g. a global reduction's
+    contributions)."""
+    roots = [node for _, node in stores] + list(results)
+    _split_matrix_sums(roots)
+    ready = readiness(roots)
+    order = topological(roots)
+    role_axes = role_axes or {}
+    element_stores = [(role, node) for role, node in stores if role_axes.get(role, ELEMENT) == ELEMENT]
+    vector_stores = [(role, node) for role, node in stores if role_axes.get(role, ELEMENT) != ELEMENT]
+    final = max([ready[id(node)] for _, node in element_stores], default=-1)
+    last_between = max([ready[id(node)] for node in roots], default=0)
+    phase_count = max(final + 1, last_between + 1)
+
+    # what each phase must compute: walk back from the roots, phase by phase
+    passes = {k: Pass(k) for k in range(phase_count)}
+    betweens = {k: Between(k) for k in range(phase_count)}
+    element_needed: dict[int, set[int]] = {k: set() for k in range(phase_count)}
+    temporaries: dict[int, Expr] = {}
+    scheduled: set[int] = set()
+
+    def prologue_scalar(node: Expr) -> bool:
+        """A per-tensor number that reads leaves only: each pass computes it in its prologue."""
+        return node.scalar and ready[id(node)] == 0 and node.op not in ("load",) and not any(
+            a.op in REDUCTIONS for a in topological([node]))
+
+    def need_element(node: Expr, k: int) -> None:
+        """``node`` (and what it reads) computed inside pass ``k``."""
+        stack = [node]
+        while stack:
+            item = stack.pop()
+            if id(item) in element_needed[k]:
+                continue
+            element_needed[k].add(id(item))
+            if is_element(item):
+                if item.op != "load":
+                    stack.extend(operands(item))
+            elif prologue_scalar(item):
+                stack.extend(operands(item))
+            else:
+                need_value(item)
+
+    def need_value(node: Expr) -> None:
+        """A non-element ``node``: a leaf, a prologue scalar, or a temporary made in a between-phase."""
+        if id(node) in scheduled:
+            return
+        scheduled.add(id(node))
+        if node.op in ("hyper", "scalar", "const", "load"):  # a leaf, or vector state read where it is used
+            return
+        if _element_reduction(node):
+            temporaries[id(node)] = node
+            passes[ready[id(node.args[0])]].reductions.append(node)
+            need_element(node.args[0], ready[id(node.args[0])])
+            return
+        if prologue_scalar(node):
+            for operand in operands(node):
+                need_value(operand)
+            return  # computed in the prologue of each pass (and inline in each between-phase) that reads it
+        temporaries[id(node)] = node
+        betweens[ready[id(node)]].nodes.append(node)
+        for operand in operands(node):
+            need_value(operand)
+
+    for role, node in element_stores:
+        passes[final].stores.append((role, node))
+        need_element(node, final)
+    for _, node in vector_stores:
+        need_value(node)
+    for node in results:
+        need_value(node)
+
+    phases: list = []
+    for k in range(phase_count):
+        between = betweens[k]
+        between.nodes = [n for n in order if n in between.nodes]
+        if between.nodes:
+            phases.append(between)
+        step = passes[k]
+        if step.reductions or step.stores:
+            step.elements = [n for n in order if id(n) in element_needed[k] and is_element(n)]
+            step.prologue = [n for n in order if id(n) in element_needed[k] and n.scalar
+                             and id(n) not in temporaries and n.op not in ("hyper", "scalar", "const", "load")]
+            step.operands = [n for n in order if id(n) in element_needed[k] and not is_element(n)]
+            step.reductions = [n for n in order if n in step.reductions]
+            phases.append(step)
+    temps = [n for n in order if id(n) in temporaries]
+    factored = any(not is_element(n) and n.axes != SCALAR for n in order)
+    return Schedule(phases, temps, vector_stores, list(results), factored)

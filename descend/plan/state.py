@@ -1,0 +1,249 @@
+"""Declared optimizer state: what each step keeps (``StateSpec``) and how it is stored (a ``Codec``).
+
+A step declares its entries once (``Step.state_specs``): the key (torch's name, so that torch checkpoints
+load), the shape (like the parameter, one value per row or column of its last two dims, or one number),
+the initial value, and which storage applies.  Checkpoints, state conversion, ``state_dtype`` and the fast
+paths' buffer checks all read this one table.
+
+The storage of an entry that follows the group's ``state_dtype`` is a ``Codec``: float32 / float64 as they
+are, bfloat16 with stochastic or nearest rounding, float16.  Within one update, later steps read the value
+an earlier step computed, unrounded; the codec rounds once, when the update stores it (the same rule on
+every path).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+SHAPES = ("param", "rows", "cols", "scalar")
+RESERVED_KEYS = frozenset({"param", "grad", "step"})  # roles of the kernels, and the step counter
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One entry a step keeps per parameter.
+
+    ``shape``: ``"param"`` (like the parameter, in its memory layout), ``"rows"`` (``param.shape[:-1]``:
+    one value per row of the last two dims), ``"cols"`` (``param.shape[:-2] + param.shape[-1:]``),
+    ``"scalar"`` (a 0-dim tensor).  ``init``: the starting value, a number or the name of the step's field
+    that holds it.  ``storage``: ``"state"`` follows the group's ``state_dtype``; ``"default"`` is a
+    float32 (torch's default dtype) tensor on the CPU, as torch keeps NAdam's ``mu_product``.  ``signed``:
+    whether the entry takes negative values (a first moment) or not (a second moment); block codecs use it.
+    """
+
+    key: str
+    shape: str = "param"
+    init: float | str = 0.0
+    storage: str = "state"
+    signed: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.key, str) or not self.key:
+            raise ValueError(f"StateSpec: key must be a non-empty string, got {self.key!r}")
+        if self.key in RESERVED_KEYS or self.key.startswith("_"):
+            raise ValueError(f"StateSpec: {self.key!r} cannot name a state entry: 'param', 'grad' and 'step' are the "
+                             "optimizer's own, and names starting with '_' are reserved")
+        if self.shape not in SHAPES:
+            raise ValueError(f"StateSpec {self.key!r}: shape must be one of {SHAPES}, got {self.shape!r}")
+        if self.storage not in ("state", "default"):
+            raise ValueError(f"StateSpec {self.key!r}: storage must be 'state' or 'default', got {self.storage!r}")
+
+    def shape_for(self, param_shape: torch.Size) -> torch.Size:
+        if self.shape == "param":
+            return param_shape
+        if self.shape == "scalar":
+            return torch.Size()
+        if len(param_shape) < 2:
+            raise ValueError(f"state {self.key!r} keeps one value per {self.shape[:-1]} of a matrix; "
+                             f"the parameter has shape {tuple(param_shape)}")
+        return param_shape[:-1] if self.shape == "rows" else param_shape[:-2] + param_shape[-1:]
+
+    def initial_value(self, step) -> float:
+        return float(getattr(step, self.init) if isinstance(self.init, str) else self.init)
+
+
+# --- codecs --------------------------------------------------------------------------------------
+
+
+class Codec:
+    """How the entries that follow a group's ``state_dtype`` are stored."""
+
+    dtype: torch.dtype  # the storage dtype
+    stochastic = False  # whether storing draws random bits (then every parameter keeps a step counter)
+
+    def compute_dtype(self, param_dtype: torch.dtype) -> torch.dtype:
+        return torch.float64 if self.dtype == torch.float64 or param_dtype == torch.float64 else torch.float32
+
+    def store(self, target: Tensor, value, step: float, lane: int) -> None:
+        """``target ← value`` (rounded as this codec rounds); ``lane`` numbers the entries of one update
+        that draw random bits (see ``random_bits``)."""
+        target.copy_(value)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and vars(self) == vars(other)
+
+    def __hash__(self):
+        return hash((type(self), tuple(sorted(vars(self).items()))))
+
+
+class Plain(Codec):
+    """float32 or float64, stored as computed."""
+
+    def __init__(self, dtype: torch.dtype):
+        self.dtype = dtype
+
+    def __repr__(self):
+        return str(self.dtype).replace("torch.", "")
+
+
+class BFloat16(Codec):
+    """bfloat16 state; ``rounding="stochastic"`` (default) or ``"nearest"``.
+
+    Round-to-nearest biases a slow average: with β = 0.999, ``0.999·v`` rounds back to ``v`` in bfloat16
+    and the average never decays.  Stochastic rounding adds 16 random bits below the kept ones before
+    truncating, so it rounds up with probability equal to the dropped fraction and the stored value is
+    unbiased.  The bits hash the element's offset and the parameter's step count (see ``random_bits``),
+    so the reference path and the kernels store the same bits, for any thread count, and a resumed run
+    the same bits as an uninterrupted one.
+    """
+
+    dtype = torch.bfloat16
+
+    def __init__(self, rounding: str = "stochastic"):
+        if rounding not in ("stochastic", "nearest"):
+            raise ValueError(f"BFloat16: rounding must be 'stochastic' or 'nearest', got {rounding!r}")
+        self.rounding = rounding
+        self.stochastic = rounding == "stochastic"
+
+    def __repr__(self):
+        return "bfloat16" if self.stochastic else "bfloat16(rounding='nearest')"
+
+    def store(self, target, value, step, lane):
+        if not self.stochastic or not isinstance(value, Tensor) or value.dtype == torch.bfloat16:
+            target.copy_(value)
+            return
+        target.copy_(stochastic_bfloat16(value.float().expand(target.shape), target, step, lane))
+
+
+class Float16(Codec):
+    """float16 state, rounded to nearest (torch's fused Adam keeps float16 moments for float16 parameters)."""
+
+    dtype = torch.float16
+
+    def __repr__(self):
+        return "float16"
+
+
+def codec_for(state_dtype: Any, param_dtype: torch.dtype) -> Codec:
+    """The codec of a group's ``state_dtype`` for a parameter of ``param_dtype``: None keeps float32/float64
+    parameters' own dtype and float32 for 16-bit ones (their moments would lose most of their bits)."""
+    if isinstance(state_dtype, Codec):
+        return state_dtype
+    if state_dtype is None:
+        return Plain(torch.float32 if param_dtype in (torch.bfloat16, torch.float16) else param_dtype)
+    if state_dtype in (torch.float32, torch.float64):
+        return Plain(state_dtype)
+    if state_dtype == torch.bfloat16:
+        return BFloat16()
+    if state_dtype == torch.float16:
+        return Float16()
+    raise ValueError(f"unknown state_dtype {state_dtype!r}")
+
+
+STATE_DTYPES = (None, torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+def check_state_dtype(owner: str, value: Any) -> None:
+    if isinstance(value, Codec) or value in STATE_DTYPES:
+        return
+    raise ValueError(f"{owner}: state_dtype must be None, torch.float32, torch.float64, torch.bfloat16, "
+                     f"torch.float16 or a descend codec, got {value!r}")
+
+
+# --- stochastic rounding ---------------------------------------------------------------------------
+
+_U32 = 0xFFFFFFFF
+
+
+def seed(lane: int, step: float) -> int:
+    """The seed of ``random_bits`` for the entries ``lane`` of one update at step ``step``: one hash serves
+    two entries (``lane // 2``), the low 16 bits for the even lane and the high 16 for the odd one
+    (``sr_seed`` in ``_prelude.h``)."""
+    return ((lane // 2 + 1) * 0x27D4EB2F + (int(step) & _U32) * 0x165667B1) & _U32
+
+
+def random_bits(offsets: Tensor, seed_value: int) -> Tensor:
+    """32 random bits per element offset (int64 in, int64 out): the murmur3 finaliser of
+    ``offset·φ + seed`` (``sr_bits`` in ``_prelude.h``)."""
+    x = ((offsets & _U32) * 0x9E3779B1 + seed_value) & _U32
+    x ^= x >> 16
+    x = (x * 0x85EBCA6B) & _U32
+    x ^= x >> 13
+    x = (x * 0xC2B2AE35) & _U32
+    return x ^ (x >> 16)
+
+
+def stochastic_bfloat16(value: Tensor, like: Tensor, step: float, lane: int) -> Tensor:
+    """``value`` (float32) rounded stochastically to bfloat16, for the elements of ``like`` (its memory
+    offsets decide the bits), as a float32 tensor whose low 16 bits are zero."""
+    bits = value.contiguous().view(torch.int32).to(torch.int64) & _U32
+    if like.numel():
+        offsets = torch.arange(like.numel(), dtype=torch.int64, device=like.device).as_strided(like.shape, like.stride())
+    else:
+        offsets = torch.zeros(like.shape, dtype=torch.int64, device=like.device)
+    noise = (random_bits(offsets, seed(lane, step)) >> (16 * (lane % 2))) & 0xFFFF
+    rounded = ((bits + noise) & 0xFFFF0000).to(torch.int32).view(torch.float32)
+    return rounded.masked_fill(torch.isnan(value), math.nan)
+
+
+# --- making and fitting entries -------------------------------------------------------------------
+
+
+def new_entry(spec: StateSpec, step, param: Tensor, codec: Codec) -> Tensor:
+    """A fresh entry of ``spec`` for ``param`` (this rank's shard of it under FSDP2: ``param`` is local)."""
+    value = spec.initial_value(step)
+    if spec.storage == "default":
+        return torch.full(spec.shape_for(param.shape), value, dtype=torch.get_default_dtype())
+    if spec.shape == "param":
+        return torch.full_like(param, value, dtype=codec.dtype, memory_format=torch.preserve_format)
+    return torch.full(spec.shape_for(param.shape), value, dtype=codec.dtype, device=param.device)
+
+
+def fits(spec: StateSpec, entry: Any, param: Tensor, codec: Codec) -> bool:
+    """Whether ``entry`` is stored as ``spec`` and ``codec`` say for ``param``: dtype, device, shape and
+    layout (like the parameter for ``"param"`` entries, contiguous for the others)."""
+    if not isinstance(entry, Tensor):
+        return False
+    if spec.storage == "default":
+        return entry.dtype == torch.get_default_dtype() and entry.dim() == 0 and entry.device.type == "cpu"
+    if entry.dtype != codec.dtype or entry.device != param.device:
+        return False
+    if spec.shape == "param":
+        return entry.shape == param.shape and entry.stride() == param.stride()
+    return entry.shape == spec.shape_for(param.shape) and entry.is_contiguous()
+
+
+def refit(spec: StateSpec, entry: Tensor, param: Tensor, codec: Codec, owner: str) -> Tensor:
+    """``entry`` converted to what ``fits`` asks (after ``model.double()``, a ``state_dtype`` edit, a
+    checkpoint, ``channels_last``); an entry of another shape (a parameter resized after its state was
+    made) is a ``RuntimeError``."""
+    expected = spec.shape_for(param.shape)
+    if not isinstance(entry, Tensor):
+        raise RuntimeError(f"{owner}: state {spec.key!r} holds {type(entry).__name__}, not a tensor")
+    if entry.shape != expected:
+        if entry.numel() == 1 and spec.shape == "scalar":
+            entry = entry.reshape(())
+        else:
+            raise RuntimeError(
+                f"{owner}: state {spec.key!r} of a parameter of shape {tuple(param.shape)} has shape "
+                f"{tuple(entry.shape)}, expected {tuple(expected)}; the parameter was resized after its optimizer "
+                "state was made (re-create the optimizer, or delete optimizer.state[param])")
+    if spec.storage == "default":
+        return entry.detach().to(dtype=torch.get_default_dtype(), device="cpu", copy=True)
+    fixed = torch.empty_like(param, dtype=codec.dtype) if spec.shape == "param" else torch.empty(
+        expected, dtype=codec.dtype, device=param.device)
+    return fixed.copy_(entry.detach())
