@@ -79,3 +79,34 @@ def test_command_line(tmp_path, capsys):
     assert (tmp_path / "digits-mlp.md").exists() and (tmp_path / "profile.png").exists()
     assert main(["compare", "--optimizers", "sgd,lion", "--out", str(tmp_path), "--no-progress"]) == 2
     assert "unknown optimizer lion" in capsys.readouterr().err
+
+
+def diverging_loss(output, target):
+    return nn.functional.cross_entropy(output, target) * float("nan")
+
+
+def test_a_diverged_run_never_reaches_a_target_and_a_task_all_lost_counts_as_lost_for_all():
+    train, val = loaders()
+    everything_diverges = descend.compare(lambda: nn.Linear(5, 2), diverging_loss, train, val,
+                                          {"sgd": descend.SGD, "adam": descend.Adam}, epochs=1,
+                                          budget_per_optimizer=1, seeds=(0, 1), progress=False)
+    assert not math.isfinite(everything_diverges.target_loss)
+    for row in everything_diverges.table():
+        assert row["reached_target"] == 0 and row["time_to_target_s"] is None and row["val_loss"] == math.inf
+        assert row["val_loss_std"] is None  # no spread of values that are not numbers
+    assert "no run reached a finite training loss" in everything_diverges.to_markdown()
+    assert everything_diverges.plot().axes
+    assert run("a", [math.inf], [1.0], math.inf).time_to(math.inf) == math.inf
+    assert run("a", [math.nan, 0.1], [1.0, 2.0], 0.1).time_to(0.5) == 2.0
+    normal = Comparison([], [run("sgd", [0.5], [1.0], 0.2), run("adam", [0.5], [1.0], 0.4)],
+                        {"sgd": 0.1, "adam": 0.1}, 0.5)
+    profile = performance_profile({"lost": everything_diverges, "normal": normal}, taus=[1.0, 2.0])
+    assert profile["sgd"] == [0.5, 0.5] and profile["adam"] == [0.0, 0.5]
+    assert performance_profile({"lost": everything_diverges}, taus=[1.0, 100.0]) == {
+        "tau": [1.0, 100.0], "adam": [0.0, 0.0], "sgd": [0.0, 0.0]}
+
+
+def test_a_zero_loss_is_the_best_on_its_task():
+    perfect = Comparison([], [run("a", [0.0], [1.0], 0.0), run("b", [0.5], [1.0], 0.5)], {"a": 0.1, "b": 0.1}, 0.5)
+    assert performance_profile({"t": perfect}, taus=[1.0, 10.0]) == {"tau": [1.0, 10.0], "a": [1.0, 1.0],
+                                                                     "b": [0.0, 0.0]}
