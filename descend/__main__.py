@@ -7,6 +7,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .output import OutputError, check_out, scratch_for
+
 
 class CommandError(Exception):
     """A problem with what the user asked for: reported in one line, exit status 2."""
@@ -35,7 +37,7 @@ def check_seeds(option: str, first: int, count: int = 1) -> None:
 
 def _lab(args: argparse.Namespace) -> int:
     from .lab import CLAIMS, EXPERIMENTS, run_lab
-    from .lab.runner import OutputError, check_out, seed_count
+    from .lab.runner import seed_count
 
     if args.list:
         for name, module in EXPERIMENTS.items():
@@ -123,28 +125,29 @@ def _compare(args: argparse.Namespace) -> int:
         if value < 1:
             raise CommandError(f"{option} must be at least 1, got {value}")
     out = Path(args.out)
+    # written into a scratch folder beside --out, moved into place when every task is done (as descend lab)
     try:
-        if out.exists() and not out.is_dir():
-            raise OSError("it is a file")
-        out.mkdir(parents=True, exist_ok=True)
+        with scratch_for(out, "descend compare") as scratch:
+            results = {}
+            for task, (make_model, split) in tasks.items():
+                generator = torch.Generator().manual_seed(0)
+                train = DataLoader(TensorDataset(split.x_train, split.y_train), batch_size=64, shuffle=True,
+                                   generator=generator)
+                val = DataLoader(TensorDataset(split.x_test, split.y_test), batch_size=512)
+                optimizers = {n: (OPTIMIZERS[n][0], {**OPTIMIZERS[n][1], "lr": OPTIMIZERS[n][2]}) for n in names}
+                results[task] = comparison = compare(make_model, torch.nn.functional.cross_entropy, train, val,
+                                                     optimizers, epochs=args.epochs, budget_per_optimizer=args.budget,
+                                                     seeds=seeds, progress=not args.no_progress)
+                table = comparison.to_markdown()
+                print(f"\n## {task}\n\n{table}")
+                (scratch / f"{task}.md").write_text(f"# {task}\n\n{table}\n")
+                comparison.plot().savefig(scratch / f"{task}-curves.png", dpi=90, bbox_inches="tight")
+            profile = performance_profile(results)
+            plot_profile(profile).savefig(scratch / "profile.png", dpi=90, bbox_inches="tight")
+    except OutputError as error:
+        raise CommandError(str(error)) from None
     except OSError as error:
         raise CommandError(f"cannot write the tables and plots to {out}: {error.strerror or error}") from None
-    results = {}
-    for task, (make_model, split) in tasks.items():
-        generator = torch.Generator().manual_seed(0)
-        train = DataLoader(TensorDataset(split.x_train, split.y_train), batch_size=64, shuffle=True, generator=generator)
-        val = DataLoader(TensorDataset(split.x_test, split.y_test), batch_size=512)
-        optimizers = {n: (OPTIMIZERS[n][0], {**OPTIMIZERS[n][1], "lr": OPTIMIZERS[n][2]}) for n in names}
-        results[task] = comparison = compare(make_model, torch.nn.functional.cross_entropy, train, val, optimizers,
-                                             epochs=args.epochs, budget_per_optimizer=args.budget, seeds=seeds,
-                                             progress=not args.no_progress)
-        table = comparison.to_markdown()
-        print(f"\n## {task}\n\n{table}")
-        (out / f"{task}.md").write_text(f"# {task}\n\n{table}\n")
-        figure = comparison.plot()
-        figure.savefig(out / f"{task}-curves.png", dpi=90, bbox_inches="tight")
-    profile = performance_profile(results)
-    plot_profile(profile).savefig(out / "profile.png", dpi=90, bbox_inches="tight")
     print(f"\ntables and plots in {out.resolve()}")
     return 0
 
