@@ -82,7 +82,8 @@ def test_import_descend_does_not_import_dynamo_or_dtensor():
     (["compare", "--optimizers", ","], "--optimizers ',' names no optimizer; choose from sgd, "),
     (["compare", "--task", ","], "--task ',' names no task; the tasks are digits-mlp, mnist1d-cnn"),
 ])
-def test_cli_numbers_no_run_can_use_are_one_line_errors(argv, message, capsys):
+def test_cli_numbers_no_run_can_use_are_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # were a check missing, the run would write its report here, not into the repository
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1

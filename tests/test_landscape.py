@@ -207,7 +207,7 @@ def test_dict_batches_go_through_batch_to_inputs_and_average_by_size():
     as_tuple = descend.landscape(Quadratic(), quadratic_loss, dict_batches(), steps=3, progress=False,
                                  batch_to_inputs=lambda batch: ((batch["x"],), batch["labels"]))  # model(*inputs)
     np.testing.assert_allclose(as_tuple.loss, whole.loss, rtol=1e-12)
-    with pytest.raises(ValueError, match=r"^landscape: batch_to_inputs must return \(inputs, targets\), got dict$"):
+    with pytest.raises(TypeError, match=r"^landscape: batch_to_inputs must return \(inputs, targets\), got dict$"):
         descend.landscape(Quadratic(), quadratic_loss, dict_batches(), steps=3, progress=False,
                           batch_to_inputs=lambda batch: batch)
 

@@ -136,7 +136,8 @@ def test_a_tensor_lr_is_recorded_and_written_as_a_float(tmp_path):
     lr = telemetry.records[0]["lr"]
     assert type(lr) is float and lr == float(torch.tensor(0.0123))
     assert all(type(value) is float for tag, value in scalars if tag.endswith("/lr"))
-    row = next(csv.DictReader(open(tmp_path / "t.csv")))
+    with open(tmp_path / "t.csv") as written:
+        row = next(csv.DictReader(written))
     assert float(row["lr"]) == lr  # every digit, not "tensor(0.0123)"
 
 

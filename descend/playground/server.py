@@ -2,11 +2,13 @@
 
 Routes: ``/`` the page, ``/static/*`` its script and style, ``/plotly.min.js`` the plotly.js that
 ships inside the ``plotly`` Python package (no network needed), ``/api/catalog``, ``/api/run`` and
-``/api/csv``.  A request body larger than ``MAX_BODY_BYTES`` (1 MB; a setup is a few kB) is refused
-with 413 before it is read: at once when its ``Content-Length`` says so, and once a chunked body passes
-the limit while it streams in.  Requests whose ``Host`` or ``Origin`` is not this machine's loopback are refused
+``/api/csv``.  Requests whose ``Host`` or ``Origin`` is not this machine's loopback are refused
 (403) unless the server was opened to that host with ``--host``: this keeps other web pages, and
-DNS-rebinding tricks, from driving a server on 127.0.0.1.
+DNS-rebinding tricks, from driving a server on 127.0.0.1.  A request body larger than
+``MAX_BODY_BYTES`` (1 MB; a setup is a few kB) is refused with 413 before it is read: at once when
+its ``Content-Length`` says so, and once a chunked body passes the limit while it streams in.  A
+body that is not a setup (not a JSON object, nested too deeply, a number no float holds) is a 400
+with a message.
 """
 from __future__ import annotations
 

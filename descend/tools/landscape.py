@@ -224,7 +224,7 @@ def _batches(data: Any, batch_to_inputs: Callable[[Any], tuple[Any, Any]]) -> li
         for batch in data:
             pair = batch_to_inputs(batch)
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-                raise ValueError(f"landscape: batch_to_inputs must return (inputs, targets), got {type(pair).__name__}")
+                raise TypeError(f"landscape: batch_to_inputs must return (inputs, targets), got {type(pair).__name__}")
             batches.append((pair[0], pair[1]))
         if batches:
             return batches
