@@ -7,14 +7,37 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .output import OutputError, check_out, scratch_for
+
 
 class CommandError(Exception):
     """A problem with what the user asked for: reported in one line, exit status 2."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser with its errors (an unknown option, ``--seed abc``) in descend's one-line form."""
+
+    def error(self, message: str):
+        raise CommandError(f"{message} (`{self.prog} --help` lists the options)")
+
+
+MAX_SEED = 2**32 - 1  # scikit-learn and numpy take seeds in [0, 2**32 - 1] (torch takes more)
+
+
+def check_seeds(option: str, first: int, count: int = 1) -> None:
+    """The one rule for the seeds of every subcommand: a run with seeds ``first … first + count − 1``
+    may start only if each is a whole number every library it seeds takes; else CommandError."""
+    rule = f"a seed is a whole number in [0, {MAX_SEED}]"
+    if isinstance(first, bool) or not isinstance(first, int) or not 0 <= first <= MAX_SEED:
+        raise CommandError(f"{option} {first}: {rule}")
+    last = first + count - 1
+    if last > MAX_SEED:
+        raise CommandError(f"{option} {first} with {count} seeds uses the seeds {first} … {last}; {rule}")
+
+
 def _lab(args: argparse.Namespace) -> int:
     from .lab import CLAIMS, EXPERIMENTS, run_lab
-    from .lab.runner import OutputError, check_out
+    from .lab.runner import seed_count
 
     if args.list:
         for name, module in EXPERIMENTS.items():
@@ -37,6 +60,7 @@ def _lab(args: argparse.Namespace) -> int:
         wanted = {n if n in EXPERIMENTS else next(e for e, m in EXPERIMENTS.items() if n in {c.id for c in m.CLAIMS})
                   for n in asked}
         names = [n for n in EXPERIMENTS if n in wanted]
+    check_seeds("--seed", args.seed, max(seed_count(EXPERIMENTS[n], args.full, args.seeds) for n in names))
     if args.device == "cuda":
         import torch
 
@@ -72,43 +96,58 @@ def _compare(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader, TensorDataset
 
     from .tools.compare import compare, performance_profile, plot_profile
-    from .tools.train import OPTIMIZERS, make_task
+    from .tools.train import OPTIMIZERS, TASKS, make_task
 
     names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
+    if not names:
+        raise CommandError(f"--optimizers {args.optimizers!r} names no optimizer; choose from {', '.join(OPTIMIZERS)}")
     unknown = [n for n in names if n not in OPTIMIZERS]
     if unknown:
         raise CommandError(f"unknown optimizer {', '.join(unknown)}; choose from {', '.join(OPTIMIZERS)}")
+    seed_texts = [s.strip() for s in args.seeds.split(",") if s.strip()]
+    if not seed_texts:
+        raise CommandError(f"--seeds {args.seeds!r} names no seed")
+    seeds = []
+    for text in seed_texts:
+        try:
+            seeds.append(int(text))
+        except ValueError:
+            raise CommandError(f"--seeds {args.seeds!r}: {text!r} is not a whole number") from None
+        check_seeds("--seeds", seeds[-1])
+    task_names = [t.strip() for t in args.task.split(",") if t.strip()]
+    if not task_names:
+        raise CommandError(f"--task {args.task!r} names no task; the tasks are {', '.join(TASKS)}")
     try:
-        seeds = [int(s) for s in args.seeds.split(",")]
-        tasks = {task: make_task(task) for task in args.task.split(",")}
+        tasks = {task: make_task(task) for task in task_names}
     except ValueError as error:
         raise CommandError(str(error)) from None
     for option, value in (("--epochs", args.epochs), ("--budget", args.budget)):
         if value < 1:
             raise CommandError(f"{option} must be at least 1, got {value}")
     out = Path(args.out)
+    # written into a scratch folder beside --out, moved into place when every task is done (as descend lab)
     try:
-        if out.exists() and not out.is_dir():
-            raise OSError("it is a file")
-        out.mkdir(parents=True, exist_ok=True)
+        with scratch_for(out, "descend compare") as scratch:
+            results = {}
+            for task, (make_model, split) in tasks.items():
+                generator = torch.Generator().manual_seed(0)
+                train = DataLoader(TensorDataset(split.x_train, split.y_train), batch_size=64, shuffle=True,
+                                   generator=generator)
+                val = DataLoader(TensorDataset(split.x_test, split.y_test), batch_size=512)
+                optimizers = {n: (OPTIMIZERS[n][0], {**OPTIMIZERS[n][1], "lr": OPTIMIZERS[n][2]}) for n in names}
+                results[task] = comparison = compare(make_model, torch.nn.functional.cross_entropy, train, val,
+                                                     optimizers, epochs=args.epochs, budget_per_optimizer=args.budget,
+                                                     seeds=seeds, progress=not args.no_progress)
+                table = comparison.to_markdown()
+                print(f"\n## {task}\n\n{table}")
+                (scratch / f"{task}.md").write_text(f"# {task}\n\n{table}\n")
+                comparison.plot().savefig(scratch / f"{task}-curves.png", dpi=90, bbox_inches="tight")
+            profile = performance_profile(results)
+            plot_profile(profile).savefig(scratch / "profile.png", dpi=90, bbox_inches="tight")
+    except OutputError as error:
+        raise CommandError(str(error)) from None
     except OSError as error:
         raise CommandError(f"cannot write the tables and plots to {out}: {error.strerror or error}") from None
-    results = {}
-    for task, (make_model, split) in tasks.items():
-        generator = torch.Generator().manual_seed(0)
-        train = DataLoader(TensorDataset(split.x_train, split.y_train), batch_size=64, shuffle=True, generator=generator)
-        val = DataLoader(TensorDataset(split.x_test, split.y_test), batch_size=512)
-        optimizers = {n: (OPTIMIZERS[n][0], {**OPTIMIZERS[n][1], "lr": OPTIMIZERS[n][2]}) for n in names}
-        results[task] = comparison = compare(make_model, torch.nn.functional.cross_entropy, train, val, optimizers,
-                                             epochs=args.epochs, budget_per_optimizer=args.budget, seeds=seeds,
-                                             progress=not args.no_progress)
-        table = comparison.to_markdown()
-        print(f"\n## {task}\n\n{table}")
-        (out / f"{task}.md").write_text(f"# {task}\n\n{table}\n")
-        figure = comparison.plot()
-        figure.savefig(out / f"{task}-curves.png", dpi=90, bbox_inches="tight")
-    profile = performance_profile(results)
-    plot_profile(profile).savefig(out / "profile.png", dpi=90, bbox_inches="tight")
     print(f"\ntables and plots in {out.resolve()}")
     return 0
 
@@ -133,7 +172,7 @@ def _playground(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="descend", description="descend: optimizers and the lab that measures them")
+    parser = Parser(prog="descend", description="descend: optimizers and the lab that measures them")
     commands = parser.add_subparsers(dest="command", required=True)
     lab = commands.add_parser("lab", help="run the experiments and write an HTML report with figures")
     lab.add_argument("--list", action="store_true", help="list the experiments and exit")
@@ -163,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     playground.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     playground.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     playground.add_argument("--no-browser", action="store_true", help="do not open a browser")
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         if args.command == "compare":
             return _compare(args)
         if args.command == "playground":
@@ -172,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             from .tools.train import run
 
+            check_seeds("--seed", args.seed)
             try:
                 run(args)
             except ValueError as error:

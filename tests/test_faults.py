@@ -64,11 +64,39 @@ def test_import_descend_does_not_import_dynamo_or_dtensor():
     (["train", "--batch-size", "0"], "--batch-size must be at least 1"),
     (["train", "--steps", "-5"], "--steps must be at least 1"),
     (["compare", "--epochs", "0"], "--epochs must be at least 1"),
+    (["lab", "--seed", "abc"], "argument --seed: invalid int value: 'abc' (`descend lab --help` lists the options)"),
+    (["train", "--optimizer", "lion"], "argument --optimizer: invalid choice: 'lion'"),
+    (["sail"], "argument command: invalid choice: 'sail'"),
+    (["lab", "--seed", "-1"], "--seed -1: a seed is a whole number in [0, 4294967295]"),
+    (["lab", "--seed", str(2**64)], f"--seed {2**64}: a seed is a whole number in [0, 4294967295]"),
+    (["lab", "--only", "nesterov,gradient-noise", "--seed", "4294967294"],
+     ("--seed 4294967294 with 3 seeds uses the seeds 4294967294 … 4294967296; a seed is a whole number in "
+      "[0, 4294967295]")),
+    (["lab", "--seed", "4294967290", "--seeds", "7"], "--seed 4294967290 with 7 seeds uses the seeds"),
+    (["train", "--seed", "-1"], "--seed -1: a seed is a whole number in [0, 4294967295]"),
+    (["train", "--seed", "99999999999999999999"], "--seed 99999999999999999999: a seed is a whole number in"),
+    (["compare", "--seeds", "0,-1"], "--seeds -1: a seed is a whole number in [0, 4294967295]"),
+    (["compare", "--seeds", str(2**64)], f"--seeds {2**64}: a seed is a whole number in [0, 4294967295]"),
+    (["compare", "--seeds", "0,one"], "--seeds '0,one': 'one' is not a whole number"),
+    (["compare", "--seeds", ","], "--seeds ',' names no seed"),
+    (["compare", "--optimizers", ","], "--optimizers ',' names no optimizer; choose from sgd, "),
+    (["compare", "--task", ","], "--task ',' names no task; the tasks are digits-mlp, mnist1d-cnn"),
 ])
-def test_cli_numbers_no_run_can_use_are_one_line_errors(argv, message, capsys):
+def test_cli_numbers_no_run_can_use_are_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # were a check missing, the run would write its report here, not into the repository
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_every_subcommand_checks_its_seeds_with_the_one_rule():
+    from descend.__main__ import CommandError, check_seeds
+
+    for first, count in ((0, 1), (4294967295, 1), (4294967293, 3)):  # the ends of the range
+        check_seeds("--seed", first, count)
+    for first, count in ((-1, 1), (2**32, 1), (True, 1), (0.5, 1), (4294967294, 3)):
+        with pytest.raises(CommandError, match="a seed is a whole number in"):
+            check_seeds("--seed", first, count)
 
 
 def test_cli_compare_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
@@ -76,7 +104,7 @@ def test_cli_compare_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
     target.write_text("keep me")
     assert main(["compare", "--out", str(target), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "cannot write the tables and plots" in err and err.count("\n") == 1
+    assert "exists and is not a folder" in err and err.count("\n") == 1
     assert target.read_text() == "keep me"
 
 

@@ -170,3 +170,65 @@ def test_save_writes_what_the_playground_opens(tmp_path):
     assert np.allclose(saved["loss"], result.loss) and saved["x"] == result.x.tolist()
     figure = result.plot()
     assert len(figure.axes) >= 2
+
+
+class KeywordQuadratic(Quadratic):
+    """Hugging Face style: the model takes its inputs by name."""
+
+    def forward(self, x=None, attention_mask=None):
+        assert attention_mask is not None
+        return super().forward(x)
+
+
+def dict_batches(sizes=(4, 2)):
+    batches, begin = [], 0
+    for size in sizes:
+        x, y = DATA[0][begin:begin + size], DATA[1][begin:begin + size]
+        batches.append({"x": x, "attention_mask": torch.ones(size), "labels": y})
+        begin += size
+    return batches
+
+
+def test_dict_batches_go_through_batch_to_inputs_and_average_by_size():
+    whole = descend.landscape(Quadratic(), quadratic_loss, DATA, steps=3, progress=False)
+    with pytest.raises(ValueError) as refused:
+        descend.landscape(KeywordQuadratic(), quadratic_loss, dict_batches(), steps=3, progress=False)
+    message = str(refused.value)
+    assert message.startswith("landscape: a batch is a dict (keys 'x', 'attention_mask', 'labels')")
+    assert "batch_to_inputs=" in message and "\n" not in message
+
+    def to_inputs(batch):
+        return {"x": batch["x"], "attention_mask": batch["attention_mask"]}, batch["labels"]
+
+    for data in (dict_batches(), dict_batches((6,))[0]):  # batches of 4 and 2, or one dict as the whole data
+        result = descend.landscape(KeywordQuadratic(), quadratic_loss, data, steps=3, batch_to_inputs=to_inputs,
+                                   progress=False)
+        np.testing.assert_allclose(result.loss, whole.loss, rtol=1e-12)
+    as_tuple = descend.landscape(Quadratic(), quadratic_loss, dict_batches(), steps=3, progress=False,
+                                 batch_to_inputs=lambda batch: ((batch["x"],), batch["labels"]))  # model(*inputs)
+    np.testing.assert_allclose(as_tuple.loss, whole.loss, rtol=1e-12)
+    with pytest.raises(TypeError, match=r"^landscape: batch_to_inputs must return \(inputs, targets\), got dict$"):
+        descend.landscape(Quadratic(), quadratic_loss, dict_batches(), steps=3, progress=False,
+                          batch_to_inputs=lambda batch: batch)
+
+
+def test_a_loss_that_is_not_one_number_is_explained_in_one_line():
+    def per_sample(output, target):
+        r = output - C
+        return 0.5 * ((r @ A) * r).sum(-1)  # reduction="none"
+
+    with pytest.raises(ValueError) as refused:
+        descend.landscape(Quadratic(), per_sample, DATA, steps=3, progress=False)
+    assert str(refused.value).startswith("landscape: loss_fn returned a tensor of shape (6,), not one number")
+    assert "reduction=" in str(refused.value) and "\n" not in str(refused.value)
+    with pytest.raises(TypeError, match=r"^landscape: loss_fn returned str, not a number"):
+        descend.landscape(Quadratic(), lambda output, target: "low", DATA, steps=3, progress=False)
+
+
+def test_a_loss_returned_as_a_python_float_is_taken():
+    given = [[torch.eye(2).double(), torch.zeros(2).double()]]
+    as_float = descend.landscape(Quadratic(), lambda output, target: quadratic_loss(output, target).item(), DATA,
+                                 directions=given, steps=4, progress=False)
+    as_tensor = descend.landscape(Quadratic(), quadratic_loss, DATA, directions=given, steps=4, progress=False)
+    np.testing.assert_allclose(as_float.loss, as_tensor.loss, rtol=1e-12)
+    assert as_float.center_loss == pytest.approx(as_tensor.center_loss, rel=1e-12)

@@ -294,3 +294,44 @@ def test_a_loss_that_goes_negative_is_read_as_it_is():
     assert result.right[0] <= result.suggestion <= result.right[1] < result.diverged_at
     assert 0.004 <= result.suggestion < 0.113
     result.plot()
+
+
+def test_the_gradients_are_left_as_they_were():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 1))
+    first, second = model
+    first.weight.grad = torch.full_like(first.weight, 0.5)  # a tensor: the same tensor, the same values
+    kept = first.weight.grad
+    assert all(p.grad is None for p in (first.bias, second.weight, second.bias))
+    data = [(torch.randn(8, 3), torch.randn(8, 1))]
+    descend.lr_find(model, nn.functional.mse_loss, data, optimizer=descend.SGD, steps=20)
+    assert first.weight.grad is kept and torch.equal(kept, torch.full_like(first.weight, 0.5))
+    assert all(p.grad is None for p in (first.bias, second.weight, second.bias))
+
+    def failing(output, target):
+        if failing.calls == 10:
+            raise RuntimeError("boom")
+        failing.calls += 1
+        return nn.functional.mse_loss(output, target)
+
+    failing.calls = 0
+    with pytest.raises(RuntimeError, match="boom"):
+        descend.lr_find(model, failing, data, optimizer=descend.SGD, steps=20)
+    assert first.weight.grad is kept and torch.equal(kept, torch.full_like(first.weight, 0.5))
+    assert all(p.grad is None for p in (first.bias, second.weight, second.bias))
+
+
+def test_training_after_lr_find_is_the_training_without_it():
+    def train(with_lr_find):
+        torch.manual_seed(0)
+        model = nn.Linear(3, 1)
+        data = [(torch.randn(16, 3), torch.randn(16, 1))]
+        if with_lr_find:
+            descend.lr_find(model, nn.functional.mse_loss, data, optimizer=descend.SGD, steps=20)
+        optimizer = descend.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        for _ in range(3):
+            nn.functional.mse_loss(model(data[0][0]), data[0][1]).backward()  # backward, step, zero_grad
+            optimizer.step()
+            optimizer.zero_grad()
+        return [p.detach().clone() for p in model.parameters()]
+
+    assert all(torch.equal(a, b) for a, b in zip(train(True), train(False)))

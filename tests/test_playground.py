@@ -265,6 +265,145 @@ def test_server_answers_bad_input_with_400_and_the_message(server):
     assert status == 400 and "not valid JSON" in json.loads(answer)["error"]
 
 
+HUGE = 10**400  # an integer no float can hold: float(HUGE) raises OverflowError
+
+
+@pytest.mark.parametrize("setup, where", [
+    ({"runs": [{"optimizer": "SGD", "hyperparameters": {"lr": HUGE}}]}, "runs[0].hyperparameters.lr"),
+    ({"start": [HUGE, 1], "runs": [{"optimizer": "SGD"}]}, "start[0]"),
+    ({"landscape": "quadratic", "landscape_params": {"condition": -HUGE}, "runs": []}, "landscape_params.condition"),
+    ({"steps": HUGE, "runs": [{"optimizer": "SGD"}]}, "steps"),
+])
+def test_a_number_too_large_for_a_float_is_refused_with_its_place(setup, where):
+    with pytest.raises(api.SetupError) as refused:
+        api.run_setup(setup)
+    assert str(refused.value).startswith(f"{where}: ") and "too large" in str(refused.value)
+    assert refused.value.run == (0 if where.startswith("runs[") else None)
+
+
+def test_every_checkbox_and_slider_end_of_the_catalog_runs_or_is_refused_with_a_message():
+    """The page offers these controls: none of them may end in anything but a trajectory or a message."""
+    for name, entry in api.optimizer_catalog().items():
+        for slider in entry["hyperparameters"]:
+            values = [True, False] if slider["scale"] == "bool" else [slider["low"], slider["high"]]
+            for value in values:
+                try:
+                    api.run_setup({"steps": 3, "surface": False,
+                                   "runs": [{"optimizer": name, "hyperparameters": {slider["name"]: value}}]})
+                except api.SetupError:
+                    pass  # a value the optimizer refuses, with its own message
+
+
+def random_json(rng, depth=0):
+    kind = rng.randrange(9 if depth < 3 else 6)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return rng.choice([True, False])
+    if kind == 2:
+        return rng.choice([0, -1, 1, 3, 5000, 5001, 2**63, HUGE, -HUGE])
+    if kind == 3:
+        return rng.choice([0.5, -0.0, 1e-300, 1e308, float("inf"), float("-inf"), float("nan")])
+    if kind == 4:
+        return rng.choice(["", "x", "SGD", "quadratic", "lr", "[0]"])
+    if kind == 5:
+        return []
+    if kind == 6:
+        return [random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
+    keys = ["x", "lr", "batch", "condition", "optimizer", "hyperparameters", "runs", "start", "steps"]
+    return {rng.choice(keys): random_json(rng, depth + 1) for _ in range(rng.randrange(3))}
+
+
+def test_any_json_value_anywhere_in_a_setup_gives_an_answer_or_a_setup_error():
+    """A fuzz test of what the server hands to run_setup: an answer in strict JSON, or a SetupError."""
+    rng = random.Random(0)
+    names = list(api.optimizer_catalog())
+    for _ in range(300):
+        run = {"optimizer": rng.choice(names) if rng.random() < 0.8 else random_json(rng)}
+        entry = api.optimizer_catalog().get(run["optimizer"]) if isinstance(run["optimizer"], str) else None
+        if entry and rng.random() < 0.8:
+            run["hyperparameters"] = {rng.choice(entry["hyperparameters"])["name"]: random_json(rng)}
+        elif rng.random() < 0.3:
+            run["hyperparameters"] = random_json(rng)
+        if rng.random() < 0.2:
+            run["batch"] = random_json(rng)
+        setup = {"landscape": rng.choice([*LANDSCAPES, None]), "steps": 3, "surface": False,
+                 "runs": [run] if rng.random() < 0.9 else random_json(rng)}
+        for key in ("landscape_params", "start", "seed", "steps"):
+            if rng.random() < 0.3:
+                setup[key] = random_json(rng)
+        if setup["landscape"] is not None and rng.random() < 0.5:
+            knobs = list(make_landscape(setup["landscape"]).params) or ["x"]
+            setup["landscape_params"] = {rng.choice(knobs): random_json(rng)}
+        if isinstance(setup.get("steps"), int) and not 0 <= setup["steps"] <= 5:
+            setup["steps"] = 3  # the fuzz is about values, not about waiting for 5000 steps
+        try:
+            json.dumps(api.run_setup(setup), allow_nan=False)  # the server answers in strict JSON
+        except api.SetupError:
+            pass
+
+
+def raw_request(server, head: bytes, body: bytes = b"", timeout: float = 30.0) -> tuple[int, bytes]:
+    """Sends ``head`` (request line and headers) and ``body`` over a socket; the status and body of the answer."""
+    host, port = server.split("//")[1].rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as connection:
+        connection.sendall(head + b"\r\n" + body)
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < int(
+                next((line.split(b":")[1] for line in answer.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")), b"0")):
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head_of_answer, _, content = answer.partition(b"\r\n\r\n")
+    return int(head_of_answer.split(b" ")[1]), content
+
+
+@pytest.mark.parametrize("body", [b"[1]", b"null", b"\"setup\"", b"3"])
+@pytest.mark.parametrize("route", ["api/run", "api/csv"])
+def test_a_body_that_is_not_a_json_object_is_a_400_with_a_message(server, route, body):
+    status, answer = request(server + route, body)
+    assert status == 400 and json.loads(answer)["error"] == "the setup must be a JSON object"
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"[" * 100_000 + b"]" * 100_000, "nested"),
+    (b'{"runs": [{"optimizer": "SGD", "hyperparameters": {"lr": ' + b"9" * 400 + b"}}]}", "too large"),
+    (b'{"runs": [{"optimizer": "SGD", "hyperparameters": {"lr": ' + b"9" * 5000 + b"}}]}", "too large"),
+    (b'{"start": [1e400, 0], "runs": [{"optimizer": "SGD"}]}', "start must be two finite numbers"),
+])
+@pytest.mark.parametrize("route", ["api/run", "api/csv"])
+def test_nesting_and_numbers_no_setup_can_use_are_a_400_with_a_message(server, route, body, message):
+    status, answer = request(server + route, body)
+    assert status == 400 and message in json.loads(answer)["error"]
+
+
+def test_a_body_past_the_limit_is_refused_with_413_before_it_is_read(server):
+    from descend.playground.server import MAX_BODY_BYTES
+
+    assert MAX_BODY_BYTES == 1_000_000
+    # 30 MB announced and none of it sent: a server that read the body would wait for it until the timeout
+    head = (b"POST /api/run HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 30000000\r\n")
+    status, answer = raw_request(server, head, timeout=20)
+    assert status == 413 and "1000000 bytes" in json.loads(answer)["error"]
+    # chunked, no length announced: the server stops reading once the body passes the limit
+    chunk = b'"' + b"x" * 65_534 + b'"'
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(20))  # 1.3 MB of a never-ending body
+    head = (b"POST /api/csv HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n")
+    status, answer = raw_request(server, head, chunks, timeout=20)
+    assert status == 413 and "1000000 bytes" in json.loads(answer)["error"]
+    # a small chunked body is read and answered as usual
+    setup = json.dumps({"steps": 2, "runs": [{"optimizer": "SGD"}]}).encode()
+    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(setup), setup)
+    status, answer = raw_request(server, head, body)
+    assert status == 200 and answer.decode().splitlines()[0].startswith("optimizer,step")
+    status, answer = request(server + "api/run", b"x" * 1_000_001)  # with its length: refused as well
+    assert status == 413
+
+
 def test_server_refuses_requests_from_other_origins_and_hosts(server):
     assert request(server + "api/catalog", headers={"Origin": "http://evil.example"})[0] == 403
     assert request(server + "api/catalog", headers={"Host": "evil.example"})[0] == 403

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 from torch import nn
@@ -76,3 +78,44 @@ def test_add_param_group_reaches_the_base_optimizer():
     optimizer.add_param_group({"params": [model.bias], "rho": 0.2})
     assert len(optimizer.base_optimizer.param_groups) == 2
     assert optimizer.param_groups[1]["rho"] == 0.2 and optimizer.param_groups[1]["lr"] == 0.1
+
+
+def nan_closure(model, sam, nan_at):
+    """A closure whose gradient is NaN on the passes numbered in ``nan_at`` (0: at θ, 1: at θ + ε̂)."""
+    calls = []
+
+    def closure():
+        sam.zero_grad()
+        loss = model(torch.ones(2, 3)).pow(2).mean()
+        if len(calls) % 2 in nan_at:
+            loss = loss * float("nan")
+        calls.append(1)
+        loss.backward()
+        return loss
+
+    return closure
+
+
+def test_sams_own_skipped_steps_travel_with_its_checkpoint():
+    model = torch.nn.Linear(3, 1)
+    sam = descend.SAM(model.parameters(), descend.SGD, lr=0.1, nonfinite="skip")
+    sam.step(nan_closure(model, sam, nan_at={0}))  # skipped by SAM itself, before perturbing
+    sam.step(nan_closure(model, sam, nan_at={1}))  # skipped by the base step
+    assert (sam._own_skipped_steps, sam.base_optimizer.skipped_steps) == (1, 1)
+    buffer = io.BytesIO()
+    torch.save(sam.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = descend.SAM(model.parameters(), descend.SGD, lr=0.1, nonfinite="skip")
+    resumed.load_state_dict(torch.load(buffer))
+    assert resumed.skipped_steps == 2 and (resumed._own_skipped_steps, resumed.base_optimizer.skipped_steps) == (1, 1)
+    assert resumed.state_dict() == sam.state_dict()
+
+    old = {k: v for k, v in sam.state_dict().items() if k != "sam"}  # written before SAM saved its own count
+    resumed.load_state_dict(old)
+    assert resumed.skipped_steps == 1 and resumed._own_skipped_steps == 0
+    base = descend.SGD(model.parameters(), lr=0.1)
+    base.load_state_dict(sam.state_dict())  # the base optimizer alone takes SAM's checkpoint
+    assert base.skipped_steps == 1
+    with pytest.raises(ValueError, match="SAM: the checkpoint's SAM skipped_steps must be a whole number >= 0"):
+        resumed.load_state_dict({**sam.state_dict(), "sam": {"skipped_steps": -1}})
+    assert resumed.skipped_steps == 1  # nothing changed

@@ -97,3 +97,71 @@ def test_skipped_steps_adafactor_and_sam():
 def test_bad_every():
     with pytest.raises(ValueError, match="every"):
         descend.Telemetry(descend.SGD([torch.nn.Parameter(torch.ones(1))], lr=0.1), every=0)
+
+
+def step_with(optimizer, param, value):
+    param.grad = torch.full_like(param, value)
+    optimizer.step()
+
+
+def test_skipped_fraction_is_the_share_of_the_steps_telemetry_saw_when_the_optimizer_skipped_before():
+    """An optimizer that skipped steps before Telemetry came (or a resumed one: ``skipped_steps`` travels
+    with its checkpoint) counts its lifetime skips; Telemetry reports the share of the steps it saw."""
+    param = torch.nn.Parameter(torch.ones(3))
+    resumed = descend.SGD([param], lr=0.1, nonfinite="skip")
+    for _ in range(2):
+        step_with(resumed, param, float("nan"))
+    assert resumed.skipped_steps == 2
+    telemetry = descend.Telemetry(resumed)
+    for value in (1.0, float("nan"), 1.0, 1.0):
+        step_with(resumed, param, value)
+    assert [r["skipped_fraction"] for r in telemetry.records] == [0.0, 0.5, 1 / 3, 0.25]
+    sparse = descend.Telemetry(resumed, every=2)  # steps that are not recorded still count
+    for value in (float("nan"), 1.0, 1.0, 1.0):
+        step_with(resumed, param, value)
+    assert [(r["step"], r["skipped_fraction"]) for r in sparse.records] == [(2, 0.5), (4, 0.25)]
+
+
+def test_a_tensor_lr_is_recorded_and_written_as_a_float(tmp_path):
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = descend.Adam([param], lr=torch.tensor(0.0123))
+    scalars = []
+
+    class Writer:
+        def add_scalar(self, tag, value, step):
+            scalars.append((tag, value))
+
+    with descend.Telemetry(optimizer, writer=Writer(), csv_path=tmp_path / "t.csv") as telemetry:
+        step_with(optimizer, param, 1.0)
+    lr = telemetry.records[0]["lr"]
+    assert type(lr) is float and lr == float(torch.tensor(0.0123))
+    assert all(type(value) is float for tag, value in scalars if tag.endswith("/lr"))
+    with open(tmp_path / "t.csv") as written:
+        row = next(csv.DictReader(written))
+    assert float(row["lr"]) == lr  # every digit, not "tensor(0.0123)"
+
+
+@pytest.mark.parametrize("make", [lambda p: descend.SGD(p, lr=0.05), lambda p: torch.optim.SGD(p, lr=0.05),
+                                  lambda p: descend.SAM(p, descend.SGD, lr=0.05)],
+                         ids=["descend.SGD", "torch.optim.SGD", "SAM over SGD"])
+def test_plain_sgd_records_its_effective_lr_alpha(make):
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = make([param])
+    telemetry = descend.Telemetry(optimizer)
+
+    def closure():
+        optimizer.zero_grad()
+        param.sum().backward()
+        return param.sum()
+
+    optimizer.step(closure)
+    assert not optimizer.state.get(param)  # no state to read α from
+    assert telemetry.records[0]["effective_lr_mean"] == 0.05 and telemetry.records[0]["effective_lr_std"] == 0.0
+
+
+def test_a_skipped_first_step_of_an_adaptive_method_records_no_effective_lr():
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = descend.Adam([param], lr=0.1, nonfinite="skip")
+    telemetry = descend.Telemetry(optimizer)
+    step_with(optimizer, param, float("nan"))  # no state yet: α/(√v̂+ε) is not α
+    assert "effective_lr_mean" not in telemetry.records[0]

@@ -3,7 +3,6 @@ confidence interval and a verdict, and the report written into ``--out`` without
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import multiprocessing
 import os
@@ -21,83 +20,19 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..output import MARKER, OutputError, check_out, publish  # noqa: F401 (MARKER, OutputError: this module's API)
+from ..output import retire as _retire  # noqa: F401
+from ..output import written_by_descend as _written_by_descend  # noqa: F401
 from .claims import Claim
 from .core import Context, jsonable
 
-MARKER = ".descend-report"  # written into every report; lists the files descend wrote there
 SEEDS_QUICK, SEEDS_FULL = 3, 10
 VERDICTS = ("held", "did not hold", "inconclusive")
 
 
-class OutputError(ValueError):
-    """``--out`` names a place the report must not be written to (it would replace what descend did not write)."""
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# --out safety: replace only a previous descend report
-
-
-def _written_by_descend(folder: Path) -> set[str] | None:
-    """The files a previous report in ``folder`` lists in its marker, or None if there is no readable marker."""
-    try:
-        listed = json.loads((folder / MARKER).read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return {str(name) for name in listed if isinstance(name, str) and "/" not in name} | {MARKER}
-
-
-def check_out(out: Path) -> None:
-    """Raises ``OutputError`` unless ``out`` is absent, an empty folder, or a previous report holding only its files."""
-    if not out.exists() and not out.is_symlink():
-        return
-    if out.is_symlink() or not out.is_dir():
-        raise OutputError(f"--out {out}: exists and is not a folder; choose a new or empty folder")
-    present = set(os.listdir(out))
-    if not present:
-        return
-    ours = _written_by_descend(out)
-    if ours is None:
-        raise OutputError(f"--out {out}: the folder is not empty and holds no descend report ({MARKER}); "
-                          "choose a new or empty folder")
-    foreign = sorted(present - ours)
-    if foreign:
-        raise OutputError(f"--out {out}: the previous report's folder also holds {', '.join(foreign[:3])}"
-                          f"{' …' if len(foreign) > 3 else ''}, which descend did not write; move it or choose "
-                          "another folder")
-
-
-def _retire(folder: Path) -> None:
-    """Deletes a previous report: only the files its marker lists, then the folder if that leaves it empty."""
-    for name in _written_by_descend(folder) or ():
-        try:
-            (folder / name).unlink()
-        except FileNotFoundError:
-            pass
-    try:
-        folder.rmdir()
-    except OSError:
-        pass  # something appeared that descend did not write: leave it
-
-
 def _publish(scratch: Path, out: Path) -> None:
     """Moves the finished report into place; an existing previous report (or empty folder) is replaced."""
-    check_out(out)  # again: the folder may have changed during the run
-    files = sorted(os.listdir(scratch))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(scratch, 0o777 & ~umask)  # mkdtemp made it private; a report is an ordinary folder
-    (scratch / MARKER).write_text(json.dumps({"written_by": "descend lab", "files": files}, indent=1))
-    if out.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
-        os.replace(out, retired / "report")
-        os.replace(scratch, out)
-        _retire(retired / "report")
-        try:
-            retired.rmdir()
-        except OSError:
-            pass
-    else:
-        os.replace(scratch, out)
+    publish(scratch, out, "descend lab")
 
 
 # ---------------------------------------------------------------------------------------------------------------

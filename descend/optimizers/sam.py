@@ -47,7 +47,7 @@ class SAM(torch.optim.Optimizer):
     The norm is global: one ``‖g‖₂`` over every parameter of every group.  The
     base optimizer is built from the same param groups (``base_kwargs`` go to
     it), so lr schedulers and ``param_groups`` edits reach it, and
-    ``state_dict()`` is the base optimizer's.
+    ``state_dict()`` is the base optimizer's, with SAM's own skipped steps.
 
     Use ``step(closure)`` with a closure that zeroes the gradients, runs forward
     and backward, and returns the loss; SAM calls it twice (at ``θ`` and at
@@ -234,8 +234,18 @@ class SAM(torch.optim.Optimizer):
             self._share_base_state()
 
     def state_dict(self) -> dict[str, Any]:
-        return self.base_optimizer.state_dict()
+        """The base optimizer's ``state_dict``, with SAM's own count of skipped steps under ``"sam"``
+        (the base optimizer alone loads it too, and ignores that entry)."""
+        return {**self.base_optimizer.state_dict(), "sam": {"skipped_steps": self._own_skipped_steps}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Loads a checkpoint of ``state_dict()``; one written before SAM saved its own skipped steps
+        (or by the base optimizer alone) loads with SAM's own count at 0."""
+        state_dict = dict(state_dict)
+        own = state_dict.pop("sam", None) or {}
+        skipped = own.get("skipped_steps", 0) if isinstance(own, dict) else None
+        if isinstance(skipped, bool) or not isinstance(skipped, int) or skipped < 0:
+            raise ValueError(f"SAM: the checkpoint's SAM skipped_steps must be a whole number >= 0, got {skipped!r}")
         self.base_optimizer.load_state_dict(state_dict)
         self._share_base_state()
+        self._own_skipped_steps = skipped

@@ -17,7 +17,9 @@ import functools
 import inspect
 import math
 import random
+import sys
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,8 +57,10 @@ SLIDERS: dict[str, dict[str, Any]] = {
     "decay_rate": dict(scale="linear", low=-1.0, high=0.0),
     "SAM.rho": dict(scale="log", low=1e-3, high=1.0),
 }
-# never shown: the page always descends; the rest are implementation choices
-HIDDEN = {"self", "params", "maximize", "nonfinite", "fused", "foreach", "base_optimizer"}
+# never shown: the page always descends; the rest are implementation choices (``capturable`` and
+# ``differentiable`` are torch's flags, which descend refuses when True; ``state_dtype`` is not a number)
+HIDDEN = {"self", "params", "maximize", "nonfinite", "fused", "foreach", "base_optimizer", "capturable",
+          "differentiable", "state_dtype"}
 
 
 @dataclass(frozen=True)
@@ -393,6 +397,26 @@ class SetupError(ValueError):
         self.run = run
 
 
+def _check_numbers(setup: dict[str, Any]) -> None:
+    """SetupError for an integer no float can hold (JSON numbers may have any number of digits), naming
+    its place in the setup (``runs[0].hyperparameters.lr``) and, under ``runs``, the run it belongs to."""
+    pending: deque[tuple[str, Any, int | None]] = deque((str(key), value, None) for key, value in setup.items())
+    while pending:
+        where, value, run = pending.popleft()
+        if isinstance(value, dict):
+            pending.extend((f"{where}.{key}", item, run) for key, item in value.items())
+        elif isinstance(value, (list, tuple)):
+            pending.extend((f"{where}[{index}]", item, index if where == "runs" else run)
+                           for index, item in enumerate(value))
+        elif isinstance(value, int) and not isinstance(value, bool):
+            try:
+                float(value)
+            except OverflowError:
+                digits = int(value.bit_length() * math.log10(2)) + 1
+                raise SetupError(f"{where}: an integer of about {digits} digits is too large for a number "
+                                 f"(the largest is about {sys.float_info.max:.2g})", run) from None
+
+
 def run_setup(setup: dict[str, Any]) -> dict[str, Any]:
     """Computes one page setup: a landscape, a start, a step count and up to ``MAX_RUNS`` optimizers.
 
@@ -402,9 +426,10 @@ def run_setup(setup: dict[str, Any]) -> dict[str, Any]:
     """
     if not isinstance(setup, dict):
         raise SetupError("the setup must be a JSON object")
+    _check_numbers(setup)
     try:
         landscape = make_landscape(setup.get("landscape", "quadratic"), setup.get("landscape_params") or {})
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, OverflowError) as error:
         raise SetupError(str(error)) from None
     runs = setup.get("runs") or []
     if not isinstance(runs, list) or len(runs) > MAX_RUNS:
@@ -422,7 +447,7 @@ def run_setup(setup: dict[str, Any]) -> dict[str, Any]:
                 own = make_landscape(landscape.name, {**landscape.params, "batch": run["batch"]})
             path = trajectory(own, run.get("optimizer"), run.get("hyperparameters", {}),
                               setup.get("start"), steps, seed)
-        except (ValueError, TypeError) as error:
+        except (ValueError, TypeError, OverflowError, NotImplementedError) as error:
             raise SetupError(str(error), index) from None
         results.append({
             "optimizer": run.get("optimizer"),

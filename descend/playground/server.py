@@ -4,7 +4,11 @@ Routes: ``/`` the page, ``/static/*`` its script and style, ``/plotly.min.js`` t
 ships inside the ``plotly`` Python package (no network needed), ``/api/catalog``, ``/api/run`` and
 ``/api/csv``.  Requests whose ``Host`` or ``Origin`` is not this machine's loopback are refused
 (403) unless the server was opened to that host with ``--host``: this keeps other web pages, and
-DNS-rebinding tricks, from driving a server on 127.0.0.1.
+DNS-rebinding tricks, from driving a server on 127.0.0.1.  A request body larger than
+``MAX_BODY_BYTES`` (1 MB; a setup is a few kB) is refused with 413 before it is read: at once when
+its ``Content-Length`` says so, and once a chunked body passes the limit while it streams in.  A
+body that is not a setup (not a JSON object, nested too deeply, a number no float holds) is a 400
+with a message.
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ from starlette.staticfiles import StaticFiles
 from . import api
 
 STATIC = Path(str(resources.files("descend.playground") / "static"))
+MAX_BODY_BYTES = 1_000_000
+MAX_INTEGER_DIGITS = 1000  # a longer integer is refused while the JSON is parsed (no float holds 310 digits)
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -98,14 +104,48 @@ async def _catalog(request: Request) -> Response:
     return JSONResponse(api.catalog())
 
 
-async def _setup_of(request: Request):
+class BodyTooLarge(Exception):
+    """The request body is past ``MAX_BODY_BYTES``: answered with 413."""
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, refused (BodyTooLarge) before it is read when its Content-Length is past the
+    limit, and as soon as a body without one (chunked) grows past it."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise BodyTooLarge
+    return bytes(body)
+
+
+def _integer(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise api.SetupError(f"the setup holds an integer of {len(text.lstrip('-'))} digits, too large for a number")
+    return int(text)
+
+
+async def _setup_of(request: Request) -> dict:
+    """The setup a request sends: a JSON object, or SetupError with the message for the page."""
+    body = await _body(request)
     try:
-        return json.loads(await request.body())
+        setup = json.loads(body, parse_int=_integer)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise api.SetupError(f"the request is not valid JSON: {error}") from None
+    except RecursionError:
+        raise api.SetupError("the request is not a setup: its JSON is nested too deeply to read") from None
+    if not isinstance(setup, dict):
+        raise api.SetupError("the setup must be a JSON object")
+    return setup
 
 
-def _refusal(error: api.SetupError) -> Response:
+def _refusal(error: api.SetupError | BodyTooLarge) -> Response:
+    if isinstance(error, BodyTooLarge):
+        return JSONResponse({"error": f"the request body is larger than the playground takes ({MAX_BODY_BYTES} "
+                                      "bytes); a setup is a few kB", "run": None}, status_code=413)
     return JSONResponse({"error": str(error), "run": error.run}, status_code=400)
 
 
@@ -116,7 +156,7 @@ async def _run(request: Request) -> Response:
         from starlette.concurrency import run_in_threadpool
 
         return JSONResponse(await run_in_threadpool(api.run_setup, setup))
-    except api.SetupError as error:
+    except (api.SetupError, BodyTooLarge) as error:
         return _refusal(error)
 
 
@@ -138,7 +178,7 @@ async def _csv(request: Request) -> Response:
         from starlette.concurrency import run_in_threadpool
 
         result = await run_in_threadpool(api.run_setup, setup)
-    except api.SetupError as error:
+    except (api.SetupError, BodyTooLarge) as error:
         return _refusal(error)
     return Response(setup_csv(result), media_type="text/csv",
                     headers={"Content-Disposition": 'attachment; filename="descend-playground.csv"'})

@@ -36,8 +36,10 @@ class Run:
         return self.epoch_seconds[-1] if self.epoch_seconds else 0.0
 
     def time_to(self, target: float) -> float:
-        """Wall time until an epoch's mean training loss first reached ``target`` (inf: never)."""
-        return next((s for s, loss in zip(self.epoch_seconds, self.epoch_train_loss) if loss <= target), math.inf)
+        """Wall time until an epoch's mean training loss first reached ``target`` (inf: never; an epoch
+        whose loss is not finite, a diverged one, reaches no target, not even an infinite one)."""
+        return next((s for s, loss in zip(self.epoch_seconds, self.epoch_train_loss)
+                     if math.isfinite(loss) and loss <= target), math.inf)
 
 
 @dataclass
@@ -63,7 +65,7 @@ class Comparison:
             rows.append({
                 "optimizer": name, "lr": lr, "seeds": len(runs),
                 "train_loss": mean(r.train_loss for r in runs), "val_loss": mean(r.val_loss for r in runs),
-                "val_loss_std": statistics.pstdev([r.val_loss for r in runs]) if len(runs) > 1 else 0.0,
+                "val_loss_std": _spread([r.val_loss for r in runs]),
                 "train_accuracy": mean(r.train_accuracy for r in runs), "val_accuracy": mean(r.val_accuracy for r in runs),
                 "time_to_target_s": mean(t for t in (r.time_to(self.target_loss) for r in runs) if math.isfinite(t)),
                 "reached_target": sum(math.isfinite(r.time_to(self.target_loss)) for r in runs) / len(runs),
@@ -82,9 +84,11 @@ class Comparison:
                 value = row[column]
                 cells.append("—" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value))
             lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines) + f"\n\nTarget training loss: {self.target_loss:.4g} (time to target: mean over the " \
-            "seeds that reached it; reached_target: their fraction). Each optimizer's lr is the best of its tuning " \
-            "grid by validation loss; other columns are means over seeds."
+        target = f"Target training loss: {self.target_loss:.4g} (time to target: mean over the seeds that reached " \
+            "it; reached_target: their fraction)." if math.isfinite(self.target_loss) else \
+            "No target: no run reached a finite training loss (every one diverged)."
+        return "\n".join(lines) + f"\n\n{target} Each optimizer's lr is the best of its tuning grid by validation " \
+            "loss; other columns are means over seeds."
 
     def plot(self, axis=None):
         """Training-loss curves per epoch: the mean over seeds with a min–max band."""
@@ -99,9 +103,17 @@ class Comparison:
             line, = axis.plot(epochs, [statistics.fmean(c) for c in curves], label=f"{name} (lr {self.best_lr[name]:.2g})")
             axis.fill_between(epochs, [min(c) for c in curves], [max(c) for c in curves], color=line.get_color(),
                               alpha=0.2)
-        axis.axhline(self.target_loss, color="k", linestyle=":", linewidth=1, label="target")
+        if math.isfinite(self.target_loss):
+            axis.axhline(self.target_loss, color="k", linestyle=":", linewidth=1, label="target")
         axis.set_yscale("log"), axis.set_xlabel("epoch"), axis.set_ylabel("training loss"), axis.legend(fontsize=8)
         return axis.figure
+
+
+def _spread(values: list[float]) -> float | None:
+    """The population standard deviation over seeds; None when a seed diverged (no number describes it)."""
+    if not all(math.isfinite(v) for v in values):
+        return None
+    return statistics.pstdev(values) if len(values) > 1 else 0.0
 
 
 def _default_lr(optimizer_class: type, kwargs: dict[str, Any]) -> float:
@@ -216,8 +228,9 @@ def compare(
         used[name] = len(grid) + len(seeds)
     bar.close()
     if target_loss is None:  # on the same measure as time_to: the mean training loss of the last epoch
-        target_loss = 1.1 * min(statistics.fmean(r.epoch_train_loss[-1] for r in final if r.optimizer == n)
-                                for n in best_lr)
+        last = [statistics.fmean(r.epoch_train_loss[-1] for r in final if r.optimizer == n) for n in best_lr]
+        finite = [loss for loss in last if math.isfinite(loss)]
+        target_loss = 1.1 * min(finite) if finite else math.inf  # inf: every optimizer diverged, no target
     return Comparison(tuning, final, best_lr, target_loss, used)
 
 
@@ -227,16 +240,24 @@ def performance_profile(comparisons: dict[str, Comparison], metric: str = "val_l
 
     For each optimizer, ρ(τ) = the fraction of tasks on which its ``metric`` (lower is better; a
     column of ``Comparison.table()``) is within a factor τ of the best optimizer's on that task.
+    A non-finite value (a diverged run) is never within any factor; a task on which every optimizer
+    diverged counts as lost for all of them.
     """
     taus = list(taus or [1 + 0.05 * i for i in range(41)])
     names = sorted({row["optimizer"] for c in comparisons.values() for row in c.table()})
     ratios: dict[str, list[float]] = {name: [] for name in names}
     for comparison in comparisons.values():
         values = {row["optimizer"]: row[metric] for row in comparison.table()}
-        best = min(v for v in values.values() if v is not None and math.isfinite(v))
+        finite = [v for v in values.values() if v is not None and math.isfinite(v)]
+        best = min(finite, default=None)  # None: every optimizer lost this task
         for name in names:
             value = values.get(name)
-            ratios[name].append(value / best if value is not None and math.isfinite(value) and best > 0 else math.inf)
+            if best is None or value is None or not math.isfinite(value):
+                ratios[name].append(math.inf)
+            elif best > 0:
+                ratios[name].append(value / best)
+            else:  # a best of 0 (or less): only the best is within a factor of it
+                ratios[name].append(1.0 if value == best else math.inf)
     return {"tau": taus, **{name: [sum(r <= tau for r in ratios[name]) / len(comparisons) for tau in taus]
                             for name in names}}
 

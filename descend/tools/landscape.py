@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -201,27 +202,89 @@ def _pca_plane(center: list[Tensor], snapshots: list[list[Tensor]]):
 # --- evaluation --------------------------------------------------------------------------------
 
 
-def _batches(data: Any) -> list[tuple[Any, Any]]:
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
-        return [(data[0], data[1])]
+def _inputs_and_targets(batch: Any) -> tuple[Any, Any]:
+    """The default ``batch_to_inputs``: a batch is ``(inputs, targets)``."""
+    if isinstance(batch, Mapping):
+        keys = ", ".join(repr(k) for k in list(batch)[:6])
+        raise ValueError(f"landscape: a batch is a dict (keys {keys}); pass batch_to_inputs=lambda batch: (inputs, "
+                         "targets) to say what goes to the model (a tensor, a tuple of arguments or a dict of keyword "
+                         "arguments) and what to loss_fn")
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        raise TypeError(f"landscape: a batch must be (inputs, targets), got {type(batch).__name__}; pass "
+                        "batch_to_inputs=lambda batch: (inputs, targets) to read another kind")
+    return batch[0], batch[1]
+
+
+def _batches(data: Any, batch_to_inputs: Callable[[Any], tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    if isinstance(data, Mapping) or (isinstance(data, (tuple, list)) and len(data) == 2
+                                     and isinstance(data[0], Tensor)):
+        data = [data]  # one batch given as the whole data
     if isinstance(data, Iterable):
-        batches = [(batch[0], batch[1]) for batch in data]
+        batches = []
+        for batch in data:
+            pair = batch_to_inputs(batch)
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise TypeError(f"landscape: batch_to_inputs must return (inputs, targets), got {type(pair).__name__}")
+            batches.append((pair[0], pair[1]))
         if batches:
             return batches
     raise TypeError("landscape: data must be (inputs, targets) tensors or an iterable of such batches")
 
 
+def _tensors_in(value: Any) -> list[Tensor]:
+    if isinstance(value, Tensor):
+        return [value]
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        return [t for item in value for t in _tensors_in(item)]
+    return []
+
+
+def _batch_size(inputs: Any, targets: Any) -> float:
+    """The number of samples in a batch: the first dimension of its first input tensor (or of its targets)."""
+    for tensor in _tensors_in(inputs) + _tensors_in(targets):
+        if tensor.dim() > 0:
+            return float(tensor.shape[0])
+    return 1.0
+
+
+def _call_arguments(inputs: Any) -> tuple[tuple, dict]:
+    """model(inputs) for a tensor, model(*inputs) for a tuple, model(**inputs) for a dict."""
+    if isinstance(inputs, Mapping):
+        return (), dict(inputs)
+    if isinstance(inputs, tuple):
+        return inputs, {}
+    return (inputs,), {}
+
+
+def _one_number(value: Any) -> Tensor:
+    """The batch's loss as a 0-dim tensor; a one-line error for anything that is not one number."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"landscape: loss_fn returned a tensor of shape {tuple(value.shape)}, not one number: "
+                             "it must return the batch's mean loss (a per-sample loss, reduction='none', must be "
+                             "averaged: reduction='mean', or .mean() in loss_fn)")
+        return value.reshape(())
+    if isinstance(value, Real) and not isinstance(value, bool):
+        return torch.tensor(float(value), dtype=torch.float64)
+    raise TypeError(f"landscape: loss_fn returned {type(value).__name__}, not a number: it must return the batch's "
+                    "mean loss (a tensor or a Python number)")
+
+
 class _Evaluator:
     """Mean loss for a stack of parameter sets: vmap over them, or one at a time when vmap cannot run."""
 
-    def __init__(self, model: nn.Module, loss_fn: Callable, names: list[str], data: Any):
+    def __init__(self, model: nn.Module, loss_fn: Callable, names: list[str], data: Any,
+                 batch_to_inputs: Callable[[Any], tuple[Any, Any]]):
         self.model, self.loss_fn, self.names = model, loss_fn, names
-        self.batches = _batches(data)
-        self.weights = [float(len(x)) for x, _ in self.batches]
+        self.batches = _batches(data, batch_to_inputs)
+        self.weights = [_batch_size(inputs, targets) for inputs, targets in self.batches]
         self.vectorized: bool | None = None  # decided on the first call
 
     def _loss(self, params: dict[str, Tensor], x, y) -> Tensor:
-        return self.loss_fn(functional_call(self.model, params, (x,)), y)
+        args, kwargs = _call_arguments(x)
+        return _one_number(self.loss_fn(functional_call(self.model, params, args, kwargs), y))
 
     def _mean(self, compute) -> Tensor:
         total = sum(w * compute(x, y).to(torch.float64) for w, (x, y) in zip(self.weights, self.batches))
@@ -269,11 +332,16 @@ def landscape(
     seed: int = 0,
     points_per_batch: int | None = None,
     progress: bool = True,
+    batch_to_inputs: Callable[[Any], tuple[Any, Any]] | None = None,
 ) -> LossLandscape:
     """The loss of ``model`` around its current parameters (see the module docstring for the three kinds).
 
-    ``loss_fn(model(inputs), targets)`` must return the mean loss of a batch; ``data`` is
-    ``(inputs, targets)`` or an iterable of such batches (a DataLoader), averaged by batch size.
+    ``loss_fn(model(inputs), targets)`` must return the mean loss of a batch (a tensor of one element
+    or a Python number); ``data`` is ``(inputs, targets)`` or an iterable of such batches (a
+    DataLoader), averaged by batch size (the first dimension of the first input tensor).  Batches of
+    another kind, such as Hugging Face's dicts, need ``batch_to_inputs(batch) -> (inputs, targets)``:
+    ``inputs`` is a tensor (``model(inputs)``), a tuple (``model(*inputs)``) or a dict of keyword
+    arguments (``model(**inputs)``), e.g. ``lambda b: ({"input_ids": b["input_ids"]}, b["labels"])``.
     ``steps`` points per axis, evaluated ``points_per_batch`` at a time (default: 64, fewer for
     models above a million parameters); ``span``: the coordinate range, a number ``s`` for ``[−s, s]`` or a
     pair (defaults: ``[−1, 1]`` for "filter" and given directions, ``[−0.25, 1.25]`` for
@@ -330,7 +398,7 @@ def landscape(
         grid_x, grid_y = np.meshgrid(axes[0], axes[1])  # row j: y[j]; column i: x[i]
         coordinates = np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)
 
-    evaluate = _Evaluator(model, loss_fn, names, data)
+    evaluate = _Evaluator(model, loss_fn, names, data, batch_to_inputs or _inputs_and_targets)
     training = {module: module.training for module in model.modules()}
     values = np.empty(len(coordinates))
     from tqdm.auto import tqdm

@@ -151,8 +151,8 @@ def lr_find(
 
     The suggestion is ``None`` when the smoothed log loss falls less than about six times its
     noise (``verdict`` says "flat" or "too noisy"), and always lies below ``diverged_at``.
-    The model's parameters and buffers, and an existing optimizer's state, are restored
-    afterwards, also when the test fails.
+    The model's parameters, buffers and gradients (``p.grad``: None stays None), and an existing
+    optimizer's state, are restored afterwards, also when the test fails.
 
     Changed: ``smoothing`` is the zero-lag EMA's factor (was a causal EMA's, default 0.98);
     ``suggestion``, ``too_low`` and ``right`` can be ``None``; the suggestion was the steepest fall
@@ -191,6 +191,9 @@ def lr_find(
         saved_optimizer = None
         opt = optimizer(trainable, lr=start, **optimizer_kwargs)
     was_training = model.training
+    stepped = [p for group in opt.param_groups for p in group["params"]]
+    saved_grads = [(p, p.grad, None if p.grad is None else p.grad.clone())
+                   for p in dict.fromkeys([*model.parameters(), *stepped])]
     try:
         lrs, losses, diverged_at = _range_test(model, loss_fn, data, opt, start, end, steps, smoothing, diverge_factor)
     finally:
@@ -198,7 +201,19 @@ def lr_find(
         model.train(was_training)
         if saved_optimizer is not None:
             optimizer.load_state_dict(saved_optimizer)
+        _restore_grads(saved_grads)
     return summarise(lrs, losses, diverged_at, smoothing, skip_start, skip_end, method)
+
+
+def _restore_grads(saved: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]) -> None:
+    """Every ``p.grad`` as it was before the range test: None stays None (the test's last, high-lr
+    gradient would join the first update of a loop that calls backward before zero_grad), and a
+    gradient tensor is the same tensor with its values."""
+    with torch.no_grad():
+        for param, grad, values in saved:
+            if grad is not None:
+                grad.copy_(values)
+            param.grad = grad
 
 
 def _range_test(model, loss_fn, data, optimizer, start, end, steps, smoothing, diverge_factor):
