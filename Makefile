@@ -11,6 +11,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[lab,dev,playground]"
+	@# the peers the tests compare against, without their own torch requirement (torch stays 2.13.0)
+	$(PY) -m pip install --quiet --no-deps torchao==0.18.0 schedulefree==1.4.1
 	@# The report's browser check needs Chromium: install it where we may (root, apt), never fail without it.
 	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		(apt-get install -y -qq chromium >/dev/null 2>&1 || \
