@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 import descend
-from descend import native
+from descend.backends import build, cpu
 
 # name: (descend factory, torch factory or None, the torch class it is compared with, min bytes per fp32 param)
 OPTIMIZERS = {
@@ -207,7 +207,7 @@ def gpu_main(args) -> None:
     if not torch.cuda.is_available():
         print("step_speed.py: --device cuda needs a CUDA device, and torch sees none", file=sys.stderr)
         sys.exit(2)
-    from descend import codegen_triton
+    from descend.backends import triton as codegen_triton
 
     if not codegen_triton.available():
         print("warning: triton is not installed; descend runs its foreach reference path on CUDA", file=sys.stderr)
@@ -390,8 +390,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     if args.device == "cuda":
         return gpu_main(args)
-    if native.library() is None:
-        print(f"warning: fused kernels unavailable ({native.error}); timing the reference path", file=sys.stderr)
+    if not cpu.available():
+        print(f"warning: fused kernels unavailable ({build.error}); timing the reference path", file=sys.stderr)
     header = [
         "# Optimizer step speed and memory",
         "",

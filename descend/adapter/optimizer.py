@@ -27,6 +27,7 @@ from ..steps.clip import ClipByGlobalNorm
 from .checkpoint import Checkpoints
 from .distributed import agreed, all_ranks, is_dtensor, local, sharded_group, shards_of, sum_over_ranks, \
     zero_redundancy_group
+from .fastpath import Bound, bindable, options_of
 from .finite import all_finite, check_nonfinite_policy, locally_finite
 from .options import flags_as_bools, group_numbers
 from .routing import Bucket, route
@@ -95,6 +96,7 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
         self.skipped_steps = 0
         self.last_grad_norm: Tensor | None = None
         self._agreement_group = zero_redundancy_group()
+        self._bound: dict[int, Bound] = {}  # group id -> its remembered kernel calls (descend.adapter.fastpath)
         super().__init__(params, {**flags_as_bools(type(self), defaults), "fused": fused, "foreach": foreach,
                                   "state_dtype": state_dtype, "max_grad_norm": max_grad_norm})
 
@@ -159,6 +161,7 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
         for name, default in (("nonfinite", "raise"), ("skipped_steps", 0), ("_agreement_group", None),
                               ("last_grad_norm", None)):
             state.setdefault(name, self.__dict__.get(name, default))
+        state["_bound"] = {}  # new groups or state: nothing remembered holds
         super().__setstate__(state)
         for group in self.param_groups:  # pickled before these options existed
             for name, default in self.defaults.items():
@@ -182,22 +185,33 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         owner = type(self).__name__
-        planned = []
+        planned, remembered = [], []
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
             values = self._numbers(group)  # a tensor lr as a number; a value that is no number named
             chain = self.full_chain(values)
             plan, numbers = compile(chain, values.get("maximize", False))
-            planned.append((chain, plan, numbers, route(owner, group, plan, params) if params else []))
+            bound = self._bound.pop(id(group), None)
+            grads = bound.current(self, group, plan, options_of(group)) if bound is not None else None
+            if grads is not None:  # the steady state: the calls of the last step, re-checked
+                remembered.append((bound, grads, numbers))
+                continue
+            params = [p for p in group["params"] if p.grad is not None]
+            planned.append((group, chain, plan, numbers, route(owner, group, plan, params) if params else []))
         gradients = [p.grad for *_, buckets in planned for bucket in buckets for p in bucket.params]
+        gradients += [g for _, grads, _ in remembered for g in grads]
         if self.nonfinite == "skip" and not self._ranks_agree(all_finite(gradients)):
             self.skipped_steps += 1
+            for bound, _, _ in remembered:
+                self._bound[id(bound.group)] = bound
             return loss
-        works = [(bucket, self._work(bucket, chain, plan, numbers, owner))
-                 for chain, plan, numbers, buckets in planned for bucket in buckets]
-        self._global_totals(works)
+        works = [(group, plan, bucket, self._work(bucket, chain, plan, numbers, owner))
+                 for group, chain, plan, numbers, buckets in planned for bucket in buckets]
+        self._global_totals([(bucket, work) for _, _, bucket, work in works])
         finite, flags = True, []
-        for bucket, work in works:
+        for bound, grads, numbers in remembered:
+            finite = bound.step(grads, numbers) and finite
+            self._bound[id(bound.group)] = bound
+        for _, _, bucket, work in works:
             if bucket.path == "c":
                 finite = cpu.update(work) and finite
             elif bucket.path == "triton":
@@ -206,6 +220,7 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
                 if self.nonfinite == "raise":
                     finite = locally_finite(work.grads) and finite
                 eager.update(work, foreach=bucket.path == "foreach")
+        self._remember(works)
         if self.nonfinite == "raise":
             finite = finite and not any(bool(flag.item()) for flag in flags)  # the only host sync, to raise
             if not self._ranks_agree(agreed(finite, gradients)):
@@ -214,6 +229,17 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
                     "parameters and state may now hold them too. Pass nonfinite='skip' to skip such steps without "
                     "changing anything (counted in .skipped_steps), or nonfinite='ignore' to go on.")
         return loss
+
+    def _remember(self, works) -> None:
+        """Keeps the calls of each group that ran on C kernels alone, for the next steps (``fastpath``)."""
+        by_group: dict[int, list] = {}
+        for group, plan, bucket, work in works:
+            by_group.setdefault(id(group), [group, plan, [], []])
+            by_group[id(group)][2].append(bucket)
+            by_group[id(group)][3].append(work)
+        for group, plan, buckets, group_works in by_group.values():
+            if bindable(buckets, group_works):
+                self._bound[id(group)] = Bound(self, group, plan, options_of(group), group_works)
 
     def _work(self, bucket: Bucket, chain, plan: Plan, numbers: list[float], owner: str) -> Work:
         states, steps = prepare(self, bucket.params, bucket.variant, chain, bucket.codec, owner)

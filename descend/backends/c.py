@@ -86,6 +86,14 @@ def _op(op: str, args: list[str], real: str) -> str:
     return table[op].format(*args)
 
 
+def _start(op: str) -> str:
+    return "0.0" if op == "sum" else "-INFINITY"
+
+
+def _combine(op: str, acc: str, value: str) -> str:
+    return f"{acc} += {value};" if op == "sum" else f"{acc} = max_nan({acc}, {value});"
+
+
 def _extent(axes: frozenset) -> str:
     return {SCALAR: "1", MATRIX: "B", ROWS: "(B * N)", COLS: "(B * M)"}[axes]
 
@@ -308,10 +316,10 @@ class _Printer:
             add = "{acc} += {v};" if node.op == "sum" else "{acc} = max_nan({acc}, {v});"
             if node.axes == SCALAR:
                 total_accumulators.append((q, node.op))
-                accumulate.append(add.format(acc=f"tot{q}", v=value))
+                accumulate.append(add.format(acc=f"tot{q}[l]", v=value))
             elif node.axes == ROWS:
                 row_accumulators.append((q, node.op))
-                accumulate.append(add.format(acc=f"row{q}", v=value))
+                accumulate.append(add.format(acc=f"row{q}[l]", v=value))
             elif node.axes == COLS:
                 col_accumulators.append((q, node.op))
                 accumulate.append(add.format(acc=f"colp{q}[b * M + c]", v=value))
@@ -389,7 +397,7 @@ class _Printer:
         lines += ["  " + line for line in self.temp_pointer_lines()]
         lines += ["  " + line for line in prologue]
         for q, op in totals:
-            lines.append(f"  double tot{q} = {'0.0' if op == 'sum' else '-INFINITY'};")
+            lines.append(f"  double tot{q}[LANES]; for (int l = 0; l < LANES; l++) tot{q}[l] = {_start(op)};")
         lines += ["  uint32_t found = 0;",
                   "  for (int64_t r = items[it].r0; r < items[it].r1; r++) {",
                   "    const int64_t lo = r * W, hi = lo + W < n ? lo + W : n;",
@@ -398,21 +406,23 @@ class _Printer:
             lines.append(f"    double *restrict colp{q} = items[it].part >= 0 ? colpart{q} + items[it].part - b * M : T{q};")
         lines += ["    " + line for line in row_lines]
         for q, op in rows:
-            lines.append(f"    double row{q} = {'0.0' if op == 'sum' else '-INFINITY'};")
-        reductions = [f"tot{q}" for q, op in totals if op == "sum"] + [f"row{q}" for q, op in rows if op == "sum"]
-        simd = "#pragma omp simd" + (f" reduction(+ : {', '.join(reductions)})" if reductions else "")
-        if any(op != "sum" for _, op in totals + rows) or cols:
-            simd = ""  # max_nan and column sums: no simd reduction clause for them
-        lines += [f"    {simd}" if simd else "", "    for (int64_t j = lo; j < hi; j++) {",
-                  "      const int64_t c = j - lo; (void)c;"]
-        lines += ["      " + line for line in col_lines]
-        lines += ["      " + line for line in element_loop]
-        lines.append("    }")
-        for q, _ in rows:
-            lines.append(f"    T{q}[r] = row{q};")
+            lines.append(f"    double row{q}[LANES]; for (int l = 0; l < LANES; l++) row{q}[l] = {_start(op)};")
+        # Element j adds into lane (j − lo) mod LANES, whatever the alignment of the data: the sums are the same
+        # bits on every run, and the lanes vectorise.
+        body = ["      const int64_t j = j0 + l; const int64_t c = j - lo; (void)c;"]
+        body += ["      " + line for line in col_lines]
+        body += ["      " + line for line in element_loop]
+        simd = "#pragma omp simd" + (" reduction(| : found)" if check else "")
+        lines += ["    int64_t j0 = lo;", "    for (; j0 + LANES <= hi; j0 += LANES) {", f"      {simd}",
+                  "      for (int l = 0; l < LANES; l++) {", *("  " + line for line in body), "      }", "    }",
+                  "    for (int l = 0; j0 + l < hi; l++) {", *body, "    }"]
+        for q, op in rows:
+            lines.append(f"    {{ double acc = {_start(op)}; for (int l = 0; l < LANES; l++) "
+                         f"{_combine(op, 'acc', f'row{q}[l]')} T{q}[r] = acc; }}")
         lines.append("  }")
-        for q, _ in totals:
-            lines.append(f"  partial{q}[it] = tot{q};")
+        for q, op in totals:
+            lines.append(f"  {{ double acc = {_start(op)}; for (int l = 0; l < LANES; l++) "
+                         f"{_combine(op, 'acc', f'tot{q}[l]')} partial{q}[it] = acc; }}")
         lines += ["  REPORT(found);" if check else "  (void)found;", "}"]
         # the partial sums, added in item order
         for q, op in totals:

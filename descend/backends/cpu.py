@@ -199,6 +199,52 @@ def update(work: Work) -> bool:
     return finite
 
 
+class Call:
+    """A single-segment kernel call with its arguments built (``bind``): the next steps refresh the gradients'
+    addresses, the step counts, prepared scalars and hyperparameters, and call again."""
+
+    def __init__(self, work: Work):
+        segment, plan = work.variant.pieces[0], work.variant.schedules[0]
+        self.layout = layouts(work.variant, work.params[0].dtype, work.codec)[0]
+        self.function = program(segment, plan, self.layout, "update")
+        self.count, self.width = len(work.params), len(segment.loads)
+        self.work = work
+        table = _table(work, segment, work.grads, None)
+        self.addresses, self.shapes, self.steps, self.scalars, self.hyper, self.totals, self.out = _arguments(
+            work, segment, table, plan.factored, 0)
+        states = work.states
+        roles = [role for role in segment.loads if role not in ("param", "grad")]
+        self.locations = [(state, role) for state in states for role in roles]
+        self.counters = work.steps is not None
+        if self.counters:
+            self.locations += [(state, "step") for state in states]
+            self.counter_table = build.pointers([state["step"] for state in states])
+        self.entries = [state[role] for state, role in self.locations]
+        self.scalar_names = [name.split(":", 1)[1] for name in segment.scalars]
+        self.preparing = [step for step in work.chain if getattr(step, "scalar_state", ())]
+
+    def run(self, grads: list[Tensor], numbers: list[float]) -> bool:
+        self.addresses[1::self.width] = build.int64s([g.data_ptr() for g in grads])
+        if self.counters:
+            build.support().count_steps(self.count, self.counter_table, self.steps)
+        if self.preparing:
+            states, steps = self.work.states, self.steps
+            for i, state in enumerate(states):
+                for step in self.preparing:
+                    step.prepare(state, steps[i] if self.counters else 0.0)
+            self.scalars[:] = build.doubles([float(state[name]) for state in states for name in self.scalar_names]
+                                            or [0.0])
+        if numbers:
+            self.hyper[:] = build.doubles(numbers)
+        return bool(self.function(self.count, self.addresses, self.shapes, self.steps, self.scalars, self.hyper,
+                                  self.totals, self.out, build.threads()))
+
+
+def bind(work: Work) -> Call:
+    """``work``'s kernel call, kept for the next steps (descend.adapter.fastpath)."""
+    return Call(work)
+
+
 def contributions(work: Work, stage: int) -> dict[str, float]:
     """The shares of ``work``'s tensors in the global totals of ``stage``, summed in tensor order."""
     variant = work.variant
