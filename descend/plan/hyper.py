@@ -59,7 +59,15 @@ def walk(value: Any, path: str, numbers: list[float], names: list[str]):
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return (type(value), tuple((name, walk(getattr(value, name), f"{path}.{name}", numbers, names))
                                    for name in settings_of(value)))
-    raise Opaque(f"{path} holds {type(value).__name__} {value!r:.60}, which is neither a number nor structure")
+    raise Opaque(f"{path} holds {_kind_of(value)}, which is neither a number nor structure")
+
+
+def _kind_of(value: Any) -> str:
+    """What a value is, for a message that stays the same from step to step (no address in it: descend warns
+    once per reason)."""
+    if isinstance(value, Tensor):
+        return f"a tensor of {value.numel()} elements"
+    return f"a {type(value).__qualname__}"
 
 
 # the methods whose code defines a step: redefining one at run time makes a new plan
@@ -109,7 +117,7 @@ def _outside(kind: type) -> tuple:
         try:
             structure = walk(value, label, numbers, [])
         except Opaque:
-            raise Opaque(f"{kind.__name__} reads {label}, which holds {type(value).__name__} {value!r:.60}: neither "
+            raise Opaque(f"{kind.__name__} reads {label}, which holds {_kind_of(value)}: neither "
                          "a number nor structure, so a kernel would keep the value it had when traced; pass it as a "
                          "field of the step") from None
         values.append((label, structure, tuple(numbers)))
