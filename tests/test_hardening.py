@@ -434,6 +434,40 @@ def test_item5_a_value_that_keeps_changing_leaves_the_kernels_after_a_few_values
     assert any("changed more than" in str(w.message) for w in caught)
 
 
+def _double(u):
+    return u * 2.0
+
+
+def _triple(u):
+    return u * 3.0
+
+
+ACTIVATION = _double  # a user's function the formula calls: rebinding it changes the formula
+
+
+@dataclass
+class ScaleByActivation(descend.Elementwise):
+    def formula(self, u, param, state, t):
+        return ACTIVATION(u)
+
+
+@pytest.mark.parametrize("fused", [None, False])
+def test_item5_rebinding_a_function_the_formula_calls_re_traces(fused):
+    global ACTIVATION
+    param = torch.nn.Parameter(torch.zeros(2))
+    optimizer = descend.make_optimizer("Activated", lambda group: [ScaleByActivation()], dict(lr=1.0))([param],
+                                                                                                     fused=fused)
+    try:
+        for activation in (_double, _triple):
+            ACTIVATION = activation
+            param.grad = torch.ones(2)
+            optimizer.step()
+    finally:
+        ACTIVATION = _double
+    assert param[0].item() == 5.0
+    assert paths_of(optimizer) == ["generated" if fused is None and HAVE_COMPILER else "reference"]
+
+
 @dataclass
 class OneMinusBeta(descend.Elementwise):
     beta: float

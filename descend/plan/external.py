@@ -5,7 +5,8 @@ right for as long as those values stay what they were.  A step's fields are read
 (numbers become run-time arguments).  This module finds the other values a step's code reads, from its
 bytecode: the globals (and ``module.attribute`` chains) and closure cells its defining methods load, the
 class attributes they read through ``self``, and the same in the helpers they call (methods on ``self``
-and functions of the user's own modules).  Functions, classes and modules count as code, not values.
+and functions of the user's own modules, which count by identity: rebinding one re-traces).  The
+functions, classes and modules of libraries (torch, numpy, math, descend) count as code, not values.
 
 What descend promises for such a value (``descend.plan.hyper.describe``):
 
@@ -135,11 +136,9 @@ class _Scan:
             current = reader()
         if current is MISSING and attributes:
             return  # an attribute of a name not bound yet: read when the formula runs
-        if isinstance(current, types.FunctionType):
-            if not _library(current.__module__):
-                self.function(current, method_of_self=False)
-            return
-        if is_code(current):
+        if isinstance(current, types.FunctionType) and not _library(current.__module__):
+            self.function(current, method_of_self=False)  # and a read: rebinding it changes the formula
+        elif is_code(current):
             return
         self.found.setdefault(label, (label, reader))
 

@@ -62,12 +62,34 @@ def walk(value: Any, path: str, numbers: list[float], names: list[str]):
     raise Opaque(f"{path} holds {_kind_of(value)}, which is neither a number nor structure")
 
 
+def _by_value(value: Any):
+    """A hashable key of what ``value`` holds: numbers and structure by value, code (a function, a class) by
+    identity (the key keeps it alive, so its id is never another's)."""
+    if value is external.MISSING:
+        return "missing"
+    if is_number(value):
+        return as_float(value)
+    if isinstance(value, _STRUCTURE):
+        return ("=", value)
+    if isinstance(value, (tuple, list)):
+        return (type(value), tuple(_by_value(item) for item in value))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (type(value), tuple((name, _by_value(getattr(value, name))) for name in settings_of(value)))
+    if external.is_code(value):
+        try:
+            hash(value)
+        except TypeError:
+            raise Opaque(f"an unhashable {type(value).__qualname__}") from None
+        return ("code", value)
+    raise Opaque(_kind_of(value))
+
+
 def _kind_of(value: Any) -> str:
     """What a value is, for a message that stays the same from step to step (no address in it: descend warns
     once per reason)."""
     if isinstance(value, Tensor):
         return f"a tensor of {value.numel()} elements"
-    return f"a {type(value).__qualname__}"
+    return f"a value of type {type(value).__qualname__}"
 
 
 # the methods whose code defines a step: redefining one at run time makes a new plan
@@ -91,14 +113,20 @@ def describe(chain, maximize: bool) -> tuple[tuple, list[float], list[str]]:
     return tuple(key), numbers, _unique(names)
 
 
-def settings_of(step) -> list[str]:
+def settings_of(step) -> tuple[str, ...]:
     """The names of what a dataclass instance holds: its fields, then any attribute its ``__dict__`` holds
     beside them (set in ``__post_init__``), which its formula may read as well."""
-    names = [f.name for f in dataclasses.fields(step)]
+    kind = type(step)
+    names = _field_names.get(kind)
+    if names is None:
+        names = _field_names[kind] = tuple(f.name for f in dataclasses.fields(step))
     extra = getattr(step, "__dict__", None)
     if extra and len(extra) > len(names):
-        names += sorted(set(extra) - set(names))
+        return names + tuple(sorted(set(extra) - set(names)))
     return names
+
+
+_field_names: dict[type, tuple[str, ...]] = {}
 
 
 def _outside(kind: type) -> tuple:
@@ -110,17 +138,12 @@ def _outside(kind: type) -> tuple:
     values = []
     for label, read in reads:
         value = read()
-        if value is external.MISSING or external.is_code(value):
-            values.append((label, type(value).__name__))
-            continue
-        numbers: list[float] = []
         try:
-            structure = walk(value, label, numbers, [])
+            values.append((label, _by_value(value)))
         except Opaque:
             raise Opaque(f"{kind.__name__} reads {label}, which holds {_kind_of(value)}: neither "
                          "a number nor structure, so a kernel would keep the value it had when traced; pass it as a "
                          "field of the step") from None
-        values.append((label, structure, tuple(numbers)))
     values = tuple(values)
     if external.too_many_values(kind, values):
         raise Opaque(f"{kind.__name__} reads {', '.join(label for label, _ in reads)}, whose value has changed more than "
