@@ -305,6 +305,16 @@ class ScaleByClassAttribute(descend.Elementwise):
         return u * self.factor
 
 
+class Constants:  # a class used as a namespace of numbers
+    scale = 1.0
+
+
+@dataclass
+class ScaleByClassConstant(descend.Elementwise):
+    def formula(self, u, param, state, t):
+        return u * Constants.scale
+
+
 settings_module = types.ModuleType("hardening_settings")
 settings_module.scale = 1.0
 
@@ -342,6 +352,7 @@ def _set_scale(value: float) -> None:
     SCALE = value
     settings_module.scale = value
     ScaleByClassAttribute.factor = value
+    Constants.scale = value
     SETTINGS.scale = value
 
 
@@ -376,7 +387,7 @@ def _run_with_a_changing_value(make_step, set_value, fused):
 
 @needs_compiler
 @pytest.mark.parametrize("kind", [ScaleByModuleVariable, ScaleThroughAHelper, ScaleThroughAMethod, ScaleByClassAttribute,
-                                  ScaleByModuleAttribute, "closure"])
+                                  ScaleByModuleAttribute, ScaleByClassConstant, "closure"])
 def test_item5_a_number_read_from_outside_the_fields_is_followed_by_the_kernel(kind):
     """Item 5: a formula reading a module constant (or a closure, a class attribute, a module's attribute, through
     a helper) got the value baked into the kernel: later values were ignored by the fused path only.  descend

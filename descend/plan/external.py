@@ -127,10 +127,11 @@ class _Scan:
                                   (f"class attribute {kind.__name__}.{name}", lambda: getattr(kind, name, None)))
 
     def value(self, label: str, reader: Callable[[], Any], attributes: list[str]) -> None:
-        """A global or a cell: code is followed (a module through its attributes, a user's function into its
-        body), anything else is a read."""
+        """A global or a cell: code is followed (a module or a user's class through its attributes, a user's
+        function into its body), anything else is a read."""
         current = reader()
-        while isinstance(current, types.ModuleType) and attributes:
+        while attributes and (isinstance(current, types.ModuleType) or (
+                isinstance(current, type) and not _library(current.__module__))):  # config.scale, Config.scale
             name, attributes = attributes[0], attributes[1:]
             label, reader = f"{current.__name__}.{name}", _attribute_reader(current, name)
             current = reader()
