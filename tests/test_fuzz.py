@@ -142,7 +142,6 @@ import os  # noqa: E402
 import random  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import textwrap  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 FUZZ_SEED = int(os.environ.get("DESCEND_FUZZ_SEED", "18"))
@@ -576,7 +575,8 @@ def run_cases_in_children(kind: str) -> tuple[list[dict], list[str]]:
                 result = json.loads(line[len("RESULT "):])
                 done.add(result["index"])
                 if result["problem"]:
-                    problems.append(f"case {result['index']} {json.dumps(all_cases[result['index']])}: {result['problem']}")
+                    case = json.dumps(all_cases[result["index"]])
+                    problems.append(f"case {result['index']} {case}: {result['problem']}")
         if child.returncode == 0 and (not done or max(done) == len(all_cases) - 1):
             break
         crashed = begun if begun is not None and begun not in done else (max(done) + 1 if done else start)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -98,11 +97,14 @@ def compare(name, make, param_dtype, edits=None, steps=5):
     print("RESULT " + json.dumps(dict(name=name, difference=difference, finite=finite, paths=sorted(fused_paths),
                                       dtypes=fused_dtypes, reference_dtypes=reference_dtypes)), flush=True)
 
-adafactor = lambda params, fused, sd: descend.Adafactor(params, beta1=0.9, weight_decay=0.01, fused=fused, state_dtype=sd)
+def adafactor(params, fused, state_dtype):
+    return descend.Adafactor(params, beta1=0.9, weight_decay=0.01, fused=fused, state_dtype=state_dtype)
+
 for param_dtype, state_dtype in [("float32", "bfloat16"), ("float64", "float32"), ("float32", "float64"),
                                  ("bfloat16", "bfloat16"), ("float16", "float32")]:
     compare(f"adafactor-{param_dtype}-{state_dtype}",
-            lambda params, fused, sd=getattr(torch, state_dtype): adafactor(params, fused, sd), getattr(torch, param_dtype))
+            lambda params, fused, sd=getattr(torch, state_dtype): adafactor(params, fused, sd),
+            getattr(torch, param_dtype))
 
 EDITS = {2: torch.bfloat16, 4: torch.float64, 6: None}
 for name, make in [
@@ -120,8 +122,9 @@ def memory_cases():
 
 
 @needs_compiler
-@pytest.mark.parametrize("case", ["adafactor-float32-bfloat16", "adafactor-float64-float32", "adafactor-float32-float64",
-                                  "adafactor-bfloat16-bfloat16", "adafactor-float16-float32"])
+@pytest.mark.parametrize("case", ["adafactor-float32-bfloat16", "adafactor-float64-float32",
+                                  "adafactor-float32-float64", "adafactor-bfloat16-bfloat16",
+                                  "adafactor-float16-float32"])
 def test_item1_adafactor_with_a_state_dtype_unlike_the_parameter_matches_the_reference(memory_cases, case):
     """Item 1: the hand-written Adafactor kernel read bf16/fp32 statistics as the parameter's type, past the
     end of their buffers (glibc aborts, SIGSEGV, NaN parameters)."""
@@ -219,7 +222,8 @@ def test_item4_stochastic_rounding_draws_new_bits_every_step(name, fused):
     elements = 4096 if fused is None else 512
     param = torch.nn.Parameter(torch.zeros(elements))
     if name == "SGD":
-        optimizer = descend.SGD([param], lr=0.0, momentum=0.999, dampening=0.999, state_dtype=torch.bfloat16, fused=fused)
+        optimizer = descend.SGD([param], lr=0.0, momentum=0.999, dampening=0.999, state_dtype=torch.bfloat16,
+                                fused=fused)
         key, steps = "momentum_buffer", 3000
     else:
         optimizer = descend.Lion([param], lr=0.0, betas=(0.9, 0.999), state_dtype=torch.bfloat16, fused=fused)
@@ -386,8 +390,8 @@ def _run_with_a_changing_value(make_step, set_value, fused):
 
 
 @needs_compiler
-@pytest.mark.parametrize("kind", [ScaleByModuleVariable, ScaleThroughAHelper, ScaleThroughAMethod, ScaleByClassAttribute,
-                                  ScaleByModuleAttribute, ScaleByClassConstant, "closure"])
+@pytest.mark.parametrize("kind", [ScaleByModuleVariable, ScaleThroughAHelper, ScaleThroughAMethod,
+                                  ScaleByClassAttribute, ScaleByModuleAttribute, ScaleByClassConstant, "closure"])
 def test_item5_a_number_read_from_outside_the_fields_is_followed_by_the_kernel(kind):
     """Item 5: a formula reading a module constant (or a closure, a class attribute, a module's attribute, through
     a helper) got the value baked into the kernel: later values were ignored by the fused path only.  descend
@@ -413,7 +417,8 @@ def test_item5_a_number_hidden_in_an_object_sends_the_chain_to_the_reference_pat
     assert fused[0] == reference[0] == 111.0, (fused, reference)
     assert fused[1] == ["reference"]
     warned = [message for message in fused[2] if names in message]
-    assert len(warned) <= 1 and (warned or _warned_before(names)), fused[2]  # once, though every step made the step anew
+    # once, though every step made its step anew
+    assert len(warned) <= 1 and (warned or _warned_before(names)), fused[2]
 
 
 def _warned_before(text: str) -> bool:
@@ -1056,8 +1061,8 @@ def test_item15_sgd_without_momentum_keeps_no_state(options):
 # --- item 16: parameters on the meta device ----------------------------------------------------------------
 
 META_CLASSES = [(descend.SGD, dict(momentum=0.9)), (descend.Adagrad, {}), (descend.RMSprop, dict(centered=True)),
-                (descend.Adadelta, {}), (descend.Adam, dict(amsgrad=True)), (descend.AdamW, {}), (descend.Adafactor, {}),
-                (descend.Lion, {}), (descend.NAdam, {}), (descend.RAdam, {})]
+                (descend.Adadelta, {}), (descend.Adam, dict(amsgrad=True)), (descend.AdamW, {}),
+                (descend.Adafactor, {}), (descend.Lion, {}), (descend.NAdam, {}), (descend.RAdam, {})]
 
 
 @pytest.mark.parametrize("options", [dict(), dict(foreach=True), dict(fused=False), dict(nonfinite="skip")])

@@ -146,7 +146,8 @@ def _outside(kind: type) -> tuple:
                          "field of the step") from None
     values = tuple(values)
     if external.too_many_values(kind, values):
-        raise Opaque(f"{kind.__name__} reads {', '.join(label for label, _ in reads)}, whose value has changed more than "
+        labels = ", ".join(label for label, _ in reads)
+        raise Opaque(f"{kind.__name__} reads {labels}, whose value has changed more than "
                      f"{external.MAX_VALUES} times (each value is a kernel of its own); a number that changes belongs "
                      "in a field of the step, where one kernel serves every value")
     return values
