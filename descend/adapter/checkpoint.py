@@ -4,8 +4,10 @@ A checkpoint records the optimizer that wrote it (``"optimizer"``), so that anot
 before anything changes; one written by torch.optim records none, and is refused when its param groups
 hold a hyperparameter that only other torch classes take (SGD's ``dampening`` loaded into Adam) or lack
 one every torch checkpoint of this class holds.  A state entry is accepted when this optimizer keeps it
-under some setting of its hyperparameters (a run that switched ``amsgrad`` off, or ramped momentum to 0,
-resumes), and loaded as its declaration says (dtype, device, layout): torch's own casting to the
+under some setting of its hyperparameters (a run that switched ``amsgrad`` off, ramped momentum to 0 or set
+Adafactor's ``beta1`` to None resumes): every entry of a checkpoint that records this optimizer's class
+(it wrote them), and for a torch.optim checkpoint the entries the class lists in ``state_keys``.  Entries
+are loaded as its declaration says (dtype, device, layout): torch's own casting to the
 parameter's dtype would lose the bits of a 16-bit parameter's float32 state.
 """
 from __future__ import annotations
@@ -65,9 +67,10 @@ class Checkpoints:
                 state_dict = result
         state_dict = dict(state_dict)
         skipped_steps = state_dict.pop("skipped_steps", 0)
-        self._check_kind(state_dict.pop("optimizer", None), state_dict)
+        kind = state_dict.pop("optimizer", None)
+        self._check_kind(kind, state_dict)
         state_dict = self._without_empty_entries(state_dict)
-        self._check_state_dict(state_dict)
+        self._check_state_dict(state_dict, written_by_this_class=kind is not None)
         hooks = self._optimizer_load_state_dict_pre_hooks, self._optimizer_load_state_dict_post_hooks
         self._optimizer_load_state_dict_pre_hooks = self._optimizer_load_state_dict_post_hooks = OrderedDict()
         try:
@@ -122,7 +125,7 @@ class Checkpoints:
         plan, _ = compile(self.full_chain(values), values.get("maximize", False))
         return plan.variant(param.dim()).spec_of
 
-    def _check_state_dict(self, state_dict: dict[str, Any]) -> None:
+    def _check_state_dict(self, state_dict: dict[str, Any], written_by_this_class: bool) -> None:
         owner = type(self).__name__
         groups, saved_groups = self.param_groups, state_dict.get("param_groups", [])
         if len(groups) != len(saved_groups) or any(
@@ -142,7 +145,7 @@ class Checkpoints:
             declared = self._declared(group_of[saved], param)
             known = set(declared) | set(self.state_keys) | {"step"} | set(self.ignored_state_keys)
             unknown = set(entries) - known
-            if unknown:
+            if unknown and not written_by_this_class:
                 raise ValueError(
                     f"{owner}.load_state_dict: state {sorted(unknown)} of parameter {saved!r} is not kept by {owner} "
                     "under any setting; is the checkpoint from another optimizer?")
@@ -186,6 +189,11 @@ class Checkpoints:
                         state[key] = value
                     else:  # a fresh copy of the checkpoint's own tensor, laid out as declared
                         state[key] = refit(spec, value, target, codec, type(self).__name__)
+                for key, value in entries.items():  # kept under another setting (amsgrad on): as it was saved
+                    loaded = state.get(key)
+                    if key not in declared and key != "step" and isinstance(value, Tensor) and \
+                            isinstance(loaded, Tensor) and loaded.dtype != value.dtype and not is_dtensor(loaded):
+                        state[key] = value.detach().to(device=loaded.device, copy=True)
         for state in self.state.values():  # entries of parameters the groups do not name (a hook's)
             if isinstance(state, dict):
                 normalise_step(state)

@@ -106,27 +106,44 @@ def check_buffers(segment: Segment, layout: Layout, table: list[list[Tensor]], p
                   factored: bool) -> None:
     """Raises ``RuntimeError`` unless every buffer is one the kernel was generated for: the role's dtype, on
     the CPU, with the element count and layout the role has for its parameter (like the parameter for
-    element roles, contiguous for row/column state)."""
+    element roles, contiguous for row/column state).  Checked on every call, for every buffer (one pass of
+    list comprehensions per role; the precise complaint is looked for only when something is wrong)."""
+    shapes = strides = None
     for role, tensors in zip(segment.loads, table):
         dtype = layout.dtype(role)
-        element = segment.axes[role] == frozenset("bij")
-        for tensor, param in zip(tensors, params):
-            if not isinstance(tensor, Tensor) or tensor.dtype != dtype or tensor.device.type != "cpu" or \
-                    tensor.layout != torch.strided:
-                raise RuntimeError(f"descend: the {role} buffer is {_describe(tensor)}, the kernel takes {dtype} on "
-                                   "the CPU; nothing was run")
-            if element:
-                if tensor.shape != param.shape or tensor.stride() != param.stride() or (
-                        factored and not tensor.is_contiguous()):
-                    raise RuntimeError(f"descend: the {role} buffer has shape {tuple(tensor.shape)} and strides "
-                                       f"{tensor.stride()}, its parameter {tuple(param.shape)} and {param.stride()}; "
-                                       "nothing was run")
-            else:
-                expected = _vector_size(segment.axes[role], param)
-                if tensor.numel() != expected or not tensor.is_contiguous():
-                    raise RuntimeError(f"descend: the {role} buffer has {tensor.numel()} elements "
-                                       f"(contiguous: {tensor.is_contiguous()}), the kernel reads {expected}; "
-                                       "nothing was run")
+        fine = all(isinstance(t, Tensor) and t.dtype == dtype and t.is_cpu and t.layout == torch.strided
+                   for t in tensors)
+        if fine and segment.axes[role] == frozenset("bij"):
+            if shapes is None:
+                shapes, strides = [p.shape for p in params], [p.stride() for p in params]
+            fine = [t.shape for t in tensors] == shapes and [t.stride() for t in tensors] == strides and (
+                not factored or all(t.is_contiguous() for t in tensors))
+        elif fine:
+            fine = [t.numel() for t in tensors] == [_vector_size(segment.axes[role], p) for p in params] and all(
+                t.is_contiguous() for t in tensors)
+        if not fine:
+            _refuse(role, dtype, segment.axes[role] == frozenset("bij"), tensors, params, factored, segment)
+
+
+def _refuse(role, dtype, element, tensors, params, factored, segment) -> None:
+    for tensor, param in zip(tensors, params):
+        if not isinstance(tensor, Tensor) or tensor.dtype != dtype or not tensor.is_cpu or \
+                tensor.layout != torch.strided:
+            raise RuntimeError(f"descend: the {role} buffer is {_describe(tensor)}, the kernel takes {dtype} on "
+                               "the CPU; nothing was run")
+        if element:
+            if tensor.shape != param.shape or tensor.stride() != param.stride() or (
+                    factored and not tensor.is_contiguous()):
+                raise RuntimeError(f"descend: the {role} buffer has shape {tuple(tensor.shape)} and strides "
+                                   f"{tensor.stride()}, its parameter {tuple(param.shape)} and {param.stride()}; "
+                                   "nothing was run")
+        else:
+            expected = _vector_size(segment.axes[role], param)
+            if tensor.numel() != expected or not tensor.is_contiguous():
+                raise RuntimeError(f"descend: the {role} buffer has {tensor.numel()} elements "
+                                   f"(contiguous: {tensor.is_contiguous()}), the kernel reads {expected}; "
+                                   "nothing was run")
+    raise RuntimeError(f"descend: the {role} buffers do not fit the kernel; nothing was run")
 
 
 def _vector_size(axes: frozenset, param: Tensor) -> int:

@@ -21,7 +21,7 @@ from torch import Tensor
 from ..plan.formula import ScalarList, TensorList
 from ..plan.plan import Plan, Variant
 from ..plan.state import Codec
-from ..plan.trace import global_label
+from ..plan.trace import UNDECLARED, global_label
 
 SIXTEEN_BIT = (torch.bfloat16, torch.float16)
 CHUNK_ELEMENTS = 1 << 20  # lists go in chunks of max(largest tensor, this) elements: bounded temporaries
@@ -67,22 +67,37 @@ class Work:
 # --- state as a formula sees it ------------------------------------------------------------------
 
 
+class UndeclaredState(KeyError):
+    """A formula read or assigned a state entry that no step of its chain declares."""
+
+    def __str__(self):
+        return self.args[0]
+
+
+def _declared(key, variant: Variant) -> None:
+    if key not in variant.declared_keys:
+        raise UndeclaredState(f"state {key!r} is read or assigned, but {UNDECLARED}")
+
+
 class Overlay(dict):
     """One parameter's state during one update: reads give the current value (16-bit state widened to
-    float32, scalar state as a number), assignments are kept unrounded until ``flush``."""
+    float32, scalar state as a number), assignments are kept unrounded until ``flush``.  Only the entries
+    the chain declares can be read or assigned (not the step counter, say)."""
 
-    def __init__(self, state: dict, scalar_keys):
+    def __init__(self, state: dict, variant: Variant):
         super().__init__()
-        self.state, self.scalar_keys = state, scalar_keys
+        self.state, self.variant, self.scalar_keys = state, variant, variant.scalar_keys
         self.assigned: dict[str, Any] = {}
 
     def __missing__(self, key):
+        _declared(key, self.variant)
         value = self.state[key]
         if key in self.scalar_keys:
             return value.item()
         return value.float() if value.dtype in SIXTEEN_BIT else value
 
     def __setitem__(self, key, value):
+        _declared(key, self.variant)
         super().__setitem__(key, value)
         self.assigned[key] = value
 
@@ -97,18 +112,20 @@ class Overlay(dict):
 class ListOverlay(dict):
     """``Overlay`` for a list of parameters: entries are ``TensorList`` (or ``ScalarList``) values."""
 
-    def __init__(self, states: list[dict], scalar_keys):
+    def __init__(self, states: list[dict], variant: Variant):
         super().__init__()
-        self.states, self.scalar_keys = states, scalar_keys
+        self.states, self.variant, self.scalar_keys = states, variant, variant.scalar_keys
         self.assigned: dict[str, list] = {}
 
     def __missing__(self, key):
+        _declared(key, self.variant)
         if key in self.scalar_keys:
             return ScalarList(state[key].item() for state in self.states)
         values = [state[key] for state in self.states]
         return TensorList(v.float() if v.dtype in SIXTEEN_BIT else v for v in values)
 
     def __setitem__(self, key, value):
+        _declared(key, self.variant)
         super().__setitem__(key, value)
         self.assigned[key] = value
 
@@ -183,7 +200,7 @@ def _run(work: Work, param: Tensor, grad: Tensor, state: dict, t: float) -> None
     """The chain on one tensor: ``param`` updated in place, ``state`` stored through the codec."""
     lanes = work.lanes
     value, u = _start(param, grad, work.maximize)
-    view = Overlay(state, work.variant.scalar_keys)
+    view = Overlay(state, work.variant)
     for index, step in enumerate(work.chain):
         kind = getattr(step, "kind", "elementwise")
         if kind == "matrix":
@@ -238,7 +255,7 @@ def contributions(work: Work, stage: int) -> dict[str, float]:
             continue
         t = work.t(i)
         value, u = _start(param, grad, work.maximize)
-        view = Overlay(state, work.variant.scalar_keys)  # never flushed: nothing is stored
+        view = Overlay(state, work.variant)  # never flushed: nothing is stored
         for index, step in enumerate(work.chain[:upto + 1]):
             if index in steps_of:
                 for name, contribution in step.contributions(u, value, view, t).items():
@@ -319,7 +336,7 @@ def _update_chunk(work: Work, indices: list[int]) -> None:
     grads = [work.grads[i] for i in indices]
     grads = [g.float() if g.dtype in SIXTEEN_BIT else g for g in grads]
     us = TensorList(torch._foreach_neg(grads) if work.maximize else torch._foreach_mul(grads, 1.0))
-    view = ListOverlay(states, work.variant.scalar_keys)
+    view = ListOverlay(states, work.variant)
     for index, step in enumerate(work.chain):
         kind = getattr(step, "kind", "elementwise")
         if kind == "matrix":

@@ -55,6 +55,7 @@ class Adafactor(ChainOptimizer):
     """
 
     elementwise = False  # row/column statistics and RMS values span the whole matrix
+    state_keys = frozenset({"exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_sq", "exp_avg"})  # exp_avg: with beta1
     ignored_state_keys = frozenset({"RMS"})  # Hugging Face's Adafactor keeps RMS(θ) of the last step; not needed
 
     def __init__(

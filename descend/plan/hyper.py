@@ -6,6 +6,9 @@ alike): a number (``float``, ``int``, a numpy scalar, a one-element tensor) is a
 every number inside a tuple, a list or a nested dataclass (``betas: tuple``).  ``None``, booleans,
 strings, dtypes and enums are structure.  Anything else (a settings object, a callable) cannot be read
 safely (a number hidden in it would be baked into a kernel): such a step runs on the reference path.
+Attributes an instance holds beside its fields (set in ``__post_init__``) are read the same way.  What a
+step's code reads from outside the instance (module variables, closures, class attributes) is part of the
+structure by value: see descend.plan.external.
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from . import external
 
 NUMBER = "#"  # what a number contributes to a chain's structure: its position, never its value
 
@@ -52,9 +57,39 @@ def walk(value: Any, path: str, numbers: list[float], names: list[str]):
     if isinstance(value, (tuple, list)):
         return (type(value), tuple(walk(item, f"{path}[{i}]", numbers, names) for i, item in enumerate(value)))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return (type(value), tuple((f.name, walk(getattr(value, f.name), f"{path}.{f.name}", numbers, names))
-                                   for f in dataclasses.fields(value)))
-    raise Opaque(f"{path} holds {type(value).__name__} {value!r:.60}, which is neither a number nor structure")
+        return (type(value), tuple((name, walk(getattr(value, name), f"{path}.{name}", numbers, names))
+                                   for name in settings_of(value)))
+    raise Opaque(f"{path} holds {_kind_of(value)}, which is neither a number nor structure")
+
+
+def _by_value(value: Any):
+    """A hashable key of what ``value`` holds: numbers and structure by value, code (a function, a class) by
+    identity (the key keeps it alive, so its id is never another's)."""
+    if value is external.MISSING:
+        return "missing"
+    if is_number(value):
+        return as_float(value)
+    if isinstance(value, _STRUCTURE):
+        return ("=", value)
+    if isinstance(value, (tuple, list)):
+        return (type(value), tuple(_by_value(item) for item in value))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (type(value), tuple((name, _by_value(getattr(value, name))) for name in settings_of(value)))
+    if external.is_code(value):
+        try:
+            hash(value)
+        except TypeError:
+            raise Opaque(f"an unhashable {type(value).__qualname__}") from None
+        return ("code", value)
+    raise Opaque(_kind_of(value))
+
+
+def _kind_of(value: Any) -> str:
+    """What a value is, for a message that stays the same from step to step (no address in it: descend warns
+    once per reason)."""
+    if isinstance(value, Tensor):
+        return f"a tensor of {value.numel()} elements"
+    return f"a value of type {type(value).__qualname__}"
 
 
 # the methods whose code defines a step: redefining one at run time makes a new plan
@@ -72,10 +107,50 @@ def describe(chain, maximize: bool) -> tuple[tuple, list[float], list[str]]:
         if not dataclasses.is_dataclass(step):
             raise Opaque(f"{kind.__name__} is not a dataclass, so its settings cannot be read; decorate it with "
                          "@dataclass")
-        settings = tuple((f.name, walk(getattr(step, f.name), f"{kind.__name__}.{f.name}", numbers, names))
-                         for f in dataclasses.fields(step))
-        key.append((kind, tuple(getattr(kind, name, None) for name in DEFINING), settings))
+        settings = tuple((name, walk(getattr(step, name), f"{kind.__name__}.{name}", numbers, names))
+                         for name in settings_of(step))
+        key.append((kind, tuple(getattr(kind, name, None) for name in DEFINING), settings, _outside(kind)))
     return tuple(key), numbers, _unique(names)
+
+
+def settings_of(step) -> tuple[str, ...]:
+    """The names of what a dataclass instance holds: its fields, then any attribute its ``__dict__`` holds
+    beside them (set in ``__post_init__``), which its formula may read as well."""
+    kind = type(step)
+    names = _field_names.get(kind)
+    if names is None:
+        names = _field_names[kind] = tuple(f.name for f in dataclasses.fields(step))
+    extra = getattr(step, "__dict__", None)
+    if extra and len(extra) > len(names):
+        return names + tuple(sorted(set(extra) - set(names)))
+    return names
+
+
+_field_names: dict[type, tuple[str, ...]] = {}
+
+
+def _outside(kind: type) -> tuple:
+    """What ``kind``'s code reads from outside the instance (descend.plan.external), by value: a number or
+    structure there is baked into the kernel, so its value is part of the plan's key."""
+    reads = external.reads(kind)
+    if not reads:
+        return ()
+    values = []
+    for label, read in reads:
+        value = read()
+        try:
+            values.append((label, _by_value(value)))
+        except Opaque:
+            raise Opaque(f"{kind.__name__} reads {label}, which holds {_kind_of(value)}: neither "
+                         "a number nor structure, so a kernel would keep the value it had when traced; pass it as a "
+                         "field of the step") from None
+    values = tuple(values)
+    if external.too_many_values(kind, values):
+        labels = ", ".join(label for label, _ in reads)
+        raise Opaque(f"{kind.__name__} reads {labels}, whose value has changed more than "
+                     f"{external.MAX_VALUES} times (each value is a kernel of its own); a number that changes belongs "
+                     "in a field of the step, where one kernel serves every value")
+    return values
 
 
 def _unique(names: list[str]) -> list[str]:
@@ -99,8 +174,8 @@ def symbolic(value: Any, leaves):
     if isinstance(value, (tuple, list)):
         return type(value)(symbolic(item, leaves) for item in value)
     copy = _copy(value)
-    for f in dataclasses.fields(value):
-        object.__setattr__(copy, f.name, symbolic(getattr(value, f.name), leaves))
+    for name in settings_of(value):
+        object.__setattr__(copy, name, symbolic(getattr(value, name), leaves))
     return copy
 
 

@@ -10,6 +10,7 @@ its ``reason`` says why, and it runs on the reference path.
 """
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from .formula import NotTraceable, topological
 from .hyper import Opaque, describe
 from .schedule import Schedule, schedule
 from .state import StateSpec
-from .trace import Segment, global_label, trace
+from .trace import Segment, UndeclaredState, global_label, trace
 
 
 @dataclass
@@ -50,6 +51,11 @@ class Variant:
     @property
     def spec_of(self) -> dict[str, StateSpec]:
         return {spec.key: spec for spec in self.specs}
+
+    @functools.cached_property
+    def declared_keys(self) -> frozenset[str]:
+        """Every state entry a formula may read or assign: the declared ones and the scalar state."""
+        return frozenset(spec.key for spec in self.specs) | frozenset(self.scalar_keys)
 
     @property
     def segments(self) -> list[Segment]:
@@ -120,7 +126,13 @@ def _opaque_plan(chain, maximize, reason) -> Plan:
 def _specs(chain, ndim: int) -> tuple[tuple[StateSpec, ...], tuple[int, ...]]:
     specs: dict[str, tuple[StateSpec, int]] = {}
     for index, step in enumerate(chain):
-        for spec in step.state_specs(ndim):
+        try:  # a reserved name ("grad", "param", "step") is refused here, on the first step, before any update
+            declared = tuple(step.state_specs(ndim))
+            for key in getattr(step, "scalar_state", ()):
+                StateSpec(key, shape="scalar")
+        except ValueError as error:
+            raise ValueError(f"{type(step).__name__} cannot keep its state: {error}") from None
+        for spec in declared:
             if spec.key in specs and specs[spec.key][0] != spec:
                 raise ValueError(f"{type(step).__name__} declares state {spec.key!r} as {spec}, but "
                                  f"{type(chain[specs[spec.key][1]]).__name__} declares it as {specs[spec.key][0]}")
@@ -146,6 +158,8 @@ def _variant(plan: Plan, ndim: int) -> Variant:
         schedules = [schedule(piece.outputs, role_axes=piece.axes) if isinstance(piece, Segment) else None
                      for piece in pieces]
         stages = _global_stages(segments[0]) if segments else []
+    except UndeclaredState as error:  # refused on the first step, before anything is updated
+        raise ValueError(str(error)) from None
     except NotTraceable as error:
         return Variant(**common, pieces=None, schedules=[], globals=untraced_globals, reads_t=True, reads_ndim=True,
                        reason=str(error))

@@ -21,6 +21,14 @@ MATRIX_INPUT = "matrix_out"  # the role a segment after a matrix step reads its 
 MATRIX_OUTPUT = "matrix_in"  # the role a segment before a matrix step writes its u to
 
 
+class UndeclaredState(NotTraceable):
+    """A formula reads or writes a state entry no step of the chain declares: no path can run it."""
+
+
+UNDECLARED = ("no step of the chain declares it in its state_specs ('param', 'grad' and 'step' are the optimizer's "
+              "own and cannot name an entry)")
+
+
 class TracedState(dict):
     """The parameter's state while a chain is traced: reading a key loads it (once), assigning stores it;
     later reads see the assigned value."""
@@ -36,8 +44,7 @@ class TracedState(dict):
         elif key in self.specs:
             value = self.graph.leaf("load", key, AXES_OF_SHAPE[self.specs[key].shape])
         else:
-            raise NotTraceable(f"reads state {key!r}, which none of the chain's steps keeps (declare it in a "
-                               "step's state_specs)")
+            raise UndeclaredState(f"reads state {key!r}, but {UNDECLARED}")
         super().__setitem__(key, value)
         return value
 
@@ -45,7 +52,7 @@ class TracedState(dict):
         if key in self.scalar_keys:
             raise NotTraceable(f"scalar state {key!r} is written in prepare(), not in formula()")
         if key not in self.specs:
-            raise NotTraceable(f"writes state {key!r}, which no step of the chain declares in its state_specs")
+            raise UndeclaredState(f"writes state {key!r}, but {UNDECLARED}")
         value = value if isinstance(value, Expr) else self.graph._wrap(value)
         expected = AXES_OF_SHAPE[self.specs[key].shape]
         if not value.axes <= expected:
@@ -136,7 +143,7 @@ def trace(chain: Sequence, maximize: bool, ndim: int, specs: dict[str, StateSpec
             else:
                 u = symbolic_step.formula(u, param, state, t)
         except NotTraceable as error:
-            raise NotTraceable(f"{name}: {error}") from None
+            raise type(error)(f"{name}: {error}") from None
         except Exception as error:  # an op the tracer does not know, a tensor method on a symbol, ...
             raise NotTraceable(f"{name}: {type(error).__name__}: {error}") from None
         if not isinstance(u, Expr):
