@@ -169,6 +169,8 @@ def trajectories(paths: Mapping[str, np.ndarray], title: str, contour: tuple | N
     # one unit is as long on both axes; the plot area shrinks to the window's shape instead of stretching it
     spec_layout["yaxis"].update(scaleanchor="x", scaleratio=1, constrain="domain")
     spec_layout["xaxis"]["constrain"] = "domain"
+    # the legend inside the paper's right edge: the equal-aspect plot area leaves room there on a wide page
+    spec_layout["legend"].update(x=1.0, xanchor="right", y=1.0, yanchor="top", bgcolor="rgba(255,255,255,0.85)")
     if bounds is not None:
         spec_layout["xaxis"]["range"], spec_layout["yaxis"]["range"] = list(bounds[0]), list(bounds[1])
     if playground is not None:

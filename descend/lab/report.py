@@ -342,7 +342,8 @@ SCRIPT = """
 def number_text(value: Any) -> str:
     """A number as the report shows it: ``0.0448``, ``1.1``, ``3.31e-4``, ``1e-6``, ``2.5e5``; ``—`` for none.
 
-    Three significant digits; between 10⁻³ and 10⁴ in plain decimals, outside in a short exponent form.
+    Three significant digits; between 10⁻³ and 10⁵ in plain decimals, outside in a short exponent form (the
+    playground's ``formatNumber`` in ``static/format.js`` follows the same rule).
     Non-finite values (written as "nan", "inf" in results.json) are shown as such.
     """
     if value is None:
@@ -356,9 +357,12 @@ def number_text(value: Any) -> str:
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "−inf")
     if value == 0:
         return "0"
-    if 1e-3 <= abs(value) < 1e4:
-        return f"{value:.3g}"
-    mantissa, exponent = f"{value:.2e}".split("e")
+    rounded = float(f"{value:.3g}")  # 99999 → 1e5 and 0.00099999 → 0.001, as the playground shows them
+    if 1e-3 <= abs(rounded) < 1e5:
+        decimals = max(0, 2 - math.floor(math.log10(abs(rounded))))
+        text = f"{rounded:.{decimals}f}"
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    mantissa, exponent = f"{rounded:.2e}".split("e")
     mantissa = mantissa.rstrip("0").rstrip(".")
     return f"{mantissa}e{int(exponent)}"
 
