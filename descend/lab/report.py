@@ -140,8 +140,8 @@ body.projector .bar a { display: none; }
 body.projector .slide { min-height: 100vh; display: flex; flex-direction: column; justify-content: center;
                         margin: 0; padding: 0.5em 0; scroll-snap-align: start; scroll-margin-top: 0;
                         border-bottom: 1px dashed var(--line); }
-body.projector figure img { max-height: calc(100vh - 6.5em); max-width: 100%; width: auto; align-self: center;
-                            object-fit: contain; }
+body.projector figure.slide { height: 100vh; min-height: 0; }
+body.projector figure img { flex: 1 1 0; min-height: 0; width: 100%; object-fit: contain; border: none; }
 body.projector .plot { min-height: 0; }
 body.projector figcaption, body.projector .playground-link { font-size: 20px; }
 body.projector .claim dl, body.projector table.claims, body.projector table.tuning { font-size: 20px; }
@@ -152,14 +152,14 @@ body.projector header h1 { font-size: 2.2em; }
 html.snap { scroll-snap-type: y proximity; scroll-padding-top: 0; }
 """
 
-SCRIPT = """
+SCRIPT = r"""
 (function () {
   'use strict';
   var body = document.body, params = new URLSearchParams(location.search);
   var PROJECTOR_FONT = 20;
 
   // ---- figures: drawn from their specs, redrawn for the projector ------------------------------
-  function layoutFor(spec, projector) {
+  function layoutFor(spec, projector, element) {
     var layout = Object.assign({autosize: true, paper_bgcolor: 'white', plot_bgcolor: 'white',
                                 font: {family: 'system-ui, sans-serif', size: 12}}, spec.layout || {});
     layout = JSON.parse(JSON.stringify(layout));
@@ -172,7 +172,10 @@ SCRIPT = """
       layout.font = Object.assign({}, layout.font, {size: PROJECTOR_FONT});
       if (layout.title) layout.title = Object.assign({}, layout.title, {font: {size: PROJECTOR_FONT + 4}});
       // the figure, its caption and its link on one screen
-      layout.height = Math.max(320, window.innerHeight - 130);
+      var others = [].slice.call(element.parentElement.children).filter(function (c) {
+        return c !== element && c.tagName !== 'SCRIPT';
+      }).reduce(function (sum, c) { return sum + c.getBoundingClientRect().height; }, 0);
+      layout.height = Math.max(300, window.innerHeight - others - 30);
       layout.legend = Object.assign({}, layout.legend || {}, {font: {size: PROJECTOR_FONT - 2}});
       layout.margin = Object.assign({}, layout.margin || {}, {t: 60, b: 70});
       (layout.sliders || []).forEach(function (s) {
@@ -194,7 +197,7 @@ SCRIPT = """
       document.getElementById(element.getAttribute('data-spec')).textContent));
     var projector = body.classList.contains('projector');
     element.setAttribute('data-ready', '0');
-    return Plotly.react(element, dataFor(spec, projector), layoutFor(spec, projector),
+    return Plotly.react(element, dataFor(spec, projector), layoutFor(spec, projector, element),
                         {responsive: true, displaylogo: false})
       .then(function () { element.setAttribute('data-ready', '1'); });
   }

@@ -282,6 +282,8 @@ class ConvexHull(Landscape):
     def __init__(self, **params):
         super().__init__(**params)
         centers, curvatures = self._samples(params.get("centers"), params.get("curvatures"))
+        if "centers" in params:  # kept with the knobs, so that a copy with another batch size has the same samples
+            self.params.update(centers=centers.tolist(), curvatures=curvatures.tolist())
         if self.params["batch"] > len(centers):
             raise ValueError(f"{self.title}: batch must lie in [1, {len(centers)}] (the number of samples), "
                              f"got {self.params['batch']}")
