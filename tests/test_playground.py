@@ -709,3 +709,20 @@ def test_a_run_past_1e10_is_shown_as_diverged(playground):
     assert page.locator(".run[data-index='0'] .status").inner_text() == f"diverged at step {past}"
     page.close()
     assert playground.errors == []
+
+
+def test_the_note_says_when_the_setup_has_moved_away_from_its_preset(playground):
+    page = playground.open()
+    choose_preset(page, "Escaping a saddle")
+    assert page.locator("#notice h2").inner_text().lower() == "what to notice"
+    box = page.locator(".run[data-index='0'] input[type=number][data-name='lr']")
+    box.fill("0.2")
+    box.press("Enter")
+    settle(page)
+    assert "as it was" in page.locator("#notice h2").inner_text().lower()
+    box.fill("0.05")  # back to the preset's value
+    box.press("Enter")
+    settle(page)
+    assert page.locator("#notice h2").inner_text().lower() == "what to notice"
+    page.close()
+    assert playground.errors == []

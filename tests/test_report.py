@@ -194,3 +194,23 @@ def test_setup_links_round_trip_and_refuse_what_is_not_a_setup():
         encode_setup({**setup, "colour": "red"})
     with pytest.raises(ValueError):
         encode_setup({**setup, "steps": math.nan})
+
+
+def test_a_category_keeps_its_colour_across_panels_and_never_wears_an_optimizers():
+    from descend.lab import style
+
+    # the learning-rate figure's two panels label the same three rates differently
+    for category in ("too low", "right", "too high"):
+        assert style.color(f"{category} (α = 0.01)") == style.color(f"{category} (1e-4): test accuracy 0.09")
+    assert len({style.color(c) for c in ("too low", "right", "too high")}) == 3
+    assert style.color("Adam (lr 0.1)") == style.KNOWN["Adam"] and style.color("heavy ball (lr 0.3)") == \
+        style.KNOWN["SGD+momentum"]
+    assert not set(style.FALLBACK) & set(style.KNOWN.values())
+    assert set(style.SEMANTIC.values()) <= set(style.FALLBACK)
+    labels = ["β = 0.0", "β = 0.5", "β = 0.9", "EMA form", "velocity form", "Adam", "SGD (lr 0.1)"]
+    chosen = style.distinct(labels)
+    by_key = {}
+    for label, colour in chosen.items():
+        by_key.setdefault(colour, set()).add(style.key(label))
+    assert all(len(keys) == 1 for keys in by_key.values()), chosen  # no colour means two things
+    assert chosen["Adam"] == style.KNOWN["Adam"] and chosen["β = 0.0"] == style.color("β = 0.0")

@@ -353,6 +353,16 @@ function buildAll() {
   buildRuns();
 }
 
+// Whether the page still shows the preset: every value the preset sets is as it set it.
+function asPreset(state, preset) {
+  const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+  const setsAll = (given, now) => Object.entries(given || {}).every(([key, value]) => same(now?.[key], value));
+  return state.landscape === preset.landscape && same(state.start, preset.start) && state.steps === preset.steps &&
+    state.seed === preset.seed && setsAll(preset.params, state.params) && state.runs.length === preset.runs.length &&
+    preset.runs.every((run, i) => state.runs[i].optimizer === run.optimizer &&
+      (state.runs[i].batch ?? null) === (run.batch ?? null) && setsAll(run.hyperparameters, state.runs[i].hyperparameters));
+}
+
 // What to notice in a preset, with links to its claims in the lab report (served at /report/).
 function showNotice() {
   const box = $("notice"), preset = PRESETS[page.state.preset];
@@ -371,13 +381,8 @@ function showNotice() {
     if (i) links.append(", ");
     links.append(link);
   });
-  const { preset: _, ...now } = page.state;
-  const { notice, claims, ...setup } = preset;
-  const changedSince = JSON.stringify(now) !== JSON.stringify({ ...setup, params: now.params, runs: now.runs }) ||
-    JSON.stringify(now.runs.map((r) => [r.optimizer, r.batch ?? null])) !==
-      JSON.stringify(setup.runs.map((r) => [r.optimizer, r.batch ?? null]));
   const heading = document.createElement("h2");
-  heading.textContent = changedSince ? "What to notice (in the preset as it was)" : "What to notice";
+  heading.textContent = asPreset(page.state, preset) ? "What to notice" : "What to notice (in the preset as it was)";
   box.replaceChildren(heading, text, links);
   box.hidden = false;
 }
