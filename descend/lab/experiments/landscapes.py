@@ -100,7 +100,7 @@ PLAYGROUND = {
     "quadratic": ("quadratic", {"condition": 20.0, "angle": 0.0, "scale": 4.0, "span": 2.0}),  # ½(0.2x² + 4y²)
     "rosenbrock": ("rosenbrock", {}),
     "beale": ("beale", {}),
-    "saddle": ("saddle", {"wall": 0.0}),  # the bare x² − y²
+    "saddle": ("saddle", {"wall": saddle(0.0, 1.0) + 1.0}),  # x² − y² + c·y⁴, c read off f(0, 1) = c − 1
 }
 TOLERANCE = 1e-2  # distance to the minimum; for the saddle: |y| > 1 (escaped)
 DIVERGED = 1e6    # |θ| beyond this, or a non-finite gradient: the run diverged
@@ -276,7 +276,10 @@ def draw(ctx: Context, land: str, paths: dict[str, np.ndarray], entries: dict[st
              "one's fate.", tight=False)
     bounds = ((x0, x1), (y0, y1))
     playground_name, playground_params = PLAYGROUND[land]
-    runs = [plots.playground_run(OPTIMIZERS[name][0], lr=entries[name]["lr"], **OPTIMIZERS[name][1]) for name in paths]
+    tuned = {name: {"lr": entries[name]["lr"], **({"momentum": entries[name]["momentum"]}
+                                                   if entries[name].get("momentum") is not None else {})}
+             for name in paths}  # each optimizer's best setting, as the figure draws it
+    runs = [plots.playground_run(OPTIMIZERS[name][0], **{**OPTIMIZERS[name][1], **tuned[name]}) for name in paths]
     setup = plots.playground_setup(playground_name, start, steps, runs, playground_params,
                                    note="(Here each run stops once it arrives; the playground runs every step.)")
     ctx.interactive(plots.trajectories(paths, f"{land}: drag the slider to step through the paths; click a legend "
@@ -305,8 +308,8 @@ def zigzag_paths(steps: int = 100) -> tuple[dict[str, np.ndarray], dict[str, dic
             optimizer.step()
             path.append(theta.detach().numpy().copy())
         paths[label] = np.array(path)
-        reached, _ = score(paths[label], (0.0, 0.0))
-        used[label] = {**kwargs, "steps_to_tolerance": reached}
+        arrived = np.nonzero(np.linalg.norm(paths[label], axis=1) < TOLERANCE)[0]
+        used[label] = {**kwargs, "steps_to_tolerance": int(arrived[0]) if len(arrived) else None}
     return paths, used
 
 
