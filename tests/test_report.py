@@ -38,6 +38,23 @@ def claim(**fields):
     return base
 
 
+def test_the_lab_evidence_fields_read_as_meant():
+    from descend.lab.report import interval_method, seeds_text
+
+    # a deterministic run recorded as the interval [v, v]: one exact value, not an interval
+    exact = claim(deterministic=True, interval=[3.55, 3.55], ci=[3.55, 3.55], interval_method="deterministic",
+                  mean=3.55, n=1, effects=[3.55])
+    assert interval_of(exact) is None and effect_text(exact) == "3.55" and seeds_text(exact) == "1 (exact)"
+    ratio = claim(interval=[1.31, 1.73], interval_method="t-log", center="geometric mean", n=10, seeds_needed=3)
+    assert interval_method(ratio) == "95% t interval of the log, over seeds" and seeds_text(ratio) == "10 (3 needed)"
+    assert interval_method(claim(interval_method="order statistics (median)")) == "order statistics (median)"
+    assert seeds_text(claim(n=10, seeds_needed=10)) == "10" and seeds_text(claim(n=10, seeds_needed=None)) == "10"
+    fine = tuning_table({"quadratic: SGD": {"grid": {"lr": [round(0.01 * 10 ** (i / 8), 4) for i in range(17)]},
+                                            "best": {"lr": 0.422}, "at_edge": True, "edges": ["lr"], "flat": False,
+                                            "at_bound": [], "scores": [{"lr": 0.01, "score": 76.3}]}})
+    assert "lr ∈ 17 values from 0.01 to 1" in fine and "⚠ lr at grid edge" in fine
+
+
 def test_the_interval_is_read_from_interval_or_else_from_ci():
     assert interval_of(claim()) == [1.05, 1.55] and effect_text(claim()) == "1.3 [1.05, 1.55]"
     newer = claim(interval=[0.9, 1.7], interval_method="bootstrap, 95%")
@@ -122,7 +139,8 @@ def test_the_page_shows_the_new_fields_and_survives_unknown_ones(lab_report, tmp
                          reason="SGD's best learning rate is the top of its grid",
                          tuning={"SGD": {"grid": {"lr": [0.1, 0.3]}, "best": {"lr": 0.3}, "at_edge": True}})
     claims[second].update(kind="worked check", verdict="a verdict from the future", quote="paraphrase",
-                          interval=[1.0, 2.0], interval_method="bootstrap, 95%")
+                          interval=[1.0, 2.0], interval_method="bootstrap, 95%", beyond_course=True,
+                          figures=["landscapes-saddle.png", "landscapes-saddle-interactive.plotly.json"])
     richer["counts"] = {"experiment": {"held": 1}, "worked check": {"held": 1}}  # a shape the page must not need
     for path in lab_report.iterdir():
         (tmp_path / path.name).write_bytes(path.read_bytes())
@@ -133,7 +151,11 @@ def test_the_page_shows_the_new_fields_and_survives_unknown_ones(lab_report, tmp
     assert 'class="badge other">a verdict from the future' in page  # shown, in grey, never a crash
     assert 'data-kind="worked check"' in page and "bootstrap, 95%" in page
     assert f"“{html.escape(claims[first]['statement'])}”" in page  # verbatim: in quotation marks
-    assert "paraphrase</span>" in page
+    assert "paraphrase</span>" in page and "beyond the course</span>" in page
+    # a claim links to the figures that show it, and they are there to link to
+    for name in ("landscapes-saddle.png", "landscapes-saddle-interactive.plotly.json"):
+        anchor = report_module.figure_anchor(name)
+        assert f'href="#{anchor}"' in page and page.count(f'id="{anchor}"') == 1
 
 
 def test_every_landscape_figure_has_a_playground_link_the_page_accepts(lab_report):

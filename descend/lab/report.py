@@ -370,19 +370,33 @@ def number_text(value: Any) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
+# results.json's interval methods, in words
+METHODS = {
+    "t": "95% Student-t interval over seeds",
+    "t-log": "95% t interval of the log, over seeds",
+    "bootstrap": "95% bootstrap interval over seeds",
+    "clopper-pearson": "95% Clopper–Pearson interval of the proportion of seeds",
+    "wilson": "95% Wilson interval",
+}
+
+
 def interval_of(claim: dict[str, Any]) -> list[float] | None:
-    """``[low, high]``: the claim's ``interval``, or today's ``ci``; None for a single exact value."""
+    """``[low, high]``: the claim's ``interval``, or the older ``ci``; None for a single exact value (also when it
+    is recorded as the interval [v, v] of a deterministic run)."""
     interval = claim.get("interval", claim.get("ci"))
-    if isinstance(interval, (list, tuple)) and len(interval) == 2:
-        return list(interval)
-    return None
+    if not (isinstance(interval, (list, tuple)) and len(interval) == 2):
+        return None
+    if claim.get("interval_method") == "deterministic" or (claim.get("deterministic") and interval[0] == interval[1]):
+        return None
+    return list(interval)
 
 
 def interval_method(claim: dict[str, Any]) -> str:
     """How the interval was computed, in words ("" when there is none)."""
     if interval_of(claim) is None:
         return ""
-    return str(claim.get("interval_method") or "95% Student-t interval over seeds")
+    method = claim.get("interval_method")
+    return METHODS.get(str(method).lower(), str(method)) if method else METHODS["t"]
 
 
 def _deterministic(claim: dict[str, Any]) -> bool:
@@ -454,9 +468,14 @@ def source_text(claim: dict[str, Any]) -> str:
 
 
 def seeds_text(claim: dict[str, Any]) -> str:
+    """"1 (exact)", "10", or "10 (3 needed)": the seeds run, and the fewest that gave the same verdict."""
     if _deterministic(claim):
         return "1 (exact)"
-    return str(claim.get("n", len(claim.get("effects", [])) or "?"))
+    n = claim.get("n", len(claim.get("effects", [])) or "?")
+    needed = claim.get("seeds_needed")
+    if isinstance(needed, int) and not isinstance(needed, bool) and isinstance(n, int) and needed < n:
+        return f"{n} ({needed} needed)"
+    return str(n)
 
 
 def verdict_class(verdict: Any) -> str:
@@ -491,6 +510,13 @@ def _values(values: Any) -> str:
     return number_text(values) if isinstance(values, (int, float)) and not isinstance(values, bool) else str(values)
 
 
+def _grid_values(values: Any) -> str:
+    """A grid axis: every value, or its length and ends when it is long (fine grids have 17 values)."""
+    if isinstance(values, (list, tuple)) and len(values) > 7:
+        return f"{len(values)} values from {_values(values[0])} to {_values(values[-1])}"
+    return _values(values)
+
+
 def _settings(settings: Any) -> str:
     if isinstance(settings, dict):
         return ", ".join(f"{name} {_values(value)}" for name, value in settings.items())
@@ -506,11 +532,21 @@ def tuning_table(tuning: Any) -> str:
     for label, entry in tuning.items():
         entry = entry if isinstance(entry, dict) else {"grid": entry}
         grid = entry.get("grid")
-        grid_text = "; ".join(f"{name} ∈ {_values(values)}" for name, values in grid.items()) \
-            if isinstance(grid, dict) else _values(grid)
-        at_edge = entry.get("at_edge")
-        edge = ('<td class="at-edge">⚠ at grid edge</td>' if at_edge else
-                "<td>inside the grid</td>" if at_edge is not None else "<td></td>")
+        grid_text = "; ".join(f"{name} ∈ {_grid_values(values)}" for name, values in grid.items()) \
+            if isinstance(grid, dict) else _grid_values(grid)
+        at_edge, axes = entry.get("at_edge"), entry.get("edges") or []
+        notes = []
+        if entry.get("flat"):
+            notes.append("flat: no setting clearly better")
+        if entry.get("at_bound"):
+            notes.append(f"{', '.join(map(str, entry['at_bound']))} at its natural bound")
+        if at_edge:
+            where = f"{', '.join(map(str, axes))} " if axes else ""
+            edge = f'<td class="at-edge">⚠ {e(where)}at grid edge{e("; " + "; ".join(notes)) if notes else ""}</td>'
+        elif at_edge is not None:
+            edge = f'<td>inside the grid{e("; " + "; ".join(notes)) if notes else ""}</td>'
+        else:
+            edge = "<td></td>"
         rows.append(f"<tr><td>{e(str(label))}</td><td>{e(grid_text)}</td><td>{e(_settings(entry.get('best')))}</td>"
                     f"{edge}</tr>")
     return ('<table class="tuning"><thead><tr><th>optimizer</th><th>grid</th><th>best</th><th>edge</th></tr></thead>'
@@ -524,8 +560,16 @@ def _claim_block(claim_id: str, claim: dict[str, Any]) -> str:
     seeds = ('<span class="tag">deterministic: one run</span>' if _deterministic(claim)
              else f'<span class="tag">{e(_plural(int(claim.get("n", len(effects)) or 0), "seed"))}</span>')
     kind = f'<span class="tag kind">{e(str(claim["kind"]))}</span>' if claim.get("kind") else ""
+    if claim.get("beyond_course"):
+        kind += '<span class="tag">beyond the course</span>'
     reason, derived = reason_of(claim)
     method = interval_method(claim)
+    center = claim.get("center")
+    center_text = f"{e(str(center))} " if center and interval_of(claim) is not None else ""
+    shown = [f for f in claim.get("figures") or [] if isinstance(f, str)]
+    shown_row = ("<dt>shown in</dt><dd>" + ", ".join(
+        f'<a href="#{e(figure_anchor(f))}">{e(_figure_label(f, str(claim.get("experiment", ""))))}</a>'
+        for f in shown) + "</dd>") if shown else ""
     effect_note = f" ({e(method)})" if method else ""
     tuning = tuning_table(claim.get("tuning"))
     tuning_row = f"<dt>tuning</dt><dd>{tuning}</dd>" if tuning else ""
@@ -536,8 +580,20 @@ def _claim_block(claim_id: str, claim: dict[str, Any]) -> str:
             f'<dt>source</dt><dd>{e(source_text(claim))}</dd>'
             f'<dt>measured</dt><dd>{e(str(claim.get("measurement", "")))}</dd>'
             f'<dt>criterion</dt><dd>{e(str(claim.get("criterion", "")))} (fixed before the run)</dd>'
-            f'<dt>effect</dt><dd><b>{e(effect_text(claim))}</b>{effect_note}{seeds_row}</dd>'
-            f'<dt>why</dt><dd class="{"derived" if derived else ""}">{e(reason)}</dd>{tuning_row}</dl></div>')
+            f'<dt>effect</dt><dd>{center_text}<b>{e(effect_text(claim))}</b>{effect_note}{seeds_row}</dd>'
+            f'<dt>why</dt><dd class="{"derived" if derived else ""}">{e(reason)}</dd>{tuning_row}{shown_row}</dl></div>')
+
+
+def figure_anchor(filename: str) -> str:
+    """The id of a figure in the page: ``figure-`` and its file name (``figure-landscapes-quadratic-png``)."""
+    return "figure-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in filename)
+
+
+def _figure_label(filename: str, experiment: str) -> str:
+    """"quadratic (interactive)" for landscapes-quadratic-interactive.plotly.json."""
+    stem = _figure_stem(filename)
+    stem = stem[len(experiment) + 1:] if experiment and stem.startswith(experiment + "-") else stem
+    return f"{stem} ({'interactive' if filename.endswith('.plotly.json') else 'image'})"
 
 
 def _figure_stem(filename: str) -> str:
@@ -579,11 +635,13 @@ def _figure(figure: dict[str, str], folder: Path, index: int, playground: str) -
     caption = f'<figcaption>{e(figure.get("caption") or "")}</figcaption>' if figure.get("caption") else ""
     if figure.get("kind") == "interactive":
         spec = (folder / figure["file"]).read_text().replace("</", "<\\/")
-        return (f'<figure class="slide"><div class="plot" id="plot-{index}" data-spec="spec-{index}" '
+        return (f'<figure class="slide" id="{e(figure_anchor(figure["file"]))}">'
+                f'<div class="plot" id="plot-{index}" data-spec="spec-{index}" '
                 f'data-file="{e(figure["file"])}"></div>'
                 f'<script type="application/json" id="spec-{index}">{spec}</script>{caption}{playground}</figure>')
     alt = figure.get("caption") or figure["file"]
-    return (f'<figure class="slide"><img src="{e(figure["file"])}" alt="{e(alt)}" loading="lazy">{caption}'
+    return (f'<figure class="slide" id="{e(figure_anchor(figure["file"]))}"><img src="{e(figure["file"])}" '
+            f'alt="{e(alt)}" loading="lazy">{caption}'
             f'{playground}</figure>')
 
 
