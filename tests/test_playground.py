@@ -634,6 +634,10 @@ def test_the_presets_show_what_their_claims_say(playground):
     setup, answer = preset_result(page, "Learning rate: too low / just right / too high")
     low, right, high = answer["runs"]
     assert right["gaps"][-1] < 1e-4 < low["gaps"][-1] < low["gaps"][0] < high["gaps"][-1]
+    notice = page.evaluate("PRESETS['Learning rate: too low / just right / too high'].notice")
+    assert f"fallen by a factor {round(low['gaps'][0] / low['gaps'][-1])}" in notice
+    (x0, x1), (y0, y1) = answer["landscape"]["window"]
+    assert not (x0 <= high["points"][-1][0] <= x1 and y0 <= high["points"][-1][1] <= y1)  # it left the window
     page.close()
 
 
