@@ -5,7 +5,10 @@ import json
 import math
 import os
 import random
+import re
+import shutil
 import socket
+import subprocess
 import tomllib
 import urllib.error
 import urllib.request
@@ -531,3 +534,338 @@ def test_page_end_to_end_in_headless_chromium(server):
         assert "Adam: lr must be a finite number >= 0, got -3" in page.inner_text("#message")
         browser.close()
     assert all("status of 400" in problem for problem in problems), problems
+
+
+# --- the page's helpers (static/format.js) under Node, against their Python twins --------------------------
+
+NODE = shutil.which("node")
+FORMAT_JS = Path(api.__file__).parent / "static" / "format.js"
+
+
+def run_node(script: str):
+    if NODE is None:
+        pytest.skip("Node.js is not installed: the page's helpers are tested in Chromium only")
+    program = f"const f = require({json.dumps(str(FORMAT_JS))});\nconsole.log(JSON.stringify((() => {{ {script} }})()));"
+    done = subprocess.run([NODE, "-e", program], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+NUMBERS = [0, 1e-6, 2.5e-7, 3.31e-4, 0.00099999, 0.0123, 1.1, 545, 12345.6, 99999, 123456, 1.2e10, -4e-4, -0.5,
+           9.02e-16, 1e-300]
+
+
+def test_the_page_writes_numbers_as_the_report_does_and_never_as_zeros():
+    from descend.lab.report import number_text
+
+    shown = run_node(f"return {json.dumps(NUMBERS)}.map((v) => f.formatNumber(v));")
+    assert shown == [number_text(v) for v in NUMBERS]
+    assert shown[1] == "1e-6" and shown[2] == "2.5e-7" and shown[9] == "1e5"
+    assert run_node("return [f.formatNumber(null), f.formatNumber(Infinity), f.formatNumber(0.000001, 4)];") == [
+        "", "inf", "1e-6"]
+
+
+def test_a_setup_link_reads_the_same_in_python_and_in_the_page():
+    from descend.playground.links import decode_setup, encode_setup
+
+    setup = {"landscape": "quadratic", "params": {"condition": 20.0, "span": 2.0}, "start": [-5.0, -2.0],
+             "steps": 100, "seed": 0, "preset": "β ∈ {0, 0.5}: ε → 1e-6",
+             "runs": [{"optimizer": "SGD momentum (EMA form)", "hyperparameters": {"lr": 1e-6, "momentum": 0.9}}]}
+    from_python = encode_setup(setup)
+    decoded, from_page = run_node(f"const s = {json.dumps(setup)}; "
+                                  f"return [f.decodeState({json.dumps(from_python)}), f.encodeState(s)];")
+    assert decoded == setup and decode_setup(from_page) == setup
+
+
+def test_a_run_past_1e10_is_cut_there_as_diverged():
+    runs = run_node("""
+        const run = {points: [[1, 1], [-30, 40], [1e9, -2e9], [3e10, 1], [1e300, 1]], losses: [1, 2, 3, 4, 5],
+                     gaps: [1, 2, 3, 4, 5], heights: [0, 1, 2, 3, 4], diverged_at: null};
+        const loud = {...run, points: [[1, 1], [2, 2], [3, 3]], losses: [1, 2e11, 3], gaps: [1, 2, 3], heights: [1, 2, 3]};
+        const fine = {...run, points: [[1, 1], [2, 2]], losses: [1, 2], gaps: [1, 2], heights: [1, 2]};
+        return [f.cutDivergence(run), f.cutDivergence(loud), f.cutDivergence(fine), f.cutDivergence({...fine, diverged_at: 2})];
+    """)
+    cut, loud, fine, finite_cut = runs
+    assert cut["diverged_at"] == 3 and len(cut["points"]) == len(cut["losses"]) == len(cut["heights"]) == 3
+    assert cut["diverged_reason"] == "passed 1e10"
+    assert loud["diverged_at"] == 1 and loud["points"] == [[1, 1]]  # the loss passing 1e10 counts too
+    assert fine["diverged_at"] is None and fine["diverged_reason"] is None and len(fine["points"]) == 2
+    assert finite_cut["diverged_reason"] == "not finite"  # the server's own cut keeps its reason
+
+
+def test_the_starting_rate_is_the_lowest_ending_run_that_stays_and_moves():
+    chosen = run_node("""
+        const window = [[-1, 1], [-1, 1]];
+        const run = (points, loss, diverged_at = null) => ({points, losses: points.map(() => loss), diverged_at});
+        const runs = [run([[0, 0], [0.001, 0]], 0.1),          // barely moves
+                      run([[0, 0], [0.5, 0.5]], 0.3),          // moves, ends at 0.3
+                      run([[0, 0], [0.5, -0.5]], 0.2),         // moves, ends lower: the one
+                      run([[0, 0], [3, 0]], 0.0),              // leaves the window
+                      run([[0, 0], [0.2, 0]], 0.0, 1)];        // diverged
+        return [f.chooseRate([1, 2, 3, 4, 5], runs, window),
+                f.chooseRate([1], [run([[0, 0], [0, 0]], 1)], window)];
+    """)
+    assert chosen == [3, None]
+
+
+def test_the_page_and_the_report_give_each_optimizer_one_colour():
+    from descend.lab import style
+
+    script = (Path(api.__file__).parent / "static" / "app.js").read_text()
+    table = re.search(r"const OPTIMIZER_COLORS = \{(.*?)\};", script, re.S).group(1)
+    colours = dict(re.findall(r'"([^"]+)": "(#[0-9a-f]{6})"', table))
+    assert colours == {name: colour for name, colour in style.KNOWN.items() if name != "GD"}  # GD: no page entry
+
+
+# --- the presets, the cards and the numbers in headless Chromium -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def report_folder(tmp_path_factory) -> Path:
+    """A stand-in lab report: an index.html with every claim's anchor, listed in its marker as the lab does."""
+    from descend.lab import CLAIMS
+
+    folder = tmp_path_factory.mktemp("served-report")
+    anchors = "".join(f'<div id="claim-{cid}">{cid}</div>' for cid in CLAIMS)
+    (folder / "index.html").write_text(f"<!doctype html><title>lab report</title><body>{anchors}</body>")
+    (folder / ".descend-report").write_text(json.dumps({"written_by": "descend lab", "files": ["index.html"]}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def playground(report_folder):
+    """One Chromium on a playground that serves ``report_folder`` at /report/; ``open()`` gives a fresh page."""
+    sync_playwright = browser_or_skip()
+    with Running(report=report_folder) as url, sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM,
+                                              args=["--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
+        problems: list[str] = []
+
+        class Opener:
+            base = url
+            errors = problems
+
+            @staticmethod
+            def open(hash_: str = ""):
+                page = chromium.new_page(viewport={"width": 1400, "height": 950})
+                page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+                page.on("pageerror", lambda e: problems.append(str(e)))
+                page.goto(url + "?animate=0" + hash_)
+                settle(page)
+                return page
+
+        yield Opener
+        chromium.close()
+
+
+def settle(page):
+    page.wait_for_timeout(100)
+    page.wait_for_function("['ready', 'error'].includes(document.body.dataset.status)", timeout=90_000)
+
+
+def choose_preset(page, name: str):
+    page.locator("#preset").select_option(name)
+    settle(page)
+    assert page.evaluate("document.body.dataset.status") == "ready", page.inner_text("#message")
+
+
+def sentences(text: str) -> int:
+    return len([s for s in re.split(r"(?<=[.!?])\s+(?=[A-Z\"])", text.strip()) if s])
+
+
+def test_every_preset_says_what_to_notice_and_links_its_claims(playground):
+    from descend.lab import CLAIMS
+
+    page = playground.open()
+    names = page.evaluate("Object.keys(PRESETS)")
+    assert len(names) == 7
+    for name in names:
+        choose_preset(page, name)
+        notice = page.locator("#notice")
+        assert notice.is_visible() and notice.locator("h2").inner_text().lower() == "what to notice"
+        text = notice.locator("p").first.inner_text()
+        assert 2 <= sentences(text) <= 3, (name, text)
+        links = notice.locator("a").all()
+        assert links, name
+        for link in links:
+            claim_id = link.inner_text()
+            assert claim_id in CLAIMS, f"{name}: {claim_id} is no claim of the lab"
+            assert link.get_attribute("href") == f"/report/index.html#claim-{claim_id}"
+        # the preset's name travels in the link, so a student opening it sees the note too
+        assert playground_state(page)["preset"] == name
+        runs = page.evaluate("window.playground.result.runs.length")
+        assert runs == len(page.evaluate(f"PRESETS[{json.dumps(name)}].runs"))
+    # a shared link restores the note; changing the landscape lets it go
+    again = playground.open("#" + page.url.split("#", 1)[1])
+    assert again.locator("#notice").is_visible() and again.locator("#preset").input_value() == names[-1]
+    again.locator("#landscape").select_option("beale")
+    settle(again)
+    assert not again.locator("#notice").is_visible()
+    # a claim link opens the claim in the report the playground serves
+    choose_preset(page, names[0])
+    with page.context.expect_page() as opened:
+        page.locator("#notice a").first.click()
+    report = opened.value
+    report.wait_for_load_state()
+    claim_id = page.locator("#notice a").first.inner_text()
+    assert report.url.endswith(f"/report/index.html#claim-{claim_id}") and report.locator(f"#claim-{claim_id}").count() == 1
+    for tab in (page, again, report):
+        tab.close()
+    assert playground.errors == []
+
+
+def playground_state(page) -> dict:
+    from descend.playground.links import setup_from_url
+
+    return setup_from_url(page.url)
+
+
+def preset_result(page, name: str) -> tuple[dict, dict]:
+    setup = page.evaluate(f"PRESETS[{json.dumps(name)}]")
+    answer = api.run_setup({"landscape": setup["landscape"], "landscape_params": setup["params"],
+                            "start": setup["start"], "steps": setup["steps"], "seed": setup["seed"],
+                            "runs": setup["runs"], "surface": False})
+    return setup, answer
+
+
+def first_index(values, condition) -> int | None:
+    found = [k for k, v in enumerate(values) if condition(v)]
+    return found[0] if found else None
+
+
+def test_the_presets_show_what_their_claims_say(playground):
+    """The three presets the issue found contradicting their claims, and the numbers their notes quote."""
+    page = playground.open()
+    # the zigzag: plain SGD flips θ₂'s sign every step, momentum at the same α damps it and arrives sooner
+    setup, answer = preset_result(page, "Zigzag vs momentum (ill-conditioned quadratic)")
+    plain, ball = (np.array(run["points"]) for run in answer["runs"])
+    assert all(plain[k, 1] * plain[k + 1, 1] < 0 for k in range(15))  # a zigzag across the valley
+    across = [float(np.abs(np.diff(p[:, 1])).sum()) for p in (plain, ball)]  # distance travelled across the valley
+    assert across[1] < 0.6 * across[0]  # averaged out: half the back and forth
+    arrive = [first_index(np.linalg.norm(p, axis=1), lambda d: d < 0.01) for p in (plain, ball)]
+    assert arrive[1] < arrive[0]
+    notice = page.evaluate("PRESETS['Zigzag vs momentum (ill-conditioned quadratic)'].notice")
+    assert f"{arrive[1]} steps to within 0.01 of the minimum instead of {arrive[0]}" in notice
+    # the saddle: at the same α Adam is off the saddle first; SGD at a 4× larger α catches up
+    setup, answer = preset_result(page, "Escaping a saddle")
+    escape = [first_index(np.abs(np.array(run["points"])[:, 1]), lambda y: y > 1) for run in answer["runs"]]
+    assert setup["runs"][0]["optimizer"] == "Adam" and escape[0] < escape[1]
+    notice = page.evaluate("PRESETS['Escaping a saddle'].notice")
+    assert f"by step {escape[0]}" in notice and f"{escape[1]} steps" in notice and f"off in {escape[2]}" in notice
+    # bias correction: the uncorrected first step is (1−β₁)/√(1−β₂) = 3.2 α per coordinate, and what ends lowest
+    # is corrected Adam at a larger α
+    setup, answer = preset_result(page, "Adam with and without bias correction")
+    first_steps = [np.abs(np.subtract(run["points"][1], run["points"][0])) for run in answer["runs"]]
+    assert first_steps[1] / first_steps[0] == pytest.approx([0.1 / math.sqrt(0.001)] * 2, rel=1e-3)
+    finals = [run["gaps"][-1] for run in answer["runs"]]
+    assert finals[2] < finals[1] < finals[0]
+    # the others' numbers
+    setup, answer = preset_result(page, "Nesterov: look-ahead with α/(1−β) retraces the reformulated form")
+    heavy, reformulated, look_ahead = (np.array(run["points"]) for run in answer["runs"])
+    assert np.allclose(reformulated, look_ahead, atol=1e-9)
+    arrive = [first_index(np.linalg.norm(p, axis=1), lambda d: d < 0.01) for p in (heavy, reformulated)]
+    assert f"needs {arrive[0]} steps to within 0.01 of the minimum, Nesterov {arrive[1]}" in page.evaluate(
+        "PRESETS['Nesterov: look-ahead with α/(1−β) retraces the reformulated form'].notice")
+    setup, answer = preset_result(page, "Momentum β ∈ {0, 0.5, 0.9}, α = 0.001/(1−β), on Rosenbrock (Fig. 4.1)")
+    distances = [f"{np.linalg.norm(np.subtract(run['points'][-1], 1)):.2g}" for run in answer["runs"]]
+    notice = page.evaluate("PRESETS['Momentum β ∈ {0, 0.5, 0.9}, α = 0.001/(1−β), on Rosenbrock (Fig. 4.1)'].notice")
+    assert all(d in notice for d in distances), (distances, notice)
+    setup, answer = preset_result(page, "Learning rate: too low / just right / too high")
+    low, right, high = answer["runs"]
+    assert right["gaps"][-1] < 1e-4 < low["gaps"][-1] < low["gaps"][0] < high["gaps"][-1]
+    notice = page.evaluate("PRESETS['Learning rate: too low / just right / too high'].notice")
+    assert f"fallen by a factor {round(low['gaps'][0] / low['gaps'][-1])}" in notice
+    (x0, x1), (y0, y1) = answer["landscape"]["window"]
+    assert not (x0 <= high["points"][-1][0] <= x1 and y0 <= high["points"][-1][1] <= y1)  # it left the window
+    page.close()
+
+
+def test_cards_keep_torch_plumbing_under_advanced(playground):
+    page = playground.open()
+    page.locator(".run[data-index='1'] select.optimizer").select_option("RMSprop")
+    settle(page)
+    card = page.locator(".run[data-index='1']")
+    advanced = card.locator("details.advanced")
+    assert advanced.count() == 1 and advanced.get_attribute("open") is None
+    inside = advanced.locator("[data-name]").evaluate_all("nodes => nodes.map(n => n.dataset.name)")
+    assert set(inside) == {"differentiable", "capturable", "state_dtype"}
+    assert not card.locator("input[data-name='differentiable']").is_visible()
+    assert page.locator("input[data-name='state_dtype']").count() == 0  # a dtype is not a number: no slider
+    # the algorithm's own options stay in view, small values as 1e-8
+    assert card.locator("input[type=checkbox][data-name='centered']").is_visible()
+    assert card.locator("input[type=number][data-name='eps']").input_value() == "1e-8"
+    box = card.locator("input[type=number][data-name='lr']")
+    box.fill("0.000001")
+    box.press("Enter")
+    settle(page)
+    assert "lr=1e-6" in page.locator("#loss").inner_text()
+    page.close()
+    assert playground.errors == []
+
+
+def test_an_added_optimizer_starts_at_a_rate_that_moves(playground):
+    page = playground.open()
+    page.locator("#landscape").select_option("rosenbrock")
+    settle(page)
+    page.locator(".run[data-index='1'] button").click()  # keep SGD only
+    settle(page)
+    page.locator("#add-run").click()
+    settle(page)
+    state = page.evaluate("window.playground.state")
+    added = state["runs"][1]
+    default = api.optimizer_catalog()[added["optimizer"]]["hyperparameters"][0]
+    assert default["name"] == "lr"
+    rates = page.evaluate("PROBE_RATES")
+    # the rate Python finds the same way: the lowest final loss among runs that stay in the window and move
+    probe = api.run_setup({"landscape": "rosenbrock", "landscape_params": state["params"], "start": state["start"],
+                           "steps": min(state["steps"], 500), "surface": False,
+                           "runs": [{"optimizer": added["optimizer"], "hyperparameters": {**added["hyperparameters"],
+                                                                                          "lr": lr}} for lr in rates]})
+    (x0, x1), (y0, y1) = probe["landscape"]["window"]
+    size = math.hypot(x1 - x0, y1 - y0)
+    kept = [(run["losses"][-1], lr) for run, lr in zip(probe["runs"], rates)
+            if run["diverged_at"] is None and all(x0 <= x <= x1 and y0 <= y <= y1 for x, y in run["points"])
+            and math.dist(run["points"][0], run["points"][-1]) >= 0.02 * size]
+    assert added["hyperparameters"]["lr"] == min(kept)[1]
+    path = page.evaluate("window.playground.result.runs[1].points")
+    assert math.dist(path[0], path[-1]) > 0.05 * size  # it moves on the surface
+    assert "chosen when this optimizer was added" in page.locator(".run[data-index='1'] .chosen-rate").inner_text()
+    assert "note" not in playground_state(page)["runs"][1]  # the link carries the setup, not the page's notes
+    page.close()
+    assert playground.errors == []
+
+
+def test_a_run_past_1e10_is_shown_as_diverged(playground):
+    page = playground.open()
+    box = page.locator(".run[data-index='0'] input[type=number][data-name='lr']")
+    box.fill("2.5")  # SGD on the quadratic: |1 − 2.5| = 1.5 per step, finite for hundreds of steps
+    box.press("Enter")
+    settle(page)
+    state = page.evaluate("window.playground.state")
+    run = api.trajectory(make_landscape("quadratic", state["params"]), "SGD", {"lr": 2.5}, start=state["start"],
+                         steps=state["steps"])
+    assert run.diverged_at is None  # the server sees finite numbers all the way
+    past = first_index(range(len(run.points)), lambda k: max(map(abs, run.points[k])) > 1e10 or abs(run.losses[k]) > 1e10)
+    shown = page.evaluate("window.playground.result.runs[0]")
+    assert shown["diverged_at"] == past and len(shown["points"]) == past
+    assert f"diverged: the loss or the parameters passed 1e10 in size at step {past}" in page.inner_text("#legend-notes")
+    assert page.locator(".run[data-index='0'] .status").inner_text() == f"diverged at step {past}"
+    page.close()
+    assert playground.errors == []
+
+
+def test_the_note_says_when_the_setup_has_moved_away_from_its_preset(playground):
+    page = playground.open()
+    choose_preset(page, "Escaping a saddle")
+    assert page.locator("#notice h2").inner_text().lower() == "what to notice"
+    box = page.locator(".run[data-index='0'] input[type=number][data-name='lr']")
+    box.fill("0.2")
+    box.press("Enter")
+    settle(page)
+    assert "as it was" in page.locator("#notice h2").inner_text().lower()
+    box.fill("0.05")  # back to the preset's value
+    box.press("Enter")
+    settle(page)
+    assert page.locator("#notice h2").inner_text().lower() == "what to notice"
+    page.close()
+    assert playground.errors == []

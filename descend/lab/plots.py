@@ -11,6 +11,8 @@ import numpy as np
 
 from .style import color
 
+REGION_COLORS = ("#2ca02c", "#8c6d31", "#6b6ecf")  # filled regions (a convex hull): never an optimizer's line
+
 
 def _thin(values: np.ndarray, most: int) -> np.ndarray:
     """At most ``most`` evenly spaced rows of ``values``, always keeping the first and the last."""
@@ -32,7 +34,9 @@ def _as_array(values) -> np.ndarray:
 
 
 def _axis(title: str, log: bool = False) -> dict:
-    return {"title": {"text": title}, "type": "log" if log else "linear", "zeroline": False}
+    # powers of ten (10⁻⁶), never plotly's SI prefixes: an MSE axis must not read "1μ, 1n, 1p"
+    return {"title": {"text": title}, "type": "log" if log else "linear", "zeroline": False,
+            "exponentformat": "power", "showexponent": "all"}
 
 
 def layout(title: str, x_title: str, y_title: str, log_x: bool = False, log_y: bool = False, **extra) -> dict:
@@ -54,14 +58,48 @@ def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title:
     return {"data": data, "layout": layout(title, x_title, y_title, log_x, log_y)}
 
 
+def playground_run(optimizer: str | type, **hyperparameters) -> dict:
+    """One optimizer of a playground setup: a catalog name (a class's name is one) and its hyperparameters.
+
+    Pairs such as ``betas=(0.9, 0.99)`` become the page's ``betas[0]``, ``betas[1]``.
+    """
+    name = optimizer if isinstance(optimizer, str) else optimizer.__name__
+    flat = {}
+    for key, value in hyperparameters.items():
+        if isinstance(value, (tuple, list)):
+            flat.update({f"{key}[{i}]": float(v) for i, v in enumerate(value)})
+        else:
+            flat[key] = value if isinstance(value, (bool, str)) or value is None else float(value)
+    return {"optimizer": name, "hyperparameters": flat}
+
+
+def playground_setup(landscape: str, start: Sequence[float], steps: int, runs: Sequence[dict],
+                     params: Mapping | None = None, seed: int = 0, note: str = "") -> dict:
+    """What "open in the playground" opens beside a figure: a landscape of ``descend.playground.landscapes``
+    (with its knobs, ``params``), the start, the step count and the runs (``playground_run``).
+
+    ``note`` is shown beside the link in the report (what differs from the figure, e.g. the samples drawn).
+    Pass the result as ``trajectories(..., playground=...)``; tests check that the page accepts it and
+    retraces the figure.
+    """
+    setup = {"landscape": landscape, "params": dict(params or {}), "start": [float(start[0]), float(start[1])],
+             "steps": int(steps), "seed": int(seed), "runs": [dict(run) for run in runs]}
+    return {"setup": setup, "note": " ".join(note.split())}
+
+
 def trajectories(paths: Mapping[str, np.ndarray], title: str, contour: tuple | None = None,
                  x_title: str = "θ₁", y_title: str = "θ₂", positions: int = 25, most: int = 300,
-                 minimum: Sequence[float] | None = None, bounds: tuple | None = None) -> dict:
-    """Optimizer paths in the plane with a step slider.
+                 minimum: Sequence[float] | None = None, bounds: tuple | None = None,
+                 regions: Mapping[str, np.ndarray] | None = None,
+                 landmarks: Mapping[str, tuple] | None = None, playground: dict | None = None) -> dict:
+    """Optimizer paths in the plane with a step slider, on axes of equal scale (a circle stays a circle).
 
     ``paths[label]`` is an (steps + 1) × 2 array of iterates; ``contour = (xs, ys, zs)`` draws the landscape
     (zs is shown as given, e.g. log(1 + f)). The slider moves every optimizer to step k: its path so far is
-    drawn solid and a dot marks θ_k; the whole path stays faint behind.
+    drawn solid and a dot marks θ_k; the whole path stays faint behind. ``regions[label]`` is a polygon
+    (its corners in order) drawn filled, such as a convex hull; ``landmarks[label] = (points, sizes)`` draws
+    marked points (sizes in pixels, or one size). ``playground`` (from ``playground_setup``) puts an "open in
+    the playground" link with that setup beside the figure in the report.
     """
     data: list[dict] = []
     if contour is not None:
@@ -70,6 +108,19 @@ def trajectories(paths: Mapping[str, np.ndarray], title: str, contour: tuple | N
                      "z": [_finite(row) for row in np.asarray(zs)], "colorscale": "Greys", "reversescale": True,
                      "showscale": False, "opacity": 0.55, "contours": {"coloring": "lines"}, "hoverinfo": "skip",
                      "ncontours": 25, "showlegend": False, "name": "f"})
+    for index, (label, corners) in enumerate((regions or {}).items()):
+        ring = np.asarray(corners, dtype=float)
+        ring = np.vstack([ring, ring[:1]])
+        tint = REGION_COLORS[index % len(REGION_COLORS)]
+        data.append({"type": "scatter", "mode": "lines", "x": _finite(ring[:, 0]), "y": _finite(ring[:, 1]),
+                     "fill": "toself", "fillcolor": tint + "26", "line": {"color": tint, "width": 1.5},
+                     "name": label, "hoverinfo": "name"})
+    for label, (points, sizes) in (landmarks or {}).items():
+        points = np.asarray(points, dtype=float).reshape(-1, 2)
+        size = [float(v) for v in np.broadcast_to(np.asarray(sizes, dtype=float), (len(points),))]
+        data.append({"type": "scatter", "mode": "markers", "x": _finite(points[:, 0]), "y": _finite(points[:, 1]),
+                     "name": label, "marker": {"color": "black", "size": size},
+                     "hovertemplate": f"{label}<br>(%{{x:.4g}}, %{{y:.4g}})<extra></extra>"})
     if minimum is not None:
         data.append({"type": "scatter", "mode": "markers", "x": [minimum[0]], "y": [minimum[1]], "name": "minimum",
                      "marker": {"symbol": "star", "size": 14, "color": "black"}, "hovertemplate": "minimum"
@@ -114,7 +165,14 @@ def trajectories(paths: Mapping[str, np.ndarray], title: str, contour: tuple | N
     extra = {"sliders": [{"active": len(slider_steps) - 1, "steps": slider_steps, "currentvalue": {"prefix": "step "},
                           "pad": {"t": 40}, "len": 0.95}]}
     spec_layout = layout(title, x_title, y_title, **extra)
-    spec_layout["height"] = 520
+    spec_layout["height"] = 560
+    # one unit is as long on both axes; the plot area shrinks to the window's shape instead of stretching it
+    spec_layout["yaxis"].update(scaleanchor="x", scaleratio=1, constrain="domain")
+    spec_layout["xaxis"]["constrain"] = "domain"
+    # the legend inside the paper's right edge: the equal-aspect plot area leaves room there on a wide page
+    spec_layout["legend"].update(x=1.0, xanchor="right", y=1.0, yanchor="top", bgcolor="rgba(255,255,255,0.85)")
     if bounds is not None:
         spec_layout["xaxis"]["range"], spec_layout["yaxis"]["range"] = list(bounds[0]), list(bounds[1])
+    if playground is not None:
+        spec_layout["meta"] = {"playground": playground}
     return {"data": data, "layout": spec_layout}

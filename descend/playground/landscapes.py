@@ -36,8 +36,17 @@ class Knob:
         return int(value) if self.integer else float(value)
 
 
+# Every landscape takes ``span``: the plotting window is the default one scaled about its centre (2: twice as
+# wide), so that a start far from the minimum (a lab figure's, a student's click) stays in view.
+SPAN = Knob("span", "window size (× the default)", 1.0, 0.25, 10.0, log=True)
+
+
 class Landscape:
-    """A loss ``f(x, y)`` on a plotting window, with its gradient and (for stochastic ones) sampled gradients."""
+    """A loss ``f(x, y)`` on a plotting window, with its gradient and (for stochastic ones) sampled gradients.
+
+    ``knobs`` are the landscape's own number parameters; every landscape also takes ``span`` (see ``SPAN``).
+    ``extra_params`` names parameters that are not sliders (lists of numbers), checked by the subclass.
+    """
 
     name: ClassVar[str]
     title: ClassVar[str]
@@ -47,13 +56,25 @@ class Landscape:
     minima: ClassVar[tuple[tuple[float, float], ...]] = ()
     log_scale: ClassVar[bool] = False  # plot log(1 + f - f*) when f spans many decades
     knobs: ClassVar[tuple[Knob, ...]] = ()
+    extra_params: ClassVar[tuple[str, ...]] = ()
     stochastic: ClassVar[bool] = False
 
     def __init__(self, **params: Any):
-        unknown = sorted(set(params) - {k.name for k in self.knobs})
+        every = self.all_knobs()
+        unknown = sorted(set(params) - {k.name for k in every} - set(self.extra_params))
         if unknown:
             raise ValueError(f"{self.title}: unknown parameter {', '.join(unknown)}")
-        self.params = {k.name: k.check(self.title, params.get(k.name, k.default)) for k in self.knobs}
+        self.params = {k.name: k.check(self.title, params.get(k.name, k.default)) for k in every}
+        (x0, x1), (y0, y1) = type(self).window
+        half_x, half_y, span = (x1 - x0) / 2, (y1 - y0) / 2, self.params["span"]
+        middle_x, middle_y = (x0 + x1) / 2, (y0 + y1) / 2
+        self.window = ((middle_x - span * half_x, middle_x + span * half_x),
+                       (middle_y - span * half_y, middle_y + span * half_y))
+
+    @classmethod
+    def all_knobs(cls) -> tuple[Knob, ...]:
+        """The landscape's own knobs, then ``span``."""
+        return (*cls.knobs, SPAN)
 
     def value(self, x, y):
         raise NotImplementedError
@@ -81,7 +102,8 @@ class Landscape:
             "minima": [list(m) for m in self.minima_points()],
             "log_scale": self.log_scale,
             "stochastic": self.stochastic,
-            "knobs": [vars(k) for k in self.knobs],
+            "knobs": [vars(k) for k in self.all_knobs()],
+            "bounded": bool(self.minima_points()),  # False: f has no minimum (the page plots f, not f − f*)
         }
 
     def minima_points(self) -> tuple[tuple[float, float], ...]:
@@ -89,29 +111,32 @@ class Landscape:
 
 
 class Quadratic(Landscape):
-    r"""``f = ½ θᵀHθ`` with ``H = R(φ) diag(1/κ, 1) R(φ)ᵀ``: the largest curvature is 1 for every ``κ``.
+    r"""``f = ½ θᵀHθ`` with ``H = L·R(φ) diag(1/κ, 1) R(φ)ᵀ``: the largest curvature is ``L`` (default 1).
 
-    Gradient descent converges for ``α < 2`` (``2/λ_max``) and, at ``α = 1``, needs about
+    Gradient descent converges for ``α < 2/L`` (``2/λ_max``) and, at ``α = 1/L``, needs about
     ``κ`` steps along the flat direction; the rotation ``φ`` puts the valley off the axes,
     which is where per-coordinate methods (Adam, Adagrad) behave differently from SGD.
+    ``κ = 20, φ = 0, L = 4`` is the lab's ``0.1x² + 2y²``.
     """
 
     name = "quadratic"
     title = "Ill-conditioned quadratic"
-    formula = "f = ½ θᵀHθ,  H = R(φ) diag(1/κ, 1) R(φ)ᵀ"
+    formula = "f = ½ θᵀHθ,  H = L·R(φ) diag(1/κ, 1) R(φ)ᵀ"
     window = ((-3.0, 3.0), (-3.0, 3.0))
     start = (-2.5, 2.0)
     minima = ((0.0, 0.0),)
     knobs = (
         Knob("condition", "condition number κ", 10.0, 1.0, 1000.0, log=True),
         Knob("angle", "rotation φ (degrees)", 30.0, 0.0, 90.0),
+        Knob("scale", "largest curvature L", 1.0, 0.01, 100.0, log=True),
     )
 
     def __init__(self, **params):
         super().__init__(**params)
         phi = math.radians(self.params["angle"])
         c, s = math.cos(phi), math.sin(phi)
-        flat, steep = 1.0 / self.params["condition"], 1.0
+        steep = self.params["scale"]
+        flat = steep / self.params["condition"]
         # H = R diag(flat, steep) Rᵀ with R = [[c, -s], [s, c]]
         self.hxx = flat * c * c + steep * s * s
         self.hyy = flat * s * s + steep * c * c
@@ -165,20 +190,35 @@ class Beale(Landscape):
 
 
 class Saddle(Landscape):
-    """A saddle at the origin, ``x² − y²``, held by quartic walls: minima ``f(0, ±√2) = −1``."""
+    """A saddle at the origin, ``x² − y²``, held by quartic walls ``c·y⁴``: minima ``f(0, ±1/√(2c)) = −1/(4c)``
+    (``c = ¼``: ``f(0, ±√2) = −1``). ``c = 0`` is the bare saddle of the lab, which has no minimum."""
 
     name = "saddle"
     title = "Saddle"
-    formula = "f = x² − y² + y⁴/4"
     window = ((-2.5, 2.5), (-2.5, 2.5))
     start = (-2.0, 0.02)
-    minima = ((0.0, math.sqrt(2.0)), (0.0, -math.sqrt(2.0)))
+    knobs = (Knob("wall", "quartic wall c (0: no minimum)", 0.25, 0.0, 1.0),)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.wall = self.params["wall"]
+        self.formula = f"f = x² − y² + {self.wall:g}·y⁴" if self.wall else "f = x² − y²  (no minimum)"
+
+    @property
+    def minima(self):
+        if not self.wall:
+            return ()
+        y = 1 / math.sqrt(2 * self.wall)
+        return ((0.0, y), (0.0, -y))
+
+    def minimum_value(self) -> float:
+        return -1 / (4 * self.wall) if self.wall else 0.0  # without a wall: f at the saddle point
 
     def value(self, x, y):
-        return x * x - y * y + y**4 / 4
+        return x * x - y * y + self.wall * y**4
 
     def gradient(self, x, y):
-        return 2 * x, -2 * y + y**3
+        return 2 * x, -2 * y + 4 * self.wall * y**3
 
 
 class Himmelblau(Landscape):
@@ -218,7 +258,8 @@ class ConvexHull(Landscape):
     minimizer of ``C``.  A stochastic step uses the mean gradient of a mini-batch of
     ``batch`` samples drawn without replacement (``batch = n`` is gradient descent), plus
     Gaussian noise of standard deviation ``noise``.  ``spread = 0`` puts every ``u_i`` at
-    the same point (Fig. 4.2 b).
+    the same point (Fig. 4.2 b).  ``centers`` (a list of ``[u_i1, u_i2]``) and ``curvatures``
+    (the ``a_i``, each > 0) replace the five samples of the figure, e.g. by a lab run's.
     """
 
     name = "convex-hull"
@@ -228,22 +269,51 @@ class ConvexHull(Landscape):
     start = (-2.5, 2.5)
     stochastic = True
     knobs = (
-        Knob("batch", "mini-batch size (5 = full batch)", 1, 1, 5, integer=True),
+        Knob("batch", "mini-batch size (n = full batch; n = 5 unless centers are given)", 1, 1, 20, integer=True),
         Knob("noise", "gradient noise σ", 0.0, 0.0, 5.0),
         Knob("spread", "spread of the minimizers uᵢ", 1.0, 0.0, 2.0),
     )
+    extra_params = ("centers", "curvatures")
     # the five samples of Fig. 4.2: minimizers on a pentagon-like cloud around (0.5, 0.5), curvatures a_i
     _centers = np.array([[1.2, 0.9], [-0.4, 1.3], [-0.6, -0.1], [0.7, -0.5], [1.6, 0.4]])
     _curvatures = np.array([0.5, 1.0, 2.0, 1.5, 0.8])
+    MAX_SAMPLES = 20  # the batch knob's upper end
 
     def __init__(self, **params):
         super().__init__(**params)
-        middle = self._centers.mean(axis=0)
+        centers, curvatures = self._samples(params.get("centers"), params.get("curvatures"))
+        if "centers" in params:  # kept with the knobs, so that a copy with another batch size has the same samples
+            self.params.update(centers=centers.tolist(), curvatures=curvatures.tolist())
+        if self.params["batch"] > len(centers):
+            raise ValueError(f"{self.title}: batch must lie in [1, {len(centers)}] (the number of samples), "
+                             f"got {self.params['batch']}")
+        middle = centers.mean(axis=0)
         # plain floats: one optimizer step evaluates these sums on Python numbers, far faster than numpy
-        self.u = [tuple(map(float, p)) for p in middle + self.params["spread"] * (self._centers - middle)]
-        self.a = [float(a) for a in self._curvatures]
-        weights = self._curvatures / self._curvatures.sum()
+        self.u = [tuple(map(float, p)) for p in middle + self.params["spread"] * (centers - middle)]
+        self.a = [float(a) for a in curvatures]
+        weights = curvatures / curvatures.sum()
         self.minimizer = (float(weights @ np.array(self.u)[:, 0]), float(np.mean([u[1] for u in self.u])))
+
+    def _samples(self, centers: Any, curvatures: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The minimizers u_i and curvatures a_i: the figure's five, or the ones given (checked)."""
+        if centers is None and curvatures is None:
+            return self._centers, self._curvatures
+        if centers is None or curvatures is None:
+            raise ValueError(f"{self.title}: centers and curvatures come together (one a_i per u_i)")
+
+        def numbers(value) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        shaped = isinstance(centers, (list, tuple)) and 1 <= len(centers) <= self.MAX_SAMPLES and all(
+            isinstance(c, (list, tuple)) and len(c) == 2 and all(map(numbers, c)) for c in centers)
+        if not shaped:
+            raise ValueError(f"{self.title}: centers must be a list of 1 to {self.MAX_SAMPLES} points [x, y] of "
+                             f"finite numbers, got {centers!r}")
+        if not (isinstance(curvatures, (list, tuple)) and len(curvatures) == len(centers)
+                and all(numbers(a) and a > 0 for a in curvatures)):
+            raise ValueError(f"{self.title}: curvatures must be {len(centers)} positive numbers, one per center, "
+                             f"got {curvatures!r}")
+        return np.array(centers, dtype=float), np.array(curvatures, dtype=float)
 
     @property
     def hull(self) -> list[list[float]]:

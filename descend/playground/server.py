@@ -2,7 +2,8 @@
 
 Routes: ``/`` the page, ``/static/*`` its script and style, ``/plotly.min.js`` the plotly.js that
 ships inside the ``plotly`` Python package (no network needed), ``/api/catalog``, ``/api/run`` and
-``/api/csv``.  Requests whose ``Host`` or ``Origin`` is not this machine's loopback are refused
+``/api/csv``; ``/report/`` the lab report in ``./report`` (the files its ``.descend-report`` lists), so
+that the report's "open in the playground" links and the presets' links to their claims work.  Requests whose ``Host`` or ``Origin`` is not this machine's loopback are refused
 (403) unless the server was opened to that host with ``--host``: this keeps other web pages, and
 DNS-rebinding tricks, from driving a server on 127.0.0.1.  A request body larger than
 ``MAX_BODY_BYTES`` (1 MB; a setup is a few kB) is refused with 413 before it is read: at once when
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -184,17 +185,50 @@ async def _csv(request: Request) -> Response:
                     headers={"Content-Disposition": 'attachment; filename="descend-playground.csv"'})
 
 
-def create_app(opened_to: str | None = None) -> Starlette:
-    """The playground app; ``opened_to``: the ``--host`` it was started with (loopback when None)."""
+NO_REPORT = """<!doctype html><html lang="en"><meta charset="utf-8"><title>no lab report here</title>
+<body style="font: 16px/1.5 system-ui, sans-serif; max-width: 40em; margin: 3em auto">
+<h1>No lab report here</h1><p>The playground serves the lab report it finds in <code>{folder}</code>, and there
+is none. Run <code>descend lab</code> (it writes <code>report/index.html</code>) in the folder where you start
+<code>descend playground</code>, then reload this page.</p><p><a href="/">back to the playground</a></p></body>"""
+
+
+def _report_files(folder: Path) -> set[str]:
+    """The files a lab report in ``folder`` lists in its marker (what descend lab wrote), or none."""
+    try:
+        listed = json.loads((folder / ".descend-report").read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    return {name for name in listed if isinstance(name, str) and "/" not in name and not name.startswith(".")}
+
+
+async def _report(request: Request) -> Response:
+    folder = request.app.state.report
+    name = request.path_params.get("name") or "index.html"
+    files = _report_files(folder)
+    if not files:
+        return HTMLResponse(NO_REPORT.format(folder=folder), status_code=404)
+    if name not in files or not (folder / name).is_file():
+        return PlainTextResponse(f"{name}: not a file of the lab report", status_code=404)
+    return FileResponse(folder / name)
+
+
+def create_app(opened_to: str | None = None, report: Path | None = None) -> Starlette:
+    """The playground app; ``opened_to``: the ``--host`` it was started with (loopback when None); ``report``:
+    the lab report folder served at /report/ (default ``./report``)."""
     routes = [
         Route("/", _page),
+        Route("/report", lambda request: RedirectResponse("/report/")),
+        Route("/report/", _report),
+        Route("/report/{name}", _report),
         Route("/plotly.min.js", _plotly),
         Route("/api/catalog", _catalog),
         Route("/api/run", _run, methods=["POST"]),
         Route("/api/csv", _csv, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(LoopbackOnly, opened_to=opened_to)])
+    app = Starlette(routes=routes, middleware=[Middleware(LoopbackOnly, opened_to=opened_to)])
+    app.state.report = Path(report if report is not None else Path.cwd() / "report").absolute()
+    return app
 
 
 class PortInUse(OSError):
@@ -238,8 +272,9 @@ class Running:
     ...     urllib.request.urlopen(url + "api/catalog")
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, opened_to: str | None = None):
-        self.host, self.port, self.opened_to = host, port, opened_to
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, opened_to: str | None = None,
+                 report: Path | None = None):
+        self.host, self.port, self.opened_to, self.report = host, port, opened_to, report
 
     def __enter__(self) -> str:
         import time
@@ -247,7 +282,8 @@ class Running:
         import uvicorn
 
         sock = bind(self.host, self.port)
-        self.server = uvicorn.Server(uvicorn.Config(create_app(self.opened_to or self.host), log_level="warning"))
+        self.server = uvicorn.Server(uvicorn.Config(create_app(self.opened_to or self.host, self.report),
+                                                    log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30

@@ -86,8 +86,17 @@ def draw(ctx: Context, minimizers, weights, minimum, paths, inside) -> None:
     ctx.save(figure, "hull", caption="From (−4, 4) GD (grey) walks straight to the minimum; SGD (blue) heads the "
              "same way, then keeps jumping around inside the green hull of the per-sample minimizers.")
     contour = (xs, ys, np.log1p(total - total.min()))
+    # the playground's convex-hull landscape with these samples: C/5, so the same steps at the same lr
+    setup = plots.playground_setup(
+        "convex-hull", paths["SGD"][0], len(paths["SGD"]) - 1,
+        [{**plots.playground_run("SGD", lr=0.1), "batch": len(weights)}, {**plots.playground_run("SGD", lr=0.1),
+                                                                           "batch": 1}],
+        {"centers": minimizers.tolist(), "curvatures": weights.tolist(), "batch": 1, "span": 5 / 3},
+        note="(The playground draws its own samples, so SGD's path differs in detail, not in kind.)")
     ctx.interactive(plots.trajectories({"GD": paths["GD"], "SGD": paths["SGD"]}, "GD and SGD on eq. 4.13: drag the "
                                        "slider to follow them", contour=contour, minimum=minimum,
-                                       bounds=((-5, 4), (-4, 5))),
+                                       bounds=((-5, 4), (-4, 5)), regions={"convex hull S of uᵢ": minimizers[hull.vertices]},
+                                       landmarks={"uᵢ (size ∝ aᵢ)": (minimizers, 6 * np.sqrt(weights) + 2)},
+                                       playground=setup),
                     "hull-interactive", caption="Interactive: the slider sets the step; SGD reaches the hull within "
                     "a few dozen steps and then fluctuates inside it.")

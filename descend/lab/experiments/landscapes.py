@@ -95,6 +95,13 @@ OPTIMIZERS = {
     "Adafactor": (descend.Adafactor, dict(relative_step=False, scale_parameter=False), 1e-2),
 }
 LR_SCALES = (0.1, 0.3, 1.0, 3.0, 10.0)
+# the playground's landscape with the same f as each of these (descend.playground.landscapes): "open in the playground"
+PLAYGROUND = {
+    "quadratic": ("quadratic", {"condition": 20.0, "angle": 0.0, "scale": 4.0, "span": 2.0}),  # ½(0.2x² + 4y²)
+    "rosenbrock": ("rosenbrock", {}),
+    "beale": ("beale", {}),
+    "saddle": ("saddle", {"wall": saddle(0.0, 1.0) + 1.0}),  # x² − y² + c·y⁴, c read off f(0, 1) = c − 1
+}
 TOLERANCE = 1e-2  # distance to the minimum; for the saddle: |y| > 1 (escaped)
 DIVERGED = 1e6    # |θ| beyond this, or a non-finite gradient: the run diverged
 
@@ -268,11 +275,89 @@ def draw(ctx: Context, land: str, paths: dict[str, np.ndarray], entries: dict[st
              f"base × {LR_SCALES}, run until it can {where}, diverges, or {steps} steps pass; panel titles give each "
              "one's fate.", tight=False)
     bounds = ((x0, x1), (y0, y1))
+    playground_name, playground_params = PLAYGROUND[land]
+    tuned = {name: {"lr": entries[name]["lr"], **({"momentum": entries[name]["momentum"]}
+                                                   if entries[name].get("momentum") is not None else {})}
+             for name in paths}  # each optimizer's best setting, as the figure draws it
+    runs = [plots.playground_run(OPTIMIZERS[name][0], **{**OPTIMIZERS[name][1], **tuned[name]}) for name in paths]
+    setup = plots.playground_setup(playground_name, start, steps, runs, playground_params,
+                                   note="(Here each run stops once it arrives; the playground runs every step.)")
     ctx.interactive(plots.trajectories(paths, f"{land}: drag the slider to step through the paths; click a legend "
                                        "entry to hide or show it", contour=grid(function, window, 60, log),
-                                       minimum=minimum, bounds=bounds),
+                                       minimum=minimum, bounds=bounds, playground=setup),
                     f"{land}-interactive", caption=f"{land.capitalize()}, interactive: the slider sets the step, hover "
                     "shows θ; paths end where the optimizer stopped (tolerance reached, diverged, or out of view).")
+
+
+ZIGZAG_LR, ZIGZAG_MOMENTUM = 0.45, 0.5  # just under the steep direction's 2/λ_max = 0.5, where plain steps zigzag
+
+
+def zigzag_paths(steps: int = 100) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """SGD without and with momentum at one learning rate on 0.1x² + 2y², from the quadratic's start: the picture
+    of the course's slides "SGD without momentum" / "SGD with momentum" (its zigzag quadratic)."""
+    settings = {f"SGD (α = {ZIGZAG_LR:g})": dict(lr=ZIGZAG_LR),
+                f"heavy ball (α = {ZIGZAG_LR:g}, μ = {ZIGZAG_MOMENTUM:g})": dict(lr=ZIGZAG_LR, momentum=ZIGZAG_MOMENTUM)}
+    start = LANDSCAPES["quadratic"][1]
+    paths, used = {}, {}
+    for label, kwargs in settings.items():
+        theta = torch.tensor(start, dtype=torch.float64, requires_grad=True)
+        optimizer = descend.SGD([theta], **kwargs)
+        path = [theta.detach().numpy().copy()]
+        for _ in range(steps):
+            theta.grad = torch.tensor(quadratic_gradient(*theta.tolist()), dtype=torch.float64)
+            optimizer.step()
+            path.append(theta.detach().numpy().copy())
+        paths[label] = np.array(path)
+        arrived = np.nonzero(np.linalg.norm(paths[label], axis=1) < TOLERANCE)[0]
+        used[label] = {**kwargs, "steps_to_tolerance": int(arrived[0]) if len(arrived) else None}
+    return paths, used
+
+
+def draw_zigzag(ctx: Context) -> None:
+    """The zigzag figure: what the claim describes, at one learning rate with and without momentum."""
+    steps = 100
+    paths, used = zigzag_paths(steps)
+    window = LANDSCAPES["quadratic"][4]
+    (x0, x1), (y0, y1) = window
+    xs, ys, zs = grid(quadratic, window, 160, False)
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4.4), gridspec_kw={"width_ratios": (1, 1, 0.8)})
+    for axis, (label, path) in zip(axes[:2], paths.items()):
+        axis.contour(xs, ys, zs, levels=np.linspace(0.3, 4.5, 15) ** 2, colors="0.6", linewidths=0.6)  # even in √f
+        axis.plot(path[:, 0], path[:, 1], ".-", color=ctx.color(label), markersize=3.5, linewidth=1.1)
+        axis.plot(*path[0], "o", color="black", markersize=5), axis.plot(0, 0, "*", color="black", markersize=11)
+        axis.set_xlim(x0, x1), axis.set_ylim(y0, y1), axis.set_aspect("equal")
+        axis.set_xlabel("θ₁"), axis.set_ylabel("θ₂")
+        reached = used[label]["steps_to_tolerance"]
+        axis.set_title(f"{label}: within {TOLERANCE} of ★ in {reached if reached is not None else f'> {steps}'} steps",
+                       color=ctx.color(label), fontsize=10)
+    for label, path in paths.items():
+        short = label.split(" (")[0]
+        axes[2].semilogy(np.abs(path[:, 1]) + 1e-16, color=ctx.color(label), label=f"{short}: |θ₂| (across)")
+        axes[2].semilogy(np.abs(path[:, 0]) + 1e-16, color=ctx.color(label), linestyle=":",
+                         label=f"{short}: |θ₁| (along the valley)")
+    axes[2].set_xlabel("step"), axes[2].set_ylabel("θ units (log scale)"), axes[2].legend(fontsize=8)
+    axes[2].set_ylim(1e-6, 10), axes[2].set_xlim(0, steps)
+    axes[2].set_title("across and along the valley", fontsize=10)
+    figure.tight_layout()
+    plain, ball = (used[label] for label in paths)
+    caption = (f"The course's zigzag on the same quadratic, at one learning rate α = {ZIGZAG_LR:g}, just under the "
+               f"steep direction's limit 2/λ_max = 0.5: plain SGD zigzags across the valley (θ₂ flips sign every "
+               f"step and shrinks only by |1 − 4α| = {abs(1 - 4 * ZIGZAG_LR):.2g}) and creeps along it "
+               f"({1 - 0.2 * ZIGZAG_LR:.2g} per step). With momentum μ = {ZIGZAG_MOMENTUM:g} the alternating "
+               "gradients cancel in the velocity, so the zigzag dies after a few swings, and the steady gradient "
+               f"along the valley adds up (√μ = {math.sqrt(ZIGZAG_MOMENTUM):.2g} per step): within {TOLERANCE} of "
+               f"the minimum in {ball['steps_to_tolerance']} steps against {plain['steps_to_tolerance']}. The "
+               "figures below show each optimizer at the best learning rate of the lab's grid, which the claim's "
+               "measurement uses.")
+    ctx.save(figure, "zigzag", caption=caption)
+    runs = [plots.playground_run("SGD", **{k: v for k, v in used[label].items() if k in ("lr", "momentum")})
+            for label in paths]
+    name, params = PLAYGROUND["quadratic"]
+    setup = plots.playground_setup(name, LANDSCAPES["quadratic"][1], steps, runs, params)
+    ctx.interactive(plots.trajectories(paths, "the zigzag: SGD without and with momentum at one learning rate",
+                                       contour=(xs, ys, zs), minimum=(0.0, 0.0), bounds=window, playground=setup),
+                    "zigzag-interactive", caption="The zigzag, interactive: step through it with the slider; plain "
+                    "SGD crosses the valley at every step, with momentum the path settles after a few swings.")
 
 
 def run(ctx: Context) -> Result:
@@ -286,6 +371,7 @@ def run(ctx: Context) -> Result:
         numbers.setdefault(land, {})[opt] = {"lr": lr, "steps_to_tolerance": reached, "final_distance": final,
                                              "diverged": lost}
     if ctx.figures_wanted:
+        draw_zigzag(ctx)  # the claim's picture first, then the measured runs
         for land in LANDSCAPES:
             draw(ctx, land, paths[land], numbers[land], LANDSCAPES[land][3][ctx.full])
 

@@ -9,7 +9,7 @@ import torch
 
 import descend
 
-from .. import data, plots
+from .. import data, plots, style
 from ..claims import Claim
 from ..core import Context, Result
 from .landscapes import rosenbrock, rosenbrock_gradient
@@ -148,10 +148,12 @@ def run(ctx: Context) -> Result:
 def draw(ctx: Context, paths, distances, histories, steps: int) -> None:
     figure, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.4))
     t = np.arange(1, 41)
+    colours = style.distinct([*paths, *histories])  # the β's of the middle panel never share a colour with a form
     labels = {"EMA form": "SGD EMA form: v → g", "velocity form": "SGD velocity form: b → g/(1−β)",
               "Adam's m": "Adam's m (seed 000's EMA)"}
     for (name, history), marker in zip(histories.items(), "osx"):
-        left.plot(t, history[:40], marker=marker, color=ctx.color("Adam" if name == "Adam's m" else name), markersize=4, linewidth=1, label=labels[name])
+        left.plot(t, history[:40], marker=marker, color=ctx.color("Adam") if name == "Adam's m" else colours[name],
+                  markersize=4, linewidth=1, label=labels[name])
     left.axhline(1 / (1 - BETA), color="gray", linestyle=":", label="g/(1−β) (seed 000's answer)")
     left.set_xlabel("step t"), left.set_ylabel("measured buffer / g (dimensionless)")
     left.set_title(f"constant gradient g, β = {BETA}"), left.legend(fontsize=8)
@@ -170,7 +172,10 @@ def draw(ctx: Context, paths, distances, histories, steps: int) -> None:
     ctx.save(figure, "forms", caption="Left: the EMA buffer settles at the gradient and the velocity buffer at "
              "g/(1−β); middle and right: with α = 0.001/(1−β), larger β runs further down Rosenbrock's valley.")
     xs, ys = np.meshgrid(np.linspace(-1.5, 1.5, 120), np.linspace(-0.5, 2.0, 120))
+    runs = [plots.playground_run("SGD momentum (EMA form)", lr=0.001 / (1 - beta), momentum=beta)
+            for beta in ROSENBROCK_BETAS]
+    setup = plots.playground_setup("rosenbrock", ROSENBROCK_START, steps, runs)
     spec = plots.trajectories(paths, "Momentum on Rosenbrock, α = 0.001/(1−β)", contour=(xs, ys, np.log1p(rosenbrock(xs, ys))),
-                              minimum=(1.0, 1.0), bounds=((-1.5, 1.5), (-0.5, 2.0)))
+                              minimum=(1.0, 1.0), bounds=((-1.5, 1.5), (-0.5, 2.0)), playground=setup)
     ctx.interactive(spec, "rosenbrock", caption="Move the step slider: β = 0.9 races down the valley while "
                     "β = 0 (gradient descent) is still crawling; click a legend entry to hide a path.")

@@ -3,6 +3,13 @@
 "use strict";
 
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+// The lab report's colour of each optimizer (descend/lab/style.py, KNOWN; a test keeps the two the same):
+// a setup whose runs are all different optimizers shows each in its report colour, others go by position.
+const OPTIMIZER_COLORS = {
+  "SGD": "#1f77b4", "SGD+momentum": "#17becf", "Nesterov": "#2ca02c", "AdaGrad": "#ff7f0e", "RMSprop": "#9467bd",
+  "Adadelta": "#8c564b", "Adam": "#d62728", "AdamW": "#e377c2", "Adafactor": "#bcbd22", "SAM": "#7f7f7f",
+  "Lion": "#393b79", "NAdam": "#ad494a", "RAdam": "#637939",
+};
 const POSITIONS = 1000; // slider resolution
 const $ = (id) => document.getElementById(id);
 
@@ -18,6 +25,8 @@ const page = {
 window.playground = page; // for the end-to-end test and for curious users
 
 // ---- presets: the pictures of the course slides (seed 004) and lecture notes (seed 002) ----------
+// Each has two or three sentences of what to notice and the lab claims it illustrates: the page links
+// to them in the lab report (/report/, which `descend playground` serves from ./report).
 const PRESETS = {
   "Learning rate: too low / just right / too high": {
     landscape: "quadratic", params: { condition: 10, angle: 30 }, start: [-2.5, -1.0], steps: 60, seed: 0,
@@ -26,6 +35,11 @@ const PRESETS = {
       { optimizer: "SGD", hyperparameters: { lr: 1.0 } },
       { optimizer: "SGD", hyperparameters: { lr: 2.1 } },
     ],
+    notice: "Three runs of plain gradient descent on a quadratic whose steepest curvature is λ_max = 1. " +
+      "At α = 0.1 the path creeps (after 60 steps the loss has only fallen by a factor 4); at α = 1 it " +
+      "reaches the minimum; at α = 2.1, just above 2/λ_max = 2, every step overshoots further than the last " +
+      "and the run leaves the window.",
+    claims: ["gd-diverges-above-two-over-lambda-max", "lr-too-low-or-too-high-learns-less"],
   },
   "Momentum β ∈ {0, 0.5, 0.9}, α = 0.001/(1−β), on Rosenbrock (Fig. 4.1)": {
     landscape: "rosenbrock", params: {}, start: [-1.2, 1.0], steps: 1000, seed: 0,
@@ -34,13 +48,25 @@ const PRESETS = {
       { optimizer: "SGD momentum (EMA form)", hyperparameters: { lr: 0.002, momentum: 0.5 } },
       { optimizer: "SGD momentum (EMA form)", hyperparameters: { lr: 0.01, momentum: 0.9 } },
     ],
+    notice: "The lecture notes' Figure 4.1: the EMA momentum v ← βv + (1−β)g settles at the gradient on a " +
+      "steady slope, so with α = 0.001/(1−β) the β = 0.9 run takes steps ten times as long as β = 0 (plain " +
+      "gradient descent) once it rolls. After 1000 steps β = 0.9 is within 0.011 of the minimum (1, 1), " +
+      "β = 0.5 at 0.55 and β = 0 still 1.1 away, crawling along the valley floor.",
+    claims: ["momentum-accelerates-on-rosenbrock"],
   },
   "Zigzag vs momentum (ill-conditioned quadratic)": {
-    landscape: "quadratic", params: { condition: 50, angle: 30 }, start: [-2.5, 2.0], steps: 100, seed: 0,
+    landscape: "quadratic", params: { condition: 20, angle: 0, scale: 4, span: 2 }, start: [-5, -2], steps: 100,
+    seed: 0,
     runs: [
-      { optimizer: "SGD", hyperparameters: { lr: 1.9 } },
-      { optimizer: "SGD momentum (velocity form)", hyperparameters: { lr: 1.0, momentum: 0.6 } },
+      { optimizer: "SGD", hyperparameters: { lr: 0.45 } },
+      { optimizer: "SGD momentum (velocity form)", hyperparameters: { lr: 0.45, momentum: 0.5 } },
     ],
+    notice: "The lab's quadratic 0.1x² + 2y² at one learning rate α = 0.45, just under the steep direction's " +
+      "limit 2/λ_max = 0.5. Plain SGD zigzags across the valley (y flips sign every step) and creeps along " +
+      "it; with momentum μ = 0.5 the alternating gradients cancel in the velocity, the zigzag dies after a few " +
+      "swings and the steady pull along the valley adds up: 22 steps to within 0.01 of the minimum instead " +
+      "of 66.",
+    claims: ["momentum-beats-sgd-on-ill-conditioned-quadratic"],
   },
   "Nesterov: look-ahead with α/(1−β) retraces the reformulated form": {
     landscape: "quadratic", params: { condition: 50, angle: 30 }, start: [-2.5, 2.0], steps: 150, seed: 0,
@@ -49,6 +75,11 @@ const PRESETS = {
       { optimizer: "Nesterov (reformulated)", hyperparameters: { lr: 0.3, momentum: 0.9 } },
       { optimizer: "Nesterov (look-ahead)", hyperparameters: { lr: 3.0, momentum: 0.9 } },
     ],
+    notice: "Only two paths are visible: look-ahead momentum (eqs. 4.7–4.8, an EMA) at α = 3 = 0.3/(1−β) is " +
+      "the same update as the reformulated Nesterov step at α = 0.3, so runs 2 and 3 lie on top of each other " +
+      "(the EMA buffer is (1−β) times the velocity). Heavy ball at the same α and μ overshoots the valley " +
+      "floor and needs 91 steps to within 0.01 of the minimum, Nesterov 39.",
+    claims: ["nesterov-forms-agree-after-change-of-variable", "nesterov-slightly-better-than-heavy-ball"],
   },
   "SGD stays in the convex hull (Fig. 4.2)": {
     landscape: "convex-hull", params: { batch: 1, noise: 0, spread: 1 }, start: [-2.5, 2.5], steps: 300, seed: 0,
@@ -56,22 +87,36 @@ const PRESETS = {
       { optimizer: "SGD", hyperparameters: { lr: 0.05 }, batch: 5 },
       { optimizer: "SGD", hyperparameters: { lr: 0.05 }, batch: 1 },
     ],
+    notice: "Gradient descent (all five samples each step) walks to the minimum of C and stops there. SGD with " +
+      "one sample per step heads the same way, but each step pulls it toward one sample's minimizer uᵢ, and " +
+      "all of those lie in the green hull: once inside, it keeps jumping around in the hull and never settles.",
+    claims: ["sgd-stays-inside-convex-hull", "gd-converges-where-sgd-keeps-moving"],
   },
   "Adam with and without bias correction": {
     landscape: "beale", params: {}, start: [1.0, 1.5], steps: 500, seed: 0,
     runs: [
-      { optimizer: "SGD", hyperparameters: { lr: 0.01 } },
       { optimizer: "Adam", hyperparameters: { lr: 0.05 } },
       { optimizer: "Adam (no bias correction)", hyperparameters: { lr: 0.05 } },
+      { optimizer: "Adam", hyperparameters: { lr: 0.15 } },
     ],
+    notice: "Without bias correction the first step is (1−β₁)/√(1−β₂) = 3.2 times α per coordinate, and the " +
+      "steps stay several α long for hundreds of steps (v's correction 1 − β₂ᵗ is still 0.39 at t = 500): " +
+      "uncorrected Adam is Adam with a larger step than α says. That is why run 2 ends lower than run 1 here; " +
+      "corrected Adam at α = 0.15 (run 3) ends lower still. Bias correction makes α mean what it says.",
+    claims: ["uncorrected-adam-first-step-is-inflated", "corrected-adam-steps-stay-near-alpha"],
   },
   "Escaping a saddle": {
-    landscape: "saddle", params: {}, start: [-2.0, 0.02], steps: 300, seed: 0,
+    landscape: "saddle", params: {}, start: [1.0, 0.001], steps: 150, seed: 0,
     runs: [
-      { optimizer: "SGD", hyperparameters: { lr: 0.05 } },
-      { optimizer: "SGD momentum (velocity form)", hyperparameters: { lr: 0.05, momentum: 0.9 } },
       { optimizer: "Adam", hyperparameters: { lr: 0.05 } },
+      { optimizer: "SGD", hyperparameters: { lr: 0.05 } },
+      { optimizer: "SGD", hyperparameters: { lr: 0.2 } },
     ],
+    notice: "The start lies 0.001 off the ridge y = 0, where the gradient across it (−2y) is tiny. At the same " +
+      "α = 0.05 Adam divides by the size of that gradient, moves about α per step and is off the saddle " +
+      "(|y| > 1) by step 20, while SGD's y grows only by 1 + 2α per step: 76 steps. SGD at α = 0.2 is off in 22, " +
+      "so \"faster\" depends on the rates compared: the lab compares each at its best rate.",
+    claims: ["adaptive-methods-escape-saddle-faster"],
   },
 };
 
@@ -115,10 +160,7 @@ function scaleOf(spec) {
 
 function clampPos(p) { return Math.max(0, Math.min(POSITIONS, Number.isFinite(p) ? p : 0)); }
 
-function format(value) {
-  if (value === null || value === undefined) return "";
-  return String(value === 0 ? 0 : Number(value.toPrecision(4)));
-}
+function format(value) { return formatNumber(value, 4); } // format.js: 1e-6, never 0.000001 or 0.00000
 
 // One control: a checkbox, or a slider with a number box (the box takes any number, so that an
 // out-of-range value reaches the optimizer and its own error message comes back).
@@ -181,6 +223,25 @@ function makeKnob(spec, value, onChange) {
   return box;
 }
 
+// ---- colours ----------------------------------------------------------------------------------------
+// the report's name for what a run is: SGD with momentum is "SGD+momentum", with nesterov "Nesterov"
+function familyOf(run) {
+  const entry = entryOf(run.optimizer), h = run.hyperparameters || {};
+  if (!entry) return null;
+  if (entry.class === "SGD") {
+    if (run.optimizer.startsWith("Nesterov") || h.nesterov) return "Nesterov";
+    if (run.optimizer.startsWith("SGD momentum") || h.momentum > 0) return "SGD+momentum";
+    return "SGD";
+  }
+  return { Adagrad: "AdaGrad" }[entry.class] || entry.class;
+}
+
+function runColor(index) {
+  const runs = page.state.runs, families = runs.map(familyOf);
+  const distinct = families.every((f, i) => f in OPTIMIZER_COLORS && families.indexOf(f) === i);
+  return distinct ? OPTIMIZER_COLORS[families[index]] : COLORS[index % COLORS.length];
+}
+
 // ---- the controls ------------------------------------------------------------------------------
 function entryOf(name) { return page.catalog.optimizers[name]; }
 
@@ -198,6 +259,7 @@ function buildLandscapeControls() {
   knobs.replaceChildren();
   for (const knob of info.knobs) {
     const spec = { ...knob, scale: knob.log ? "log" : "linear" };
+    if (knob.name === "batch") spec.high = sampleCount();
     if (!(knob.name in s.params)) s.params[knob.name] = knob.default;
     knobs.appendChild(makeKnob(spec, s.params[knob.name], (v) => { s.params[knob.name] = v; changed(); }));
   }
@@ -207,6 +269,24 @@ function buildLandscapeControls() {
   $("seed").value = s.seed;
 }
 
+// the number of per-sample losses of a stochastic landscape (5, or as many centers as the setup gives)
+function sampleCount() {
+  const centers = page.state.params.centers;
+  return Array.isArray(centers) && centers.length ? centers.length : 5;
+}
+
+// A hyperparameter's control; torch's plumbing goes under "advanced" (format.js: isAdvanced).
+function makeHyperparameter(run, h) {
+  if (h.name === "state_dtype") { // a dtype, not a number: say what it is rather than offer a slider
+    const line = document.createElement("div");
+    line.className = "knob fixed";
+    line.dataset.name = h.name;
+    line.textContent = "state_dtype: None (the state takes the parameter's dtype, float64 here)";
+    return line;
+  }
+  return makeKnob(h, run.hyperparameters[h.name], (v) => { run.hyperparameters[h.name] = v; changed(); });
+}
+
 function buildRuns() {
   const box = $("runs");
   box.replaceChildren();
@@ -214,7 +294,7 @@ function buildRuns() {
   page.state.runs.forEach((run, index) => {
     const card = document.createElement("div");
     card.className = "run";
-    card.style.setProperty("--color", COLORS[index % COLORS.length]);
+    card.style.setProperty("--color", runColor(index));
     card.dataset.index = index;
     const head = document.createElement("div");
     head.className = "run-head";
@@ -240,14 +320,25 @@ function buildRuns() {
     note.textContent = entryOf(run.optimizer).note;
     card.appendChild(note);
     if (stochastic) {
-      const spec = { name: "batch", label: "mini-batch (this optimizer)", scale: "linear", low: 1, high: 5, integer: true };
+      const spec = { name: "batch", label: "mini-batch (this optimizer)", scale: "linear", low: 1, high: sampleCount(),
+        integer: true };
       const own = run.batch ?? page.state.params.batch;
       card.appendChild(makeKnob(spec, own, (v) => { run.batch = v; changed(); }));
     }
     const defaults = defaultsOf(run.optimizer);
+    const advanced = document.createElement("details");
+    advanced.className = "advanced";
+    advanced.innerHTML = "<summary>advanced: torch options descend takes for compatibility</summary>";
     for (const h of entryOf(run.optimizer).hyperparameters) {
       if (!(h.name in run.hyperparameters)) run.hyperparameters[h.name] = defaults[h.name];
-      card.appendChild(makeKnob(h, run.hyperparameters[h.name], (v) => { run.hyperparameters[h.name] = v; changed(); }));
+      (isAdvanced(h.name) ? advanced : card).appendChild(makeHyperparameter(run, h));
+    }
+    if (advanced.children.length > 1) card.appendChild(advanced);
+    if (run.note) {
+      const chosen = document.createElement("div");
+      chosen.className = "note chosen-rate";
+      chosen.textContent = run.note;
+      card.appendChild(chosen);
     }
     const status = document.createElement("div");
     status.className = "status";
@@ -262,6 +353,40 @@ function buildAll() {
   buildRuns();
 }
 
+// Whether the page still shows the preset: every value the preset sets is as it set it.
+function asPreset(state, preset) {
+  const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+  const setsAll = (given, now) => Object.entries(given || {}).every(([key, value]) => same(now?.[key], value));
+  return state.landscape === preset.landscape && same(state.start, preset.start) && state.steps === preset.steps &&
+    state.seed === preset.seed && setsAll(preset.params, state.params) && state.runs.length === preset.runs.length &&
+    preset.runs.every((run, i) => state.runs[i].optimizer === run.optimizer &&
+      (state.runs[i].batch ?? null) === (run.batch ?? null) && setsAll(run.hyperparameters, state.runs[i].hyperparameters));
+}
+
+// What to notice in a preset, with links to its claims in the lab report (served at /report/).
+function showNotice() {
+  const box = $("notice"), preset = PRESETS[page.state.preset];
+  if (!preset) { box.hidden = true; box.replaceChildren(); return; }
+  const text = document.createElement("p");
+  text.textContent = preset.notice;
+  const links = document.createElement("p");
+  links.className = "claims";
+  links.append("In the lab report: ");
+  preset.claims.forEach((id, i) => {
+    const link = document.createElement("a");
+    link.href = `/report/index.html#claim-${id}`;
+    link.target = "_blank";
+    link.rel = "noopener";
+    link.textContent = id;
+    if (i) links.append(", ");
+    links.append(link);
+  });
+  const heading = document.createElement("h2");
+  heading.textContent = asPreset(page.state, preset) ? "What to notice" : "What to notice (in the preset as it was)";
+  box.replaceChildren(heading, text, links);
+  box.hidden = false;
+}
+
 function applyState(state) {
   const landscape = page.catalog.landscapes[state.landscape];
   if (!landscape) throw new Error(`unknown landscape ${state.landscape}`);
@@ -271,7 +396,9 @@ function applyState(state) {
   state.steps = Number.isInteger(state.steps) ? state.steps : 200;
   state.seed = Number.isInteger(state.seed) ? state.seed : 0;
   state.runs = (state.runs || []).slice(0, page.catalog.max_runs);
+  if (state.preset !== undefined && !PRESETS[state.preset]) delete state.preset;
   page.state = state;
+  $("preset").value = state.preset || "";
   for (const run of state.runs) {
     if (!entryOf(run.optimizer)) throw new Error(`unknown optimizer ${run.optimizer}`);
     run.hyperparameters = { ...defaultsOf(run.optimizer), ...run.hyperparameters };
@@ -281,19 +408,6 @@ function applyState(state) {
 }
 
 // ---- the URL holds the whole setup ------------------------------------------------------------
-function encodeState(state) {
-  const bytes = new TextEncoder().encode(JSON.stringify(state));
-  let text = "";
-  for (const b of bytes) text += String.fromCharCode(b);
-  return btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-}
-
-function decodeState(text) {
-  const padded = text.replace(/-/g, "+").replace(/_/g, "/");
-  const bytes = Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
-  return JSON.parse(new TextDecoder().decode(bytes));
-}
-
 function stateFromUrl() {
   const match = location.hash.match(/setup=([A-Za-z0-9_-]+)/);
   if (!match) return null;
@@ -307,14 +421,48 @@ function stateFromUrl() {
   }
 }
 
+// the state without what only this page's session needs (the note on how a learning rate was chosen)
+function stateForUrl() {
+  return { ...page.state, runs: page.state.runs.map(({ note, ...run }) => run) };
+}
+
 function shareUrl() {
-  return `${location.origin}${location.pathname}#setup=${encodeState(page.state)}`;
+  return `${location.origin}${location.pathname}#setup=${encodeState(stateForUrl())}`;
 }
 
 // ---- asking the server --------------------------------------------------------------------------
+// A new optimizer's learning rate: the class's default often barely moves on a 2-D landscape (SGD's 1e-3,
+// Lion's 1e-4), so the page tries PROBE_RATES on this landscape, from this start, and keeps the one that
+// ends lowest without diverging or leaving the window (format.js: chooseRate).
+async function startingRate(run) {
+  if (!("lr" in run.hyperparameters) || run.hyperparameters.lr === null) return; // e.g. Adafactor's relative step
+  const s = page.state;
+  const body = {
+    landscape: s.landscape, landscape_params: s.params, start: s.start, steps: Math.min(s.steps, 500), seed: s.seed,
+    surface: false,
+    runs: PROBE_RATES.map((lr) => ({ optimizer: run.optimizer, hyperparameters: { ...run.hyperparameters, lr } })),
+  };
+  try {
+    const response = await fetch("/api/run", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body) });
+    if (!response.ok) return;
+    const answer = await response.json();
+    const rate = chooseRate(PROBE_RATES, answer.runs.map((r) => cutDivergence(r)), answer.landscape.window);
+    if (rate !== null) {
+      run.hyperparameters.lr = rate;
+      run.note = `lr ${format(rate)}, chosen when this optimizer was added: of the rates ` +
+        `${PROBE_RATES.map((r) => format(r)).join(", ")} tried here, it ends lowest without diverging or leaving ` +
+        "the window";
+    }
+  } catch (error) {
+    // no answer: keep the class's default; compute() reports a server that is gone
+  }
+}
+
 let pending = null;
 function changed() {
-  history.replaceState(null, "", `#setup=${encodeState(page.state)}`);
+  history.replaceState(null, "", `#setup=${encodeState(stateForUrl())}`);
+  showNotice();
   clearTimeout(pending);
   pending = setTimeout(compute, 40);
 }
@@ -371,7 +519,9 @@ async function compute() {
   }
   showMessage("");
   if (answer.surface) page.surface = { key, data: answer.surface };
+  answer.runs = answer.runs.map((run) => cutDivergence(run)); // past 1e10 is diverged, as non-finite is
   page.result = answer;
+  $("formula").textContent = answer.landscape.formula;
   draw();
 }
 
@@ -425,13 +575,14 @@ function draw() {
     marker: { symbol: "circle", size: 10, color: "#fff", line: { color: "#111", width: 2 } } }];
   const pathIndex = paths.length;
   result.runs.forEach((run, i) => paths.push({
-    x: [], y: [], mode: "lines+markers", name: labelOf(s.runs[i], i), line: { color: COLORS[i % COLORS.length], width: 2 },
-    marker: { size: 3 }, hovertemplate: `${run.optimizer}<br>x=%{x:.4f}<br>y=%{y:.4f}<extra></extra>`,
+    x: [], y: [], mode: "lines+markers", name: labelOf(s.runs[i], i), line: { color: runColor(i), width: 2 },
+    marker: { size: 3 }, text: run.points.map((p) => `x = ${format(p[0])}<br>y = ${format(p[1])}`),
+    hovertemplate: `${run.optimizer}<br>%{text}<extra></extra>`,
   }));
   const headIndex = paths.length;
   result.runs.forEach((run, i) => paths.push({
     x: [], y: [], mode: "markers", hoverinfo: "skip",
-    marker: { size: 9, color: COLORS[i % COLORS.length], line: { color: "#fff", width: 1.5 } },
+    marker: { size: 9, color: runColor(i), line: { color: "#fff", width: 1.5 } },
   }));
   const hidden = { ...AXIS, showticklabels: false, showline: false, ticks: "", title: { text: "" } };
   Plotly.react("contour", paths, {
@@ -447,7 +598,7 @@ function draw() {
     showscale: false, contours: { z: { show: true, usecolormap: true, project: { z: true } } }, hoverinfo: "skip",
   }];
   result.runs.forEach((run, i) => surfaceTraces.push({
-    type: "scatter3d", mode: "lines", x: [], y: [], z: [], line: { color: COLORS[i % COLORS.length], width: 6 },
+    type: "scatter3d", mode: "lines", x: [], y: [], z: [], line: { color: runColor(i), width: 6 },
     name: run.optimizer, hoverinfo: "skip",
   }));
   const oldCamera = document.getElementById("surface").layout?.scene?.camera;
@@ -460,21 +611,13 @@ function draw() {
   }, CONFIG);
 
   const lossTraces = result.runs.map((run, i) => ({ // the first point now, so that the legend lists the run
-    x: run.gaps.length ? [0] : [], y: run.gaps.slice(0, 1).map((g) => (g > 0 ? g : null)), mode: "lines", line: { color: COLORS[i % COLORS.length], width: 2 },
+    x: run.gaps.length ? [0] : [], y: lossValues(run).slice(0, 1), mode: "lines", line: { color: runColor(i), width: 2 },
     name: labelOf(s.runs[i], i) + (run.diverged_at !== null ? ` — diverged at step ${run.diverged_at}` : ""),
   }));
-  const gaps = result.runs.flatMap((r) => r.gaps.filter((g) => g > 0));
-  const first = Math.max(...result.runs.map((r) => r.gaps[0] ?? 0), 1e-300);
-  const low = gaps.length ? Math.log10(Math.min(...gaps)) : -1;
-  // a diverging run would squash the others: the axis stops three decades above the starting loss
-  const high = gaps.length ? Math.min(Math.log10(Math.max(...gaps)), Math.log10(first) + 3) : 1;
-  const pad = Math.max(0.2, 0.05 * (high - low));
   Plotly.react("loss", lossTraces, {
     margin: { l: 60, r: 10, t: 10, b: 36 },
     xaxis: { ...AXIS, title: { text: "step", standoff: 4 }, range: [0, Math.max(1, s.steps)] },
-    yaxis: { ...AXIS, type: "log", title: { text: "f − f*", standoff: 4 }, exponentformat: "power",
-      range: [low - pad, high + pad], ...(high - low < 8 ? { dtick: 1 } : {}) }, // decades only, no 2s and 5s
-    showlegend: true,
+    yaxis: { ...AXIS, ...lossAxis(result) }, showlegend: true,
     legend: { x: 1, xanchor: "right", y: 1, bgcolor: "rgba(255,255,255,0.85)", font: { size: 11 } },
   }, CONFIG);
 
@@ -485,21 +628,52 @@ function draw() {
   animate(longest);
 }
 
+// The loss plot's y axis: f − f* in decades, or f itself (linear) on a landscape without a minimum.
+function lossAxis(result) {
+  if (result.landscape.bounded === false) {
+    const values = result.runs.flatMap((r) => r.losses);
+    const [lowest, highest] = values.length ? [Math.min(...values), Math.max(...values)] : [-1, 1];
+    const pad = 0.05 * Math.max(1, highest - lowest);
+    return { title: { text: "f (no minimum: f itself)", standoff: 4 }, exponentformat: "power",
+      range: [lowest - pad, highest + pad] };
+  }
+  const gaps = result.runs.flatMap((r) => r.gaps.filter((g) => g > 0));
+  const first = Math.max(...result.runs.map((r) => r.gaps[0] ?? 0), 1e-300);
+  const low = gaps.length ? Math.log10(Math.min(...gaps)) : -1;
+  // a diverging run would squash the others: the axis stops three decades above the starting loss
+  const high = gaps.length ? Math.min(Math.log10(Math.max(...gaps)), Math.log10(first) + 3) : 1;
+  const pad = Math.max(0.2, 0.05 * (high - low));
+  return { type: "log", title: { text: "f − f*", standoff: 4 }, exponentformat: "power",
+    range: [low - pad, high + pad], ...(high - low < 8 ? { dtick: 1 } : {}) }; // decades only, no 2s and 5s
+}
+
+// what the loss plot draws for a run: f − f* (gaps at or below 0 cannot go on the log axis), or f itself
+// on a landscape without a minimum
+function lossValues(run) {
+  if (page.result.landscape.bounded === false) return run.losses;
+  return run.gaps.map((g) => (g > 0 ? g : null));
+}
+
 function describeRuns() {
   const notes = [];
   const [[x0, x1], [y0, y1]] = page.result.landscape.window;
   page.result.runs.forEach((run, i) => {
     const last = run.points[run.points.length - 1];
-    const head = `<b style="color:${COLORS[i % COLORS.length]}">${i + 1}. ${run.optimizer}</b>`;
+    const head = `<b style="color:${runColor(i)}">${i + 1}. ${run.optimizer}</b>`;
     if (run.diverged_at !== null) {
-      notes.push(`${head}: <span class="bad">diverged: the loss or the parameters stopped being finite at step ${run.diverged_at}; the path is cut there</span>`);
+      const why = run.diverged_reason === "not finite" || !run.diverged_reason ? "stopped being finite"
+        : `passed ${formatNumber(DIVERGED_ABOVE)} in size`;
+      notes.push(`${head}: <span class="bad">diverged: the loss or the parameters ${why} at step ${run.diverged_at}; the path is cut there</span>`);
     } else if (last) {
       const outside = run.points.findIndex((p) => p[0] < x0 || p[0] > x1 || p[1] < y0 || p[1] > y1);
       const where = `ends at (${format(last[0])}, ${format(last[1])}), f = ${format(run.losses[run.losses.length - 1])}`;
       notes.push(`${head}: ${where}${outside >= 0 ? ` <span class="bad">(left the window at step ${outside})</span>` : ""}`);
     }
-    const card = document.querySelector(`.run[data-index="${i}"] .status`);
-    if (card) card.textContent = run.diverged_at !== null ? `diverged at step ${run.diverged_at}` : "";
+    const card = document.querySelector(`.run[data-index="${i}"]`);
+    if (card) {
+      card.style.setProperty("--color", runColor(i)); // a hyperparameter (momentum) may have changed its family
+      card.querySelector(".status").textContent = run.diverged_at !== null ? `diverged at step ${run.diverged_at}` : "";
+    }
   });
   $("legend-notes").innerHTML = notes.join("<br>");
 }
@@ -536,7 +710,7 @@ function showUpTo(k, full3d = true) {
   Plotly.animate("contour", { data: moved, traces: [0, ...paths, ...heads] }, QUICK);
   Plotly.animate("loss", {
     data: runs.map((r) => ({
-      x: r.gaps.slice(0, k + 1).map((_, j) => j), y: r.gaps.slice(0, k + 1).map((g) => (g > 0 ? g : null)),
+      x: r.gaps.slice(0, k + 1).map((_, j) => j), y: lossValues(r).slice(0, k + 1),
     })),
     traces: runs.map((_, i) => i),
   }, QUICK);
@@ -645,6 +819,7 @@ function wire() {
     const info = page.catalog.landscapes[$("landscape").value];
     page.state.landscape = info.name;
     page.state.params = {};
+    delete page.state.preset;
     page.state.start = [...info.start];
     buildAll();
     changed();
@@ -657,17 +832,26 @@ function wire() {
   number("start-y", (v) => { page.state.start[1] = v; });
   number("steps", (v) => { page.state.steps = Math.round(v); });
   number("seed", (v) => { page.state.seed = Math.round(v); });
-  $("add-run").addEventListener("click", () => {
+  $("add-run").addEventListener("click", async () => {
     const used = new Set(page.state.runs.map((r) => r.optimizer));
     const name = Object.keys(page.catalog.optimizers).find((n) => !used.has(n)) || "SGD";
-    page.state.runs.push({ optimizer: name, hyperparameters: defaultsOf(name) });
-    buildRuns();
-    changed();
+    const run = { optimizer: name, hyperparameters: defaultsOf(name) };
+    page.state.runs.push(run);
+    document.body.dataset.status = "computing";
+    $("add-run").disabled = true;
+    try {
+      await startingRate(run);
+    } finally {
+      buildRuns();
+      changed();
+    }
   });
   for (const name of Object.keys(PRESETS)) $("preset").add(new Option(name, name));
   $("preset").addEventListener("change", () => {
-    const preset = PRESETS[$("preset").value];
-    if (preset) applyState(JSON.parse(JSON.stringify(preset)));
+    const name = $("preset").value, preset = PRESETS[name];
+    if (!preset) return;
+    const { notice, claims, ...setup } = JSON.parse(JSON.stringify(preset));
+    applyState({ ...setup, preset: name });
   });
   $("share").addEventListener("click", async () => {
     const url = shareUrl();
