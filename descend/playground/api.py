@@ -60,7 +60,7 @@ SLIDERS: dict[str, dict[str, Any]] = {
 # never shown: the page always descends; the rest are implementation choices (``capturable`` and
 # ``differentiable`` are torch's flags, which descend refuses when True; ``state_dtype`` is not a number)
 HIDDEN = {"self", "params", "maximize", "nonfinite", "fused", "foreach", "base_optimizer", "capturable",
-          "differentiable", "state_dtype"}
+          "differentiable", "state_dtype", "max_grad_norm"}
 
 
 @dataclass(frozen=True)
