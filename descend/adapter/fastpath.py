@@ -77,6 +77,8 @@ class Bound:
             finite = call.run(grads[start:start + count], numbers) and finite
             start += count
         torch.autograd.graph.increment_version(self.params)
+        if any(call.counters and not call.c_counters for call in self.calls):  # torch counted them: new versions
+            self.versions = [entry._version for entry in self.entries]
         return finite
 
 

@@ -235,7 +235,11 @@ class Call:
         self.counters = work.steps is not None
         if self.counters:
             self.locations += [(state, "step") for state in states]
-            self.counter_table = build.pointers([state["step"] for state in states])
+            self.counter_list = [state["step"] for state in states]
+            self.counter_table = build.pointers(self.counter_list)
+            # float32 CPU counters are counted in C; others (float64 under a float64 default dtype, as torch
+            # keeps them) by torch
+            self.c_counters = all(c.dtype == torch.float32 and c.is_cpu and c.dim() == 0 for c in self.counter_list)
         self.entries = [state[role] for state, role in self.locations]
         self.scalar_names = [name.split(":", 1)[1] for name in segment.scalars]
         self.preparing = [step for step in work.chain if getattr(step, "scalar_state", ())]
@@ -243,7 +247,11 @@ class Call:
     def run(self, grads: list[Tensor], numbers: list[float]) -> bool:
         self.addresses[1::self.width] = build.int64s([g.data_ptr() for g in grads])
         if self.counters:
-            build.support().count_steps(self.count, self.counter_table, self.steps)
+            if self.c_counters:
+                build.support().count_steps(self.count, self.counter_table, self.steps)
+            else:
+                torch._foreach_add_(self.counter_list, 1.0)
+                self.steps[:] = build.doubles([float(c) for c in self.counter_list])
         if self.preparing:
             states, steps = self.work.states, self.steps
             for i, state in enumerate(states):
