@@ -34,7 +34,9 @@ class Bound:
 
     def __init__(self, optimizer, group: dict, plan: Plan, options: tuple, works: Sequence[Work]):
         self.group, self.plan, self.options = group, plan, options
-        self.params = [p for w in works for p in w.params]
+        self.params = [p for p in group["params"] if p.grad is not None]  # in the group's order
+        position = {id(p): k for k, p in enumerate(self.params)}
+        self.order = [position[id(p)] for w in works for p in w.params]  # the calls' order (bucket by bucket)
         self.ptrs = [p.data_ptr() for p in self.params]
         self.shapes = [p.shape for p in self.params]
         self.strides = [p.grad.stride() for p in self.params]
@@ -46,7 +48,8 @@ class Bound:
         self.locations = [location for call in self.calls for location in call.locations]
 
     def current(self, optimizer, group: dict, plan: Plan, options: tuple) -> list[Tensor] | None:
-        """The gradients, when nothing the last full step checked has changed; None otherwise."""
+        """The gradients, in the calls' order, when nothing the last full step checked has changed; None
+        otherwise."""
         if group is not self.group or plan is not self.plan or options != self.options or optimizer.state is not self.table:
             return None
         params = [p for p in group["params"] if p.grad is not None]
@@ -67,7 +70,7 @@ class Bound:
             return None
         if [entry._version for entry in self.entries] != self.versions:
             return None
-        return grads
+        return [grads[k] for k in self.order]
 
     def step(self, grads: list[Tensor], numbers: list[float]) -> bool:
         """The remembered calls with this step's gradients and numbers; False when a gradient held NaN or ±inf."""
