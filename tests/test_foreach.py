@@ -109,3 +109,46 @@ def test_foreach_default_follows_torch_lists_on_cuda_one_at_a_time_on_cpu():
     assert takes_foreach(group, torch.zeros(1, device="meta")) is False
     assert takes_foreach(dict(foreach=True), torch.zeros(1))
     assert "cuda" in FOREACH_DEVICES
+
+
+@pytest.mark.parametrize("state_dtype", [None, torch.bfloat16])
+@pytest.mark.parametrize("cls, kwargs", [(descend.Adam, {}), (descend.SGD, dict(lr=0.1, momentum=0.9)),
+                                         (descend.RMSprop, dict(centered=True))])
+def test_the_reference_path_runs_big_tensors_slice_by_slice_to_the_same_bits(cls, kwargs, state_dtype, monkeypatch):
+    """A big parameter's elementwise chain runs on slices (temporaries of one slice, not of the tensor); the
+    slices' stochastic rounding takes their elements' offsets, so the bits are the unsliced run's and the
+    kernel's."""
+    from descend.backends import eager
+
+    def run(slice_elements, **flags):
+        monkeypatch.setattr(eager, "SLICE_ELEMENTS", slice_elements)
+        param = torch.nn.Parameter(torch.randn(37, 29, generator=torch.Generator().manual_seed(0)))
+        optimizer = cls([param], state_dtype=state_dtype, **kwargs, **flags)
+        for step in range(4):
+            param.grad = torch.randn(37, 29, generator=torch.Generator().manual_seed(step + 1))
+            optimizer.step()
+        return [param.detach()] + [v for k, v in sorted(optimizer.state[param].items()) if k != "step"]
+
+    whole, sliced, kernel = run(1 << 20, fused=False), run(100, fused=False), run(100)
+    for a, b, c in zip(whole, sliced, kernel):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a.float(), c.float(), rtol=2**-7 if a.dtype == torch.bfloat16 else 1e-6, atol=1e-7)
+
+
+def test_foreach_with_16_bit_parameters_adds_in_float32_and_rounds_once(monkeypatch):
+    """No mixed-dtype in-place add on the list path: float32 sum, then one rounding copy into the parameter
+    (the same numbers as the one-tensor path)."""
+    calls = []
+    real = torch._foreach_add_
+
+    def spy(tensors, others, *args, **kwargs):
+        if isinstance(others, (list, tuple)) and others and isinstance(others[0], torch.Tensor):
+            calls.append({t.dtype for t in tensors} | {o.dtype for o in others})
+        return real(tensors, others, *args, **kwargs)
+
+    params, _ = trajectory(descend.Adam, dict(lr=0.01), torch.bfloat16, foreach=False)
+    monkeypatch.setattr(torch, "_foreach_add_", spy)
+    listed, _ = trajectory(descend.Adam, dict(lr=0.01), torch.bfloat16, foreach=True)
+    assert calls and all(len(dtypes) == 1 for dtypes in calls), calls
+    for a, b in zip(params, listed):
+        torch.testing.assert_close(a.float(), b.float(), rtol=2**-7, atol=1e-6)

@@ -150,7 +150,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 STATE_DTYPES = [None, torch.float32, torch.float64, torch.bfloat16, torch.float16]
 PARAM_DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
-PATHS = {"default": {}, "fused": dict(fused=True), "foreach": dict(foreach=True)}
+PATHS = {"default": {}, "fused": dict(fused=True), "foreach": dict(fused=False, foreach=True)}
 REFERENCE = dict(fused=False, foreach=False)
 SHAPES_OF_RUNS = [(4, 3), (5,), (), (2, 3, 4), (6, 1), (1, 7), (9, 8)]
 

@@ -196,7 +196,7 @@ def test_item3_bfloat16_state_gives_the_same_update_on_every_path(cls, kwargs):
     results = {}
     for path in ("fused", "reference", "foreach"):
         param = torch.nn.Parameter(torch.randn(1000, generator=generator(1)))
-        optimizer = cls([param], lr=0.1, state_dtype=torch.bfloat16, fused=False if path == "reference" else None,
+        optimizer = cls([param], lr=0.1, state_dtype=torch.bfloat16, fused=None if path == "fused" else False,
                         foreach=path == "foreach", **kwargs)
         for step in range(3):
             param.grad = torch.randn(1000, generator=generator(5 + step))

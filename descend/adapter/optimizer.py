@@ -313,8 +313,6 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
     def _reference_reason(group: dict[str, Any], variant: Variant, dtype: torch.dtype, codec: Codec) -> str | None:
         if group["fused"] is False:
             return "fused=False"
-        if group["fused"] is None and group["foreach"]:
-            return "foreach=True (as in torch.optim)"
         if variant.pieces is None:
             return f"its chain cannot be generated: {variant.reason}"
         if not cpu.available():

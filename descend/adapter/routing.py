@@ -4,8 +4,9 @@
 ``fused=None`` (default) takes a kernel wherever one can run the parameter and the reference chain
 elsewhere; ``fused=False`` always the reference chain; ``fused=True`` insists on a kernel and raises where
 none can run.  ``foreach`` picks how the reference chain runs: ``True`` on lists, ``False`` one tensor at a
-time, ``None`` as torch.optim does (lists on CUDA, one at a time on the CPU); ``foreach=True`` without a
-``fused`` choice means the reference chain, as in torch.optim.
+time, ``None`` as torch.optim does (lists on CUDA, one at a time on the CPU).  The generated kernels are
+multi-tensor kernels already (one call per dtype for a whole group), so ``foreach=True`` with ``fused=None``
+takes them too; ``fused=False, foreach=True`` is the reference chain on torch's ``_foreach_*`` ops.
 """
 from __future__ import annotations
 
@@ -110,7 +111,7 @@ def route(owner: str, group: dict[str, Any], plan: Plan, params: list[Tensor]) -
     """The buckets of ``params`` (those of ``group`` with a gradient); raises for a gradient no path takes
     (sparse, complex) and, with ``fused=True``, for a parameter no kernel can update."""
     fused, foreach = group["fused"], group["foreach"]
-    reference_only = fused is False or (fused is None and foreach)
+    reference_only = fused is False
     buckets: dict[tuple, Bucket] = {}
     memo: dict[tuple, str | None] = {}  # the kernel verdict per (variant, dtype, device, layout kind)
     for param in params:

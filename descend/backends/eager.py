@@ -101,10 +101,13 @@ class Overlay(dict):
         super().__setitem__(key, value)
         self.assigned[key] = value
 
-    def flush(self, codec: Codec, t: float, lanes: dict[str, int]) -> None:
+    def flush(self, codec: Codec, t: float, lanes: dict[str, int], offset: int = 0) -> None:
         for key, value in self.assigned.items():
             target = self.state[key]
-            codec.store(target, value, t, lanes.get(key, 0)) if target.dtype == codec.dtype else target.copy_(value)
+            if target.dtype == codec.dtype:
+                codec.store(target, value, t, lanes.get(key, 0), offset)
+            else:
+                target.copy_(value)
         self.assigned.clear()
         super().clear()
 
@@ -193,11 +196,40 @@ def _update_one(work: Work, i: int) -> None:
     param, grad, state = work.params[i], work.grads[i], work.states[i]
     if param.numel() == 0:
         return  # nothing to update (and a mean over no elements would put NaN into state)
+    if param.numel() > SLICE_ELEMENTS and _sliceable(work.variant, param, grad, state):
+        for start in range(0, param.numel(), SLICE_ELEMENTS):
+            _run(work, *_slice(work.variant, param, grad, state, start), work.t(i), start)
+        return
     _run(work, param, grad, state, work.t(i))
 
 
-def _run(work: Work, param: Tensor, grad: Tensor, state: dict, t: float) -> None:
-    """The chain on one tensor: ``param`` updated in place, ``state`` stored through the codec."""
+SLICE_ELEMENTS = 1 << 20  # an elementwise chain runs big tensors slice by slice: temporaries of one slice
+
+
+def _sliceable(variant: Variant, param: Tensor, grad: Tensor, state: dict) -> bool:
+    """An elementwise chain (no statistic, no matrix step, no look at the ndim) on a contiguous tensor whose
+    gradient and state are contiguous too: its update of a slice needs nothing beyond that slice."""
+    if variant.pieces is None or variant.reads_ndim or len(variant.pieces) > 1 or variant.globals:
+        return False
+    plan = variant.schedules[0]
+    if plan.temporaries or len(plan.passes) > 1:
+        return False
+    return param.is_contiguous() and grad.is_contiguous() and all(
+        state[spec.key].is_contiguous() for spec in variant.specs if spec.shape == "param" and spec.key in state)
+
+
+def _slice(variant: Variant, param: Tensor, grad: Tensor, state: dict, start: int):
+    stop = start + SLICE_ELEMENTS
+    part = dict(state)
+    for spec in variant.specs:
+        if spec.shape == "param" and spec.key in state:
+            part[spec.key] = state[spec.key].view(-1)[start:stop]
+    return param.view(-1)[start:stop], grad.view(-1)[start:stop], part
+
+
+def _run(work: Work, param: Tensor, grad: Tensor, state: dict, t: float, offset: int = 0) -> None:
+    """The chain on one tensor (or a slice of one, at element ``offset``): ``param`` updated in place,
+    ``state`` stored through the codec."""
     lanes = work.lanes
     value, u = _start(param, grad, work.maximize)
     view = Overlay(state, work.variant)
@@ -212,7 +244,7 @@ def _run(work: Work, param: Tensor, grad: Tensor, state: dict, t: float) -> None
             u = step.formula(u, value, view, t)
         if not isinstance(u, Tensor):
             u = torch.as_tensor(u, dtype=value.dtype, device=value.device).expand(value.shape)
-    view.flush(work.codec, t, lanes)
+    view.flush(work.codec, t, lanes, offset)
     _finish(param, u, work.chain)
 
 
@@ -332,10 +364,14 @@ def _update_chunk(work: Work, indices: list[int]) -> None:
     steps = [work.t(i) for i in indices]
     ts = ScalarList(steps)
     lanes = work.lanes
-    values = TensorList(p.float() if p.dtype in SIXTEEN_BIT else p for p in params)
+    sixteen = params[0].dtype in SIXTEEN_BIT  # computed in float32, rounded once into the parameter
+    values = TensorList(p.float() for p in params) if sixteen else TensorList(params)
     grads = [work.grads[i] for i in indices]
-    grads = [g.float() if g.dtype in SIXTEEN_BIT else g for g in grads]
-    us = TensorList(torch._foreach_neg(grads) if work.maximize else torch._foreach_mul(grads, 1.0))
+    if sixteen:  # fresh float32 copies: u may start as them
+        grads = [g.float() for g in grads]
+        us = TensorList(torch._foreach_neg(grads) if work.maximize else grads)
+    else:
+        us = TensorList(torch._foreach_neg(grads) if work.maximize else torch._foreach_mul(grads, 1.0))
     view = ListOverlay(states, work.variant)
     for index, step in enumerate(work.chain):
         kind = getattr(step, "kind", "elementwise")
@@ -357,6 +393,9 @@ def _update_chunk(work: Work, indices: list[int]) -> None:
     view.flush(work.codec, steps, lanes)
     if work.chain and getattr(work.chain[-1], "output", "update") == "param":
         torch._foreach_copy_(params, list(us))
+    elif sixteen:  # no mixed-dtype in-place add: the float32 sum, then one rounding copy
+        torch._foreach_add_(values, list(us))
+        torch._foreach_copy_(params, list(values))
     else:
         torch._foreach_add_(params, list(us))
 

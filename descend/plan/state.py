@@ -78,9 +78,10 @@ class Codec:
     def compute_dtype(self, param_dtype: torch.dtype) -> torch.dtype:
         return torch.float64 if self.dtype == torch.float64 or param_dtype == torch.float64 else torch.float32
 
-    def store(self, target: Tensor, value, step: float, lane: int) -> None:
+    def store(self, target: Tensor, value, step: float, lane: int, offset: int = 0) -> None:
         """``target ← value`` (rounded as this codec rounds); ``lane`` numbers the entries of one update
-        that draw random bits (see ``random_bits``)."""
+        that draw random bits (see ``random_bits``), ``offset`` the element offset of ``target`` in its whole
+        entry (the reference path stores big tensors slice by slice)."""
         target.copy_(value)
 
     def __eq__(self, other):
@@ -122,11 +123,11 @@ class BFloat16(Codec):
     def __repr__(self):
         return "bfloat16" if self.stochastic else "bfloat16(rounding='nearest')"
 
-    def store(self, target, value, step, lane):
+    def store(self, target, value, step, lane, offset=0):
         if not self.stochastic or not isinstance(value, Tensor) or value.dtype == torch.bfloat16:
             target.copy_(value)
             return
-        target.copy_(stochastic_bfloat16(value.float().expand(target.shape), target, step, lane))
+        target.copy_(stochastic_bfloat16(value.float().expand(target.shape), target, step, lane, offset))
 
 
 class Float16(Codec):
@@ -187,12 +188,13 @@ def random_bits(offsets: Tensor, seed_value: int) -> Tensor:
     return x ^ (x >> 16)
 
 
-def stochastic_bfloat16(value: Tensor, like: Tensor, step: float, lane: int) -> Tensor:
+def stochastic_bfloat16(value: Tensor, like: Tensor, step: float, lane: int, offset: int = 0) -> Tensor:
     """``value`` (float32) rounded stochastically to bfloat16, for the elements of ``like`` (its memory
     offsets decide the bits), as a float32 tensor whose low 16 bits are zero."""
     bits = value.contiguous().view(torch.int32).to(torch.int64) & _U32
     if like.numel():
-        offsets = torch.arange(like.numel(), dtype=torch.int64, device=like.device).as_strided(like.shape, like.stride())
+        offsets = torch.arange(offset, offset + like.numel(), dtype=torch.int64, device=like.device).as_strided(
+            like.shape, like.stride())
     else:
         offsets = torch.zeros(like.shape, dtype=torch.int64, device=like.device)
     noise = (random_bits(offsets, seed(lane, step)) >> (16 * (lane % 2))) & 0xFFFF
