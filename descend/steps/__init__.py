@@ -31,6 +31,7 @@ from .base import Elementwise, GlobalReduction, MatrixStep, Reduction, Transform
 from .moments import (AdadeltaUnitCorrection, AddWeightDecay, BiasCorrection, EmaOfSquares, LrDecay, Momentum, RunningMax,
                       ScaleByInverseRms, SumOfSquares, TrackEma)
 from .scale import DecoupledWeightDecay, Negate, ScaleByLearningRate
+from .schedulefree import ScaleByDebiasedInverseRms, ScheduleFreeSwitch, ScheduleFreeUpdate
 from .variants import LionInterpolation, NesterovMomentumCorrection, RectifiedScale, SignUpdate
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "FactoredSecondMoment", "ClipByRms", "AdafactorStepSize", "AdafactorWeightDecay",
     "ScaleByLearningRate", "Negate", "DecoupledWeightDecay",
     "LionInterpolation", "SignUpdate", "NesterovMomentumCorrection", "RectifiedScale",
+    "ScaleByDebiasedInverseRms", "ScheduleFreeUpdate", "ScheduleFreeSwitch",
     "sqrt", "exp", "log", "sign", "maximum", "minimum", "where", "clamp_min", "fma", "lerp",
     "total", "mean", "norm", "amax", "per_row", "per_col", "NotTraceable",
 ]
