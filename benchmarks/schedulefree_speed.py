@@ -5,9 +5,10 @@
 16.8M float32 parameters as one 4096² matrix and as 49 tensors (48 of 4096×84 and one of 4096×64), for
 ``AdamWScheduleFree`` (weight decay 0.01) and ``SGDScheduleFree`` (weight decay 1e-4): descend's default path
 (one generated C kernel per step), schedulefree's foreach path (its default) and its for-loop, and in-place
-axpy for the machine's bandwidth; then the switch ``eval()`` + ``train()`` on both.  Timings are medians over interleaved repeats (the candidates take
-turns, so that drift in a shared machine hits all alike).  schedulefree divides the gradient in place, so
-every candidate's gradients are restored (untimed) before each timed step.  It prints a Markdown table.
+axpy for the machine's bandwidth; then the switch ``eval()`` + ``train()`` on both.  Timings are medians
+over interleaved repeats (the candidates take turns, so that drift in a shared machine hits all alike).
+schedulefree divides the gradient in place, so every candidate's gradients are restored (untimed) before each
+timed step.  It prints a Markdown table.  From a checkout: ``PYTHONPATH=. python benchmarks/...``.
 """
 from __future__ import annotations
 

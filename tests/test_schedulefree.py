@@ -404,7 +404,8 @@ def interpreted(monkeypatch):
     assert codegen_triton.interpreting()
     calls = []
     real = codegen_triton.update
-    monkeypatch.setattr(codegen_triton, "update", lambda work: calls.append(type(work.chain[-1]).__name__) or real(work))
+    monkeypatch.setattr(codegen_triton, "update",
+                        lambda work: calls.append(type(work.chain[-1]).__name__) or real(work))
     return calls
 
 
@@ -416,3 +417,24 @@ def test_the_triton_kernel_gives_schedulefrees_numbers_over_100_steps_with_mode_
     assert interpreted.count("ScheduleFreeUpdate") == STEPS
     assert interpreted.count("ScheduleFreeSwitch") == 2 * len(range(3, STEPS, 7)) + 1  # the first train()
     # finds no z yet: nothing to move
+
+
+def test_max_grad_norm_is_schedulefree_on_clipped_gradients_and_bfloat16_state_runs():
+    ours, theirs = leaves(), leaves()
+    mine = descend.AdamWScheduleFree(ours, lr=0.01, max_grad_norm=0.1, fused=False)
+    peer = schedulefree.AdamWScheduleFree(theirs, lr=0.01, foreach=False)
+    mine.train(), peer.train()
+    for _ in range(20):
+        for optimizer, params in ((mine, ours), (peer, theirs)):
+            optimizer.zero_grad()
+            nonconvex_loss(params).backward()
+            if optimizer is peer:
+                torch.nn.utils.clip_grad_norm_(params, 0.1)
+            optimizer.step()
+    assert_float32_close(ours, theirs)
+    assert mine.last_grad_norm > 0.1  # the clipping did something
+    small = leaves()
+    optimizer = descend.AdamWScheduleFree(small, lr=0.01, state_dtype=torch.bfloat16)
+    for snapshot in snapshots(optimizer, small, 20):
+        assert all(torch.isfinite(p).all() for p in snapshot)
+    assert optimizer.state[small[0]]["z"].dtype == torch.bfloat16

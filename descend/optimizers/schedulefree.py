@@ -159,7 +159,8 @@ class ScheduleFree(ChainOptimizer):
             if not fits(spec, state["z"], place(param, spec), codec):  # after model.double(), a checkpoint
                 state["z"] = refit(spec, state["z"], place(param, spec), codec, owner)
             path = self._switch_path(group, variant, param, state["z"], codec)
-            buckets.setdefault((path, id(variant), param.device, param.dtype, codec), [variant, codec, []])[2].append(param)
+            key = (path, id(variant), param.device, param.dtype, codec)
+            buckets.setdefault(key, [variant, codec, []])[2].append(param)
         for (path, *_), (variant, codec, members) in buckets.items():
             states = [{"z": local(self.state[p]["z"])} for p in members]
             zs = [state["z"] for state in states]  # the kernels' gradient role: read, never written

@@ -37,8 +37,8 @@ Z = StateSpec("z", init="param")  # the SGD sequence, starting at the parameter
 @dataclass
 class SecondMoment(Elementwise):
     """``s ← β₂s + (1−β₂)u²`` (``EmaOfSquares``), rounded as schedulefree's ``s.mul_(β₂).addcmul_(u, u,
-    value=1−β₂)``: torch's ``addcmul`` rounds ``(1−β₂)u·u + β₂s`` once, ``fma((1−β₂)u, u, β₂s)``.  Passes ``u``
-    on."""
+    value=1−β₂)``: torch's ``addcmul`` rounds ``(1−β₂)u·u + β₂s`` once, ``fma((1−β₂)u, u, β₂s)``.
+    Passes ``u`` on."""
 
     decay: float
     key: str = "exp_avg_sq"
