@@ -5,6 +5,7 @@ from .tools.lr_find import LRFinderResult, lr_find
 from .adapter.optimizer import ChainOptimizer
 from .optimizers import (SAM, SGD, Adadelta, Adafactor, Adagrad, Adam, AdamW, InverseSqrt, Lion, MomentumSchedule, NAdam,
                          RAdam, RMSprop, WarmupCosine, frozen_batchnorm_stats, linear_ramp, make_optimizer)
+from .optimizers import AdamWScheduleFree, SGDScheduleFree
 from .tools.telemetry import Telemetry
 from .steps import Elementwise, GlobalReduction, MatrixStep, Reduction, StateSpec
 
@@ -21,6 +22,8 @@ __all__ = [
     "Lion",
     "NAdam",
     "RAdam",
+    "AdamWScheduleFree",
+    "SGDScheduleFree",
     "SAM",
     "frozen_batchnorm_stats",
     "ChainOptimizer",

@@ -120,6 +120,8 @@ def direct_run(make_optimizer, landscape, start, steps):
     """What a user writing their own loop gets: θ.grad = ∇f(θ), optimizer.step()."""
     theta = torch.tensor(start, dtype=torch.float64, requires_grad=True)
     optimizer = make_optimizer([theta])
+    if callable(getattr(optimizer, "train", None)):  # schedule-free optimizers step in train mode
+        optimizer.train()
     for _ in range(steps):
         if isinstance(optimizer, descend.SAM):
             def closure():

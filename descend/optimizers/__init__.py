@@ -10,8 +10,10 @@ from .adaptive import Adadelta, Adagrad, RMSprop
 from .compose import make_optimizer
 from .lion import Lion
 from .sam import SAM, frozen_batchnorm_stats
+from .schedulefree import AdamWScheduleFree, SGDScheduleFree
 from .schedules import InverseSqrt, MomentumSchedule, WarmupCosine, linear_ramp
 from .sgd import SGD
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "RAdam", "Adafactor", "Lion", "SAM",
+           "AdamWScheduleFree", "SGDScheduleFree",
            "frozen_batchnorm_stats", "make_optimizer", "InverseSqrt", "MomentumSchedule", "WarmupCosine", "linear_ramp"]

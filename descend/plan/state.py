@@ -29,9 +29,10 @@ class StateSpec:
 
     ``shape``: ``"param"`` (like the parameter, in its memory layout), ``"rows"`` (``param.shape[:-1]``:
     one value per row of the last two dims), ``"cols"`` (``param.shape[:-2] + param.shape[-1:]``),
-    ``"scalar"`` (a 0-dim tensor).  ``init``: the starting value, a number or the name of the step's field
-    that holds it.  ``storage``: ``"state"`` follows the group's ``state_dtype``; ``"default"`` is a
-    float32 (torch's default dtype) tensor on the CPU, as torch keeps NAdam's ``mu_product``.  ``signed``:
+    ``"scalar"`` (a 0-dim tensor).  ``init``: the starting value, a number, the name of the step's field
+    that holds it, or ``"param"``: a copy of the parameter (schedule-free's ``z``).  ``storage``:
+    ``"state"`` follows the group's ``state_dtype``; ``"default"`` is a float32 (torch's default dtype)
+    tensor on the CPU, as torch keeps NAdam's ``mu_product``.  ``signed``:
     whether the entry takes negative values (a first moment) or not (a second moment); block codecs use it.
     """
 
@@ -51,6 +52,9 @@ class StateSpec:
             raise ValueError(f"StateSpec {self.key!r}: shape must be one of {SHAPES}, got {self.shape!r}")
         if self.storage not in ("state", "default"):
             raise ValueError(f"StateSpec {self.key!r}: storage must be 'state' or 'default', got {self.storage!r}")
+        if self.init == "param" and (self.shape != "param" or self.storage != "state"):
+            raise ValueError(f"StateSpec {self.key!r}: init='param' (a copy of the parameter) needs shape='param' "
+                             "and storage='state'")
 
     def shape_for(self, param_shape: torch.Size) -> torch.Size:
         if self.shape == "param":
@@ -207,6 +211,8 @@ def stochastic_bfloat16(value: Tensor, like: Tensor, step: float, lane: int, off
 
 def new_entry(spec: StateSpec, step, param: Tensor, codec: Codec) -> Tensor:
     """A fresh entry of ``spec`` for ``param`` (this rank's shard of it under FSDP2: ``param`` is local)."""
+    if spec.init == "param":  # a copy of the parameter, stored as the codec says
+        return torch.empty_like(param, dtype=codec.dtype, memory_format=torch.preserve_format).copy_(param.detach())
     value = spec.initial_value(step)
     if spec.storage == "default":
         return torch.full(spec.shape_for(param.shape), value, dtype=torch.get_default_dtype())

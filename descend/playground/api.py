@@ -316,6 +316,8 @@ def trajectory(
 def _run(landscape: Landscape, cls: type, kwargs: dict[str, Any], start, steps: int, seed: int) -> Trajectory:
     theta = torch.tensor([float(start[0]), float(start[1])], dtype=torch.float64, requires_grad=True)
     optimizer = cls([theta], **kwargs)
+    if callable(getattr(optimizer, "train", None)):  # schedule-free: steps in train mode (the path is y's)
+        optimizer.train()
     rng = random.Random(seed)
     points, losses = [[float(start[0]), float(start[1])]], []
     gradient = np.zeros(2)  # θ.grad shares this memory: writing two floats is cheaper than a new tensor

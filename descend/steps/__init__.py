@@ -10,6 +10,7 @@ spirit of optax's ``scale_by_adam`` / ``add_decayed_weights`` / ``scale_by_learn
     AdamW      = Adam without AddWeightDecay, then DecoupledWeightDecay
     Adafactor  = [FactoredSecondMoment, ClipByRms, AdafactorStepSize, Momentum(EMA)?,
                   AdafactorWeightDecay?, Negate]
+    AdamWScheduleFree = [SecondMoment, ScaleByDebiasedInverseRms, DecayAtY?, ScheduleFreeUpdate]
     ...
 
 A step's ``formula`` is the textbook line itself (``s ← βs + (1−β)u²`` is
@@ -31,6 +32,7 @@ from .base import Elementwise, GlobalReduction, MatrixStep, Reduction, Transform
 from .moments import (AdadeltaUnitCorrection, AddWeightDecay, BiasCorrection, EmaOfSquares, LrDecay, Momentum, RunningMax,
                       ScaleByInverseRms, SumOfSquares, TrackEma)
 from .scale import DecoupledWeightDecay, Negate, ScaleByLearningRate
+from .schedulefree import DecayAtY, ScaleByDebiasedInverseRms, ScheduleFreeSwitch, ScheduleFreeUpdate, SecondMoment
 from .variants import LionInterpolation, NesterovMomentumCorrection, RectifiedScale, SignUpdate
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "FactoredSecondMoment", "ClipByRms", "AdafactorStepSize", "AdafactorWeightDecay",
     "ScaleByLearningRate", "Negate", "DecoupledWeightDecay",
     "LionInterpolation", "SignUpdate", "NesterovMomentumCorrection", "RectifiedScale",
+    "SecondMoment", "ScaleByDebiasedInverseRms", "DecayAtY", "ScheduleFreeUpdate", "ScheduleFreeSwitch",
     "sqrt", "exp", "log", "sign", "maximum", "minimum", "where", "clamp_min", "fma", "lerp",
     "total", "mean", "norm", "amax", "per_row", "per_col", "NotTraceable",
 ]
