@@ -5,6 +5,7 @@ from .tools.lr_find import LRFinderResult, lr_find
 from .adapter.optimizer import ChainOptimizer
 from .optimizers import (SAM, SGD, Adadelta, Adafactor, Adagrad, Adam, AdamW, InverseSqrt, Lion, MomentumSchedule, NAdam,
                          RAdam, RMSprop, WarmupCosine, frozen_batchnorm_stats, linear_ramp, make_optimizer)
+from .optimizers import ASGD, Adamax, Rprop, SparseAdam
 from .tools.telemetry import Telemetry
 from .steps import Elementwise, GlobalReduction, MatrixStep, Reduction, StateSpec
 
@@ -21,6 +22,10 @@ __all__ = [
     "Lion",
     "NAdam",
     "RAdam",
+    "Adamax",
+    "ASGD",
+    "Rprop",
+    "SparseAdam",
     "SAM",
     "frozen_batchnorm_stats",
     "ChainOptimizer",

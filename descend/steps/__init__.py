@@ -31,6 +31,8 @@ from .base import Elementwise, GlobalReduction, MatrixStep, Reduction, Transform
 from .moments import (AdadeltaUnitCorrection, AddWeightDecay, BiasCorrection, EmaOfSquares, LrDecay, Momentum, RunningMax,
                       ScaleByInverseRms, SumOfSquares, TrackEma)
 from .scale import DecoupledWeightDecay, Negate, ScaleByLearningRate
+from .torch_rest import (CorrectedStepSize, AveragedSgd, DivideBy, InfinityNorm, LerpMomentum, MomentsByIncrement,
+                         ResilientStepSize)
 from .variants import LionInterpolation, NesterovMomentumCorrection, RectifiedScale, SignUpdate
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "FactoredSecondMoment", "ClipByRms", "AdafactorStepSize", "AdafactorWeightDecay",
     "ScaleByLearningRate", "Negate", "DecoupledWeightDecay",
     "LionInterpolation", "SignUpdate", "NesterovMomentumCorrection", "RectifiedScale",
+    "InfinityNorm", "LerpMomentum", "DivideBy", "AveragedSgd", "ResilientStepSize", "MomentsByIncrement", "CorrectedStepSize",
     "sqrt", "exp", "log", "sign", "maximum", "minimum", "where", "clamp_min", "fma", "lerp",
     "total", "mean", "norm", "amax", "per_row", "per_col", "NotTraceable",
 ]
