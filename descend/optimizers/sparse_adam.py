@@ -47,7 +47,9 @@ class SparseAdam(ChainOptimizer):
         state_dtype: torch.dtype | None = None,
         max_grad_norm: float | None = None,
     ):
-        defaults = dict(lr=lr, betas=betas, eps=eps, maximize=maximize)
+        # torch's Optimizer.__setstate__ (run by load_state_dict) adds differentiable=False to the defaults: it is
+        # there from the start, so that save -> load -> save changes nothing
+        defaults = dict(lr=lr, betas=betas, eps=eps, maximize=maximize, differentiable=False)
         super().__init__(params, defaults, nonfinite, fused, foreach, state_dtype, max_grad_norm)
 
     def validate(self, group):
