@@ -5,9 +5,9 @@ import torch
 
 from ..adapter.optimizer import ChainOptimizer
 from ..plan.hyper import check_nonnegative
-from ..steps import Transform
+from ..steps import AddWeightDecay, Transform
 from ..steps.torch_rest import CorrectedStepSize, DivideBy, InfinityNorm, LerpMomentum
-from .common import check_betas, with_coupled_decay
+from .common import check_betas
 
 
 class Adamax(ChainOptimizer):
@@ -64,4 +64,6 @@ class Adamax(ChainOptimizer):
             CorrectedStepSize(group["lr"], beta1),
             DivideBy("exp_inf"),
         ]
-        return with_coupled_decay(group, steps)
+        if not group["weight_decay"]:
+            return steps
+        return [AddWeightDecay(group["weight_decay"], fused=True)] + steps  # g + λθ rounded once, as torch

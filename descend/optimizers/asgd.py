@@ -7,9 +7,8 @@ import torch
 
 from ..adapter.optimizer import ChainOptimizer
 from ..plan.hyper import check_nonnegative, number
-from ..steps import Transform
+from ..steps import AddWeightDecay, Transform
 from ..steps.torch_rest import AveragedSgd
-from .common import with_coupled_decay
 
 
 class ASGD(ChainOptimizer):
@@ -64,4 +63,6 @@ class ASGD(ChainOptimizer):
 
     def chain(self, group):
         steps: list[Transform] = [AveragedSgd(group["lr"], group["lambd"], group["alpha"], group["t0"])]
-        return with_coupled_decay(group, steps)
+        if not group["weight_decay"]:
+            return steps
+        return [AddWeightDecay(group["weight_decay"], fused=True)] + steps  # g + λθ rounded once, as torch
