@@ -71,7 +71,7 @@ def test_every_path_gives_torchs_numbers(pair, desc, kwargs, path):
 @pytest.mark.parametrize("pair", PAIRS, ids=pair_ids())
 def test_compiled_step_equals_the_eager_step(pair, path):
     torch._dynamo.reset()
-    kwargs = next((k for desc, k in pair.inputs() if "momentum" in k or "weight_decay" in k), pair.inputs()[-1][1])
+    kwargs = next((k for _, k in pair.inputs() if "momentum" in k or "weight_decay" in k), pair.inputs()[-1][1])
     eager_params, compiled_params = make_params(), make_params()
     eager = train(pair.ours(eager_params, **fresh(kwargs), **PATHS[path]), eager_params)
     optimizer = pair.ours(compiled_params, **fresh(kwargs), **PATHS[path])

@@ -266,7 +266,8 @@ def test_sparse_adam_matches_its_textbook_reference():
     for t in range(1, STEPS + 1):
         index = torch.randint(0, 6, (5,), generator=g)
         values = torch.randn(5, 4, generator=g, dtype=torch.float64)
-        grad = torch.sparse_coo_tensor(index[None], values, (9, 4), check_invariants=True)  # uncoalesced: repeated rows are summed
+        # uncoalesced: repeated rows are summed
+        grad = torch.sparse_coo_tensor(index[None], values, (9, 4), check_invariants=True)
         ours[0].grad = grad
         optimizer.step()
         params = ref.sparse_adam_step(params, [grad], states, t, lr=0.05)

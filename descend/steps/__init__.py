@@ -42,7 +42,8 @@ __all__ = [
     "FactoredSecondMoment", "ClipByRms", "AdafactorStepSize", "AdafactorWeightDecay",
     "ScaleByLearningRate", "Negate", "DecoupledWeightDecay",
     "LionInterpolation", "SignUpdate", "NesterovMomentumCorrection", "RectifiedScale",
-    "InfinityNorm", "LerpMomentum", "DivideBy", "AveragedSgd", "ResilientStepSize", "MomentsByIncrement", "CorrectedStepSize",
+    "InfinityNorm", "LerpMomentum", "DivideBy", "AveragedSgd", "ResilientStepSize", "MomentsByIncrement",
+    "CorrectedStepSize",
     "sqrt", "exp", "log", "sign", "maximum", "minimum", "where", "clamp_min", "fma", "lerp",
     "total", "mean", "norm", "amax", "per_row", "per_col", "NotTraceable",
 ]
