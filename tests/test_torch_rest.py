@@ -291,14 +291,15 @@ def test_sparse_adam_refuses_dense_gradients_as_torch_and_others_refuse_sparse_o
 def test_sparse_adam_skips_a_step_whose_sparse_gradient_holds_nan():
     param = nn.Parameter(torch.ones(4, 2))
     optimizer = descend.SparseAdam([param], nonfinite="skip")
-    param.grad = torch.sparse_coo_tensor([[1]], [[float("nan"), 1.0]], (4, 2))
+    param.grad = torch.sparse_coo_tensor([[1]], [[float("nan"), 1.0]], (4, 2), check_invariants=True)
     optimizer.step()
     assert optimizer.skipped_steps == 1 and torch.equal(param, torch.ones(4, 2)) and not optimizer.state
 
 
 def test_sparse_adam_clips_by_the_sparse_gradients_norm():
     clipped, plain = nn.Parameter(torch.ones(4, 2)), nn.Parameter(torch.ones(4, 2))
-    grad = torch.sparse_coo_tensor([[1, 1, 3]], [[3.0, 0.0], [0.0, 0.0], [0.0, 4.0]], (4, 2))  # norm 5
+    grad = torch.sparse_coo_tensor([[1, 1, 3]], [[3.0, 0.0], [0.0, 0.0], [0.0, 4.0]], (4, 2),
+                                   check_invariants=True)  # norm 5
     clipping = descend.SparseAdam([clipped], max_grad_norm=1.0)
     reference = descend.SparseAdam([plain])
     clipped.grad, plain.grad = grad, grad * (1.0 / (5.0 + 1e-6))

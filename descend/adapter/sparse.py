@@ -33,21 +33,27 @@ def gather(work: Work) -> RowsWork:
     for param, grad, state in zip(work.params, work.grads, work.states):
         grad = grad.coalesce()
         index = tuple(grad.indices())
-        params.append(param[index])
+        params.append(rows(param, index))
         grads.append(grad.values().contiguous())
-        states.append({key: value[index] if key in gathered else value for key, value in state.items()})
+        states.append({key: rows(value, index) if key in gathered else value for key, value in state.items()})
         whole.append((param, state, index))
     return RowsWork(work.plan, work.variant, work.chain, work.numbers, params, grads, states, work.steps, work.codec,
                     owner=work.owner, whole=whole)
 
 
+def rows(tensor: Tensor, index: tuple[Tensor, ...]) -> Tensor:
+    """The rows of ``tensor`` that ``index`` names, as a new dense tensor (``index_select`` where one index
+    tensor names whole rows: several times faster than indexing)."""
+    return tensor.index_select(0, index[0]) if len(index) == 1 else tensor[index]
+
+
 def scatter(work: RowsWork) -> None:
     """The updated rows (parameter and state) written back where they were gathered from."""
-    for (param, state, index), rows, row_state in zip(work.whole, work.params, work.states):
-        param[index] = rows
+    for (param, state, index), updated, row_state in zip(work.whole, work.params, work.states):
+        param[index] = updated
         for key, value in row_state.items():
             if value is not state[key]:
                 state[key][index] = value
 
 
-__all__ = ["RowsWork", "gather", "scatter"]
+__all__ = ["RowsWork", "gather", "rows", "scatter"]
