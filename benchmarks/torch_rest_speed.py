@@ -112,7 +112,9 @@ def main(argv=None):
     lines = ["# Adamax, ASGD, Rprop, SparseAdam: step time", "",
              f"Measured {datetime.date.today().isoformat()} on {platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads, median of {args.repeats} "
-             "interleaved repeats, float32. Produced by `python benchmarks/torch_rest_speed.py`.", "",
+             "interleaved repeats, float32, load average {:.1f} (other work on the machine: the ratios, measured in "
+             "one run, are what to read). Produced by `python benchmarks/torch_rest_speed.py`.".format(os.getloadavg()[0]),
+             "",
              *speed_table(args.repeats)]
     text = "\n".join(lines) + "\n"
     print(text)
