@@ -6,6 +6,7 @@ from .adapter.optimizer import ChainOptimizer
 from .optimizers import (SAM, SGD, Adadelta, Adafactor, Adagrad, Adam, AdamW, InverseSqrt, Lion, MomentumSchedule, NAdam,
                          RAdam, RMSprop, WarmupCosine, frozen_batchnorm_stats, linear_ramp, make_optimizer)
 from .optimizers import AdamWScheduleFree, SGDScheduleFree
+from .optimizers import ASGD, Adamax, Rprop, SparseAdam
 from .tools.telemetry import Telemetry
 from .steps import Elementwise, GlobalReduction, MatrixStep, Reduction, StateSpec
 
@@ -24,6 +25,10 @@ __all__ = [
     "RAdam",
     "AdamWScheduleFree",
     "SGDScheduleFree",
+    "Adamax",
+    "ASGD",
+    "Rprop",
+    "SparseAdam",
     "SAM",
     "frozen_batchnorm_stats",
     "ChainOptimizer",

@@ -44,6 +44,7 @@ class Pair:
     family: str
     excluded: dict[str, str] = field(default_factory=dict)  # optim_db input desc -> why it does not coincide
     excluded_errors: dict[str, str] = field(default_factory=lambda: dict(DESCEND_ACCEPTS))
+    sparse_gradients: bool = False  # both classes take sparse gradients only (SparseAdam): the tests send them
 
     @property
     def name(self) -> str:
@@ -74,9 +75,22 @@ PAIRS = [
     Pair(descend.AdamW, torch.optim.AdamW, "Adam"),  # torch.optim.AdamW is Adam(decoupled_weight_decay=True)
     Pair(descend.NAdam, torch.optim.NAdam, "NAdam"),
     Pair(descend.RAdam, torch.optim.RAdam, "RAdam"),
+    Pair(descend.Adamax, torch.optim.Adamax, "Adamax"),
+    Pair(descend.ASGD, torch.optim.ASGD, "ASGD"),
+    Pair(descend.Rprop, torch.optim.Rprop, "Rprop"),
+    Pair(descend.SparseAdam, torch.optim.SparseAdam, "SparseAdam", sparse_gradients=True),
     # descend.Adafactor is Hugging Face's algorithm, not torch.optim.Adafactor's (which clamps V̂ at ε₁² instead of
     # adding ε₁ to G², and has no beta1): no pair; tests/test_faults.py checks it against transformers.
 ]
+
+
+SPARSE_ONLY = tuple(cls for pair in PAIRS if pair.sparse_gradients for cls in (pair.ours, pair.theirs))
+
+
+def as_gradient(optimizer, grad: torch.Tensor) -> torch.Tensor:
+    """``grad`` as ``optimizer`` takes it: sparse COO, one stored row per row of the parameter (as
+    ``nn.Embedding(sparse=True)`` makes them), for a class that takes sparse gradients only."""
+    return grad.to_sparse(1) if isinstance(optimizer, SPARSE_ONLY) and grad.dim() else grad
 
 
 def pair_ids(pairs=PAIRS):

@@ -212,6 +212,75 @@ def radam_step(params, grads, states, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e
     return out
 
 
+def adamax_step(params, grads, states, t, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8, l2=0.0):
+    """Kingma & Ba 2015, Alg. 2 (ε inside the max, as torch.optim.Adamax): ``u ← max(β₂u, |g| + ε)``,
+    ``θ ← θ − α/(1−β₁ᵗ)·m/u``."""
+    out = []
+    for p, g, s in zip(params, grads, states):
+        g = g + l2 * p
+        s["m"] = beta1 * _zeros(s, "m", p) + (1 - beta1) * g
+        s["u"] = torch.maximum(beta2 * _zeros(s, "u", p), g.abs() + eps)
+        out.append(p - lr / (1 - beta1**t) * s["m"] / s["u"])
+    return out
+
+
+def _float32(x):
+    return float(torch.tensor(x, dtype=torch.float32))
+
+
+def asgd_step(params, grads, states, t, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, l2=0.0):
+    """Polyak & Juditsky averaging with torch.optim.ASGD's schedule: ``θ ← θ(1−λη) − ηg``, the average
+    ``ā ← ā + μ(θ − ā)`` (``ā ← θ`` while μ = 1), then ``η ← lr/(1 + λ·lr·t)^α``, ``μ ← 1/max(1, t − t₀)``;
+    η and μ kept in float32, as torch keeps them.  The average is ``states[i]["ax"]``."""
+    out = []
+    for p, g, s in zip(params, grads, states):
+        eta, mu = s.get("eta", _float32(lr)), s.get("mu", 1.0)
+        p = p * (1 - lambd * eta) - eta * (g + l2 * p)
+        s["ax"] = p.clone() if mu == 1 else s["ax"] + mu * (p - s["ax"])
+        s["eta"] = _float32(lr / (1 + lambd * lr * t) ** alpha)
+        s["mu"] = _float32(1 / max(1, t - t0))
+        out.append(p)
+    return out
+
+
+def rprop_step(params, grads, states, t, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50)):
+    """Riedmiller & Braun 1993 without weight-backtracking (torch.optim.Rprop), element by element: the step
+    size grows by η₊ while the gradient keeps its sign, shrinks by η₋ when it flips (and that step is
+    skipped, the flipped gradient forgotten), within [min, max]; ``θ ← θ − s·sign(g)``."""
+    out = []
+    for p, g, s in zip(params, grads, states):
+        size, prev = s.setdefault("size", torch.full_like(p, lr)), _zeros(s, "prev", p)
+        new_p, new_size, new_prev = p.clone().reshape(-1), size.clone().reshape(-1), g.clone().reshape(-1)
+        for i, (gi, previous, si) in enumerate(zip(g.reshape(-1).tolist(), prev.reshape(-1).tolist(),
+                                                  size.reshape(-1).tolist())):
+            if gi * previous > 0:
+                si = min(max(si * etas[1], step_sizes[0]), step_sizes[1])
+            elif gi * previous < 0:
+                si, gi = min(max(si * etas[0], step_sizes[0]), step_sizes[1]), 0.0
+            else:
+                si = min(max(si, step_sizes[0]), step_sizes[1])
+            new_size[i], new_prev[i] = si, gi
+            new_p[i] = new_p[i] - si * ((gi > 0) - (gi < 0))
+        s["size"], s["prev"] = new_size.reshape(p.shape), new_prev.reshape(p.shape)
+        out.append(new_p.reshape(p.shape))
+    return out
+
+
+def sparse_adam_step(params, grads, states, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
+    """Adam on the rows a sparse gradient names (torch.optim.SparseAdam), with the bias corrections in the step
+    size: ``θ_r ← θ_r − α√(1−β₂ᵗ)/(1−β₁ᵗ)·m_r/(√v_r + ε)`` for each named row ``r``; other rows stay."""
+    out = []
+    for p, g, s in zip(params, grads, states):
+        m, v, p = _zeros(s, "m", p), _zeros(s, "v", p), p.clone()
+        g = g.coalesce()
+        rows = tuple(g.indices())
+        m[rows] = beta1 * m[rows] + (1 - beta1) * g.values()
+        v[rows] = beta2 * v[rows] + (1 - beta2) * g.values() ** 2
+        p[rows] -= lr * math.sqrt(1 - beta2**t) / (1 - beta1**t) * m[rows] / (v[rows].sqrt() + eps)
+        out.append(p)
+    return out
+
+
 def run_reference(step_fn, params, loss_fn, steps, maximize=False, **hyper):
     """Plain training loop: autograd gradient at the current point, then ``step_fn``."""
     params = [p.detach().clone() for p in params]

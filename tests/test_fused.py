@@ -53,6 +53,9 @@ CONFIGS = {
     "radam": (descend.RAdam, dict(lr=0.01)),
     "radam-l2-maximize": (descend.RAdam, dict(lr=0.01, weight_decay=0.1, betas=(0.8, 0.9), maximize=True)),
     "radam-decoupled": (descend.RAdam, dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True)),
+    "adamax-l2-maximize": (descend.Adamax, dict(lr=0.01, weight_decay=0.1, maximize=True)),
+    "asgd-averaging": (descend.ASGD, dict(lr=0.05, lambd=0.01, t0=3, weight_decay=0.1)),
+    "rprop-clamped": (descend.Rprop, dict(lr=0.05, etas=(0.4, 1.5), step_sizes=(1e-3, 0.1))),
 }
 STEPS = 25
 

@@ -19,7 +19,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contract_registry import PAIRS
+from contract_registry import PAIRS, as_gradient
 
 SAFE = ["step", "step", "freeze", "add_group", "checkpoint"]
 MOVING = ["double", "float", "channels_last", "contiguous", "resize"]
@@ -45,7 +45,8 @@ class World:
                 self.step_number += 1
                 for i, p in enumerate(self.params):
                     grad = torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype)
-                    p.grad = None if i in self.frozen else grad.contiguous(memory_format=_format_of(p))
+                    p.grad = None if i in self.frozen else as_gradient(
+                        self.optimizer, grad.contiguous(memory_format=_format_of(p)))
                 self.optimizer.step()
             elif change == "freeze":
                 self.frozen.add(self.step_number % len(self.params))

@@ -21,12 +21,15 @@ from torch import Tensor
 from ..backends import build, cpu
 from ..backends.eager import Work
 from ..plan.plan import Plan
+from .state import finishing
 
 
 def bindable(buckets, works: Sequence[Work]) -> bool:
-    """Whether a group's step can be remembered: every bucket on a single-segment C kernel, no global sums."""
-    return bool(buckets) and all(b.path == "c" for b in buckets) and all(
-        len(w.variant.pieces) == 1 and not w.variant.globals and w.dtensors is None for w in works)
+    """Whether a group's step can be remembered: every bucket on a single-segment C kernel over dense
+    gradients, no global sums, no step with a ``finish`` (the remembered calls run the kernels alone)."""
+    return bool(buckets) and all(b.path == "c" and not b.sparse for b in buckets) and all(
+        len(w.variant.pieces) == 1 and not w.variant.globals and w.dtensors is None and not finishing(w.chain)
+        for w in works)
 
 
 class Bound:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -30,9 +30,10 @@ from .distributed import agreed, all_ranks, is_dtensor, local, sharded_group, sh
 from .fastpath import Bound, bindable, options_of
 from .finite import all_finite, check_nonfinite_policy, locally_finite
 from .options import flags_as_bools, group_numbers
+from . import sparse
 from .routing import Bucket, route
 from .routing import warn_once as warn_reference
-from .state import normalise_step, prepare
+from .state import finish, normalise_step, prepare
 
 CLIP_TOTAL = "ClipByGlobalNorm#0:squares"  # the total of max_grad_norm's step: the squared gradient norm
 
@@ -87,7 +88,13 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
     ``descend.adapter.routing``.  ``state_dtype``: how state is stored (``None``: float32 for 16-bit
     parameters, else their own dtype; ``torch.bfloat16`` with stochastic rounding; ``torch.float16``).
     All paths give the same numbers up to rounding.
+
+    ``sparse_gradients`` (a class attribute): True for a class that takes sparse COO gradients only, as
+    torch.optim.SparseAdam: it updates the rows each gradient names (descend.adapter.sparse); every other
+    class refuses them.
     """
+
+    sparse_gradients: ClassVar[bool] = False
 
     def __init__(self, params: Iterable, defaults: dict[str, Any], nonfinite: str = "raise", fused: bool | None = None,
                  foreach: bool | None = None, state_dtype: Any = None, max_grad_norm: float | None = None):
@@ -196,7 +203,7 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
                 remembered.append((bound, grads, numbers))
                 continue
             params = [p for p in group["params"] if p.grad is not None]
-            planned.append((group, chain, plan, numbers, route(owner, group, plan, params) if params else []))
+            planned.append((group, chain, plan, numbers, route(owner, group, plan, params, self.sparse_gradients) if params else []))
         gradients = [p.grad for *_, buckets in planned for bucket in buckets for p in bucket.params]
         gradients += [g for _, grads, _ in remembered for g in grads]
         if self.nonfinite == "skip" and not self._ranks_agree(all_finite(gradients)):
@@ -220,6 +227,9 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
                 if self.nonfinite == "raise":
                     finite = locally_finite(work.grads) and finite
                 eager.update(work, foreach=bucket.path == "foreach")
+            if bucket.sparse:
+                sparse.scatter(work)
+            finish(work)
         self._remember(works)
         if self.nonfinite == "raise":
             finite = finite and not any(bool(flag.item()) for flag in flags)  # the only host sync, to raise
@@ -251,8 +261,9 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
             params, grads = [local(p) for p in params], [local(g) for g in grads]
             states = [{key: local(value) if isinstance(value, Tensor) else value for key, value in state.items()}
                       for state in states]
-        return Work(plan, bucket.variant, chain, numbers, params, grads, states, steps, bucket.codec, shards=shards,
+        work = Work(plan, bucket.variant, chain, numbers, params, grads, states, steps, bucket.codec, shards=shards,
                     owner=owner, dtensors=dtensors, origin=origin)
+        return sparse.gather(work) if bucket.sparse else work
 
     def _global_totals(self, works: list[tuple[Bucket, Work]]) -> None:
         """The totals every global reduction reads (the gradient norm of ``max_grad_norm``), stage by stage:

@@ -20,6 +20,7 @@ DESCEND_OPTIONS = ("fused", "foreach", "state_dtype", "max_grad_norm")  # per-gr
 LONGSTANDING_HYPERPARAMETERS = frozenset({
     "momentum", "dampening", "nesterov", "lr_decay", "initial_accumulator_value", "alpha", "centered", "rho",
     "amsgrad", "momentum_decay", "lambd", "t0", "etas", "step_sizes",
+    "weight_decay",  # all but SparseAdam, Rprop, LBFGS: their checkpoints lack it (SparseAdam's state is RAdam's)
 })
 
 

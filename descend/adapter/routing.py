@@ -7,6 +7,10 @@ none can run.  ``foreach`` picks how the reference chain runs: ``True`` on lists
 time, ``None`` as torch.optim does (lists on CUDA, one at a time on the CPU).  The generated kernels are
 multi-tensor kernels already (one call per dtype for a whole group), so ``foreach=True`` with ``fused=None``
 takes them too; ``fused=False, foreach=True`` is the reference chain on torch's ``_foreach_*`` ops.
+
+Sparse gradients go only to a class that declares ``sparse_gradients`` (SparseAdam), which takes no dense
+ones: their bucket is marked ``sparse``, and its path is the one the gathered rows take
+(descend.adapter.sparse).
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ class Bucket:
     variant: Variant
     codec: Codec
     params: list[Tensor]
+    sparse: bool = False  # sparse gradients: the path updates the rows they name (descend.adapter.sparse)
 
 
 def takes_foreach(group: dict[str, Any], param: Tensor) -> bool:
@@ -107,27 +112,30 @@ def dense(tensor: Tensor) -> bool:
     return True
 
 
-def route(owner: str, group: dict[str, Any], plan: Plan, params: list[Tensor]) -> list[Bucket]:
+def route(owner: str, group: dict[str, Any], plan: Plan, params: list[Tensor], sparse: bool = False
+          ) -> list[Bucket]:
     """The buckets of ``params`` (those of ``group`` with a gradient); raises for a gradient no path takes
-    (sparse, complex) and, with ``fused=True``, for a parameter no kernel can update."""
+    (sparse, unless ``sparse``: the class takes sparse gradients only; complex) and, with ``fused=True``, for a
+    parameter no kernel can update."""
     fused, foreach = group["fused"], group["foreach"]
     reference_only = fused is False
     buckets: dict[tuple, Bucket] = {}
     memo: dict[tuple, str | None] = {}  # the kernel verdict per (variant, dtype, device, layout kind)
     for param in params:
         grad = param.grad
-        if grad.layout != torch.strided:
-            raise TypeError(f"{owner} does not support sparse gradients; use torch.optim.SparseAdam")
+        if sparse or grad.layout != torch.strided:
+            check_sparse(owner, sparse, param, grad)
         if grad.is_complex() or param.is_complex():
             raise TypeError(f"{owner} does not support complex parameters; pass torch.view_as_real(p)")
         variant = plan.variant(param.dim())
         codec = codec_for(group.get("state_dtype"), param.dtype)
+        like, like_grad = (param, grad) if not sparse else rows_like(owner, variant, param, grad)
         path = None
         if not reference_only:
-            key = (id(variant), param.dtype, param.device, param.is_contiguous(), grad.dtype, grad.stride() ==
-                   param.stride(), is_dtensor(param), codec)
+            key = (id(variant), like.dtype, like.device, like.is_contiguous(), like_grad.dtype, like_grad.stride() ==
+                   like.stride(), is_dtensor(like), codec)
             if key not in memo:
-                memo[key] = kernel_reason(variant, param, grad, codec)
+                memo[key] = kernel_reason(variant, like, like_grad, codec)
             backend, reason = memo[key]
             if reason is None:
                 path = backend
@@ -137,11 +145,36 @@ def route(owner: str, group: dict[str, Any], plan: Plan, params: list[Tensor]) -
                 warn_once(owner, reason)
         if path is None:
             path = "foreach" if takes_foreach(group, param) else "one"
-        bucket_key = (path, id(variant), param.device, param.dtype, codec)
+        bucket_key = (path, id(variant), param.device, param.dtype, codec, sparse)
         if bucket_key not in buckets:
-            buckets[bucket_key] = Bucket(path, variant, codec, [])
+            buckets[bucket_key] = Bucket(path, variant, codec, [], sparse)
         buckets[bucket_key].params.append(param)
     return list(buckets.values())
+
+
+def check_sparse(owner: str, sparse: bool, param: Tensor, grad: Tensor) -> None:
+    """Raises unless ``grad``'s layout is one the class takes: dense (every class but SparseAdam) or sparse COO
+    (SparseAdam, which takes no dense ones, as torch.optim.SparseAdam; its words)."""
+    if not sparse:
+        raise TypeError(f"{owner} does not support sparse gradients; use descend.SparseAdam")
+    if grad.layout == torch.strided:
+        raise RuntimeError(f"{owner} does not support dense gradients, please consider Adam instead")
+    if grad.layout != torch.sparse_coo or is_dtensor(param):
+        raise TypeError(f"{owner} takes sparse COO gradients of unsharded parameters, got a {grad.layout} gradient "
+                        f"of a {type(param).__name__}")
+
+
+def rows_like(owner: str, variant: Variant, param: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
+    """Empty stand-ins for the rows a sparse gradient names, as descend.adapter.sparse gathers them (dense,
+    ``[nnz, *dense dims]``), and for its values: what the kernels will be handed.  Raises ``TypeError`` where the
+    chain needs more than the rows (state or statistics of the whole tensor)."""
+    if variant.pieces is None or len(variant.pieces) > 1 or variant.reads_ndim or any(
+            s.temporaries or len(s.passes) > 1 for s in variant.schedules) or any(
+            spec.shape not in ("param", "scalar") for spec in variant.specs):
+        raise TypeError(f"{owner}: sparse gradients update only the rows they name, so the chain must be elementwise "
+                        f"(its state shaped like the parameter, no statistics of whole tensors)")
+    shape = (0, *param.shape[grad.sparse_dim():])
+    return param.new_empty(shape), torch.empty(shape, dtype=grad.dtype, device=grad.device)
 
 
 def fused_refusal(owner: str, param: Tensor, reason: str) -> str:

@@ -18,6 +18,7 @@ from torch import Tensor
 from ..backends import build
 from ..plan.plan import Variant
 from ..plan.state import Codec, fits, new_entry, refit
+from ..steps.base import Transform
 from .distributed import local
 
 
@@ -80,6 +81,20 @@ def prepare(optimizer, params: Sequence[Tensor], variant: Variant, chain: Sequen
             for step in preparing:
                 step.prepare(state, 0.0)
     return states, steps
+
+
+def finish(work) -> None:
+    """Each step's ``finish`` for every tensor of ``work``, once its update is done (per-tensor numbers the next
+    step reads: ASGD's step size and averaging weight)."""
+    steps = finishing(work.chain)
+    for i, state in enumerate(work.states if steps else ()):
+        for step in steps:
+            step.finish(state, work.t(i))
+
+
+def finishing(chain) -> list:
+    """The steps of ``chain`` that have a ``finish``."""
+    return [step for step in chain if getattr(type(step), "finish", Transform.finish) is not Transform.finish]
 
 
 def count_steps(states: Sequence[dict]) -> list[float]:

@@ -6,14 +6,19 @@ Signatures and defaults follow torch.optim where it has the class; every class a
 """
 from .adafactor import Adafactor
 from .adam import Adam, AdamW, NAdam, RAdam
+from .adamax import Adamax
 from .adaptive import Adadelta, Adagrad, RMSprop
+from .asgd import ASGD
 from .compose import make_optimizer
 from .lion import Lion
+from .rprop import Rprop
 from .sam import SAM, frozen_batchnorm_stats
 from .schedulefree import AdamWScheduleFree, SGDScheduleFree
 from .schedules import InverseSqrt, MomentumSchedule, WarmupCosine, linear_ramp
 from .sgd import SGD
+from .sparse_adam import SparseAdam
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "RAdam", "Adafactor", "Lion", "SAM",
            "AdamWScheduleFree", "SGDScheduleFree",
+           "Adamax", "ASGD", "Rprop", "SparseAdam",
            "frozen_batchnorm_stats", "make_optimizer", "InverseSqrt", "MomentumSchedule", "WarmupCosine", "linear_ramp"]

@@ -44,7 +44,7 @@ class Variant:
     pieces: list | None  # Segment and MatrixStep, in chain order; None when the chain cannot be traced
     schedules: list[Schedule | None]  # per piece (None for a matrix step)
     globals: list[GlobalStage]
-    reads_t: bool
+    reads_t: bool  # whether a parameter keeps its step count (a formula reads t, or a step counts_steps)
     reads_ndim: bool
     reason: str | None  # why there is no trace
 
@@ -163,7 +163,8 @@ def _variant(plan: Plan, ndim: int) -> Variant:
     except NotTraceable as error:
         return Variant(**common, pieces=None, schedules=[], globals=untraced_globals, reads_t=True, reads_ndim=True,
                        reason=str(error))
-    reads_t = any(node.op == "scalar" and node.args[0] == "t" for segment in segments for node in segment.order)
+    reads_t = any(node.op == "scalar" and node.args[0] == "t" for segment in segments for node in segment.order) \
+        or any(getattr(step, "counts_steps", False) for step in chain)  # a counter kept for torch's checkpoints
     return Variant(**common, pieces=pieces, schedules=schedules, globals=stages, reads_t=reads_t,
                    reads_ndim=reads_ndim, reason=None)
 

@@ -95,11 +95,13 @@ VARIANTS = (
 
 
 def public_optimizer_classes() -> dict[str, type]:
-    """descend's public optimizer classes: the ``ChainOptimizer`` subclasses in ``descend.__all__``, then SAM."""
+    """descend's public optimizer classes: the ``ChainOptimizer`` subclasses in ``descend.__all__`` (but those that
+    take sparse gradients only: a landscape's gradient is dense), then SAM."""
     classes = {}
     for name in descend.__all__:
         obj = getattr(descend, name, None)
-        if isinstance(obj, type) and issubclass(obj, descend.ChainOptimizer) and obj is not descend.ChainOptimizer:
+        if isinstance(obj, type) and issubclass(obj, descend.ChainOptimizer) and obj is not descend.ChainOptimizer \
+                and not obj.sparse_gradients:
             classes[name] = obj
     classes["SAM"] = descend.SAM
     return classes

@@ -33,6 +33,8 @@ from .moments import (AdadeltaUnitCorrection, AddWeightDecay, BiasCorrection, Em
                       ScaleByInverseRms, SumOfSquares, TrackEma)
 from .scale import DecoupledWeightDecay, Negate, ScaleByLearningRate
 from .schedulefree import DecayAtY, ScaleByDebiasedInverseRms, ScheduleFreeSwitch, ScheduleFreeUpdate, SecondMoment
+from .torch_rest import (CorrectedStepSize, AveragedSgd, DivideBy, InfinityNorm, LerpMomentum, MomentsByIncrement,
+                         ResilientStepSize)
 from .variants import LionInterpolation, NesterovMomentumCorrection, RectifiedScale, SignUpdate
 
 __all__ = [
@@ -43,6 +45,8 @@ __all__ = [
     "ScaleByLearningRate", "Negate", "DecoupledWeightDecay",
     "LionInterpolation", "SignUpdate", "NesterovMomentumCorrection", "RectifiedScale",
     "SecondMoment", "ScaleByDebiasedInverseRms", "DecayAtY", "ScheduleFreeUpdate", "ScheduleFreeSwitch",
+    "InfinityNorm", "LerpMomentum", "DivideBy", "AveragedSgd", "ResilientStepSize", "MomentsByIncrement",
+    "CorrectedStepSize",
     "sqrt", "exp", "log", "sign", "maximum", "minimum", "where", "clamp_min", "fma", "lerp",
     "total", "mean", "norm", "amax", "per_row", "per_col", "NotTraceable",
 ]

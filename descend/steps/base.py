@@ -35,13 +35,17 @@ class Transform:
     or ``"param"`` (the last step of a chain returns the new parameter itself, where bit-parity with a
     reference needs its exact rounding).  ``scalar_state`` names per-tensor numbers kept in ``state``
     (0-dim tensors, e.g. NAdam's product of momentum coefficients), which ``prepare(state, t)`` updates once
-    per tensor and step, before the formula, and which the formula reads as numbers.
+    per tensor and step, before the formula, and which the formula reads as numbers; ``finish(state, t)``
+    runs once per tensor after the update (ASGD's step size for the next step).  ``counts_steps``: the
+    parameter keeps ``state["step"]`` even where no formula reads ``t`` (torch.optim's checkpoints of the
+    optimizer hold one).
     """
 
     kind: ClassVar[str] = "elementwise"
     output: ClassVar[str] = "update"
     stateful: ClassVar[bool] = False  # shorthand: the step keeps one entry, like the parameter, under ``self.key``
     scalar_state: ClassVar[tuple[str, ...]] = ()
+    counts_steps: ClassVar[bool] = False
 
     def state_specs(self, ndim: int) -> tuple[StateSpec, ...]:
         """The entries this step keeps for a parameter of ``ndim`` dims."""
@@ -51,6 +55,9 @@ class Transform:
 
     def prepare(self, state: dict, t: float) -> None:
         """Per-tensor scalar work before ``formula`` (updates the ``scalar_state`` entries)."""
+
+    def finish(self, state: dict, t: float) -> None:
+        """Per-tensor scalar work after the update (updates the ``scalar_state`` entries the next step reads)."""
 
 
 class Elementwise(Transform):

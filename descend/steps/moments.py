@@ -3,18 +3,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..plan.formula import maximum, sqrt
+from ..plan.formula import fma, maximum, sqrt
 from ..plan.state import StateSpec
 from .base import Elementwise
 
 
 @dataclass
 class AddWeightDecay(Elementwise):
-    """Coupled L2 penalty: ``g ← g + λθ`` (the gradient of ``λ/2·‖θ‖²``)."""
+    """Coupled L2 penalty: ``g ← g + λθ`` (the gradient of ``λ/2·‖θ‖²``); ``fused``: rounded once (a fused
+    multiply-add), as torch.optim's ``grad.add(θ, alpha=λ)``."""
 
     weight_decay: float
+    fused: bool = False
 
     def formula(self, u, param, state, t):
+        if self.fused:
+            return fma(self.weight_decay, param, u)
         return u + self.weight_decay * param
 
 
