@@ -12,6 +12,7 @@ from .lion import Lion
 from .sam import SAM, frozen_batchnorm_stats
 from .schedules import InverseSqrt, MomentumSchedule, WarmupCosine, linear_ramp
 from .sgd import SGD
+from .trust import LAMB, LARS
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "RAdam", "Adafactor", "Lion", "SAM",
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "RAdam", "Adafactor", "Lion", "LAMB", "LARS", "SAM",
            "frozen_batchnorm_stats", "make_optimizer", "InverseSqrt", "MomentumSchedule", "WarmupCosine", "linear_ramp"]
