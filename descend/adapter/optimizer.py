@@ -70,6 +70,12 @@ class KernelInfo:
         return f"[{', '.join(self.steps)}] runs on {where}{because}"
 
 
+def _norm_dtype(params: list[Tensor]) -> torch.dtype:
+    """The dtype of ``last_grad_norm``: float64 where a clipped parameter is, else float32 (torch's
+    ``clip_grad_norm_`` returns the gradients' dtype)."""
+    return torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
+
+
 class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
     """Base class: ``θ ← θ + u`` with ``u`` the gradient passed through ``chain(group)``.
 
@@ -82,7 +88,7 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
 
     ``max_grad_norm`` (per group, keyword-only): when set, the gradients are clipped as
     ``torch.nn.utils.clip_grad_norm_(params, max_grad_norm)`` would clip them, over every group and rank, in
-    the step itself; ``last_grad_norm`` holds the norm before clipping.  ``fused``, ``foreach``: see
+    the step itself; ``last_grad_norm`` holds the norm before clipping (NaN on a skipped step).  ``fused``, ``foreach``: see
     ``descend.adapter.routing``.  ``state_dtype``: how state is stored (``None``: float32 for 16-bit
     parameters, else their own dtype; ``torch.bfloat16`` with stochastic rounding; ``torch.float16``).
     All paths give the same numbers up to rounding.
@@ -192,6 +198,9 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
         gradients = [p.grad for *_, buckets in planned for bucket in buckets for p in bucket.params]
         if self.nonfinite == "skip" and not self._ranks_agree(all_finite(gradients)):
             self.skipped_steps += 1
+            if any("ClipByGlobalNorm" in plan.steps for _, plan, _, _ in planned):
+                self.last_grad_norm = torch.tensor(math.nan, dtype=_norm_dtype(
+                    [p for _, plan, _, buckets in planned if plan.has_globals for b in buckets for p in b.params]))
             return loss
         works = [(bucket, self._work(bucket, chain, plan, numbers, owner))
                  for chain, plan, numbers, buckets in planned for bucket in buckets]
@@ -254,7 +263,9 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
         for _, work in works:
             work.totals = totals
         if CLIP_TOTAL in totals:
-            self.last_grad_norm = torch.tensor(math.sqrt(totals[CLIP_TOTAL]) if totals[CLIP_TOTAL] >= 0 else math.nan)
+            dtype = _norm_dtype([p for _, work in works if work.variant.globals for p in work.params])
+            self.last_grad_norm = torch.tensor(math.sqrt(totals[CLIP_TOTAL]) if totals[CLIP_TOTAL] >= 0 else math.nan,
+                                               dtype=dtype)
 
     def _ranks_agree(self, flag: bool) -> bool:
         """``flag`` and-ed over the ranks of a ``ZeroRedundancyOptimizer``, where each rank's optimizer
