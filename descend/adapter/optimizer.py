@@ -26,7 +26,7 @@ from ..steps.base import Transform
 from ..steps.clip import ClipByGlobalNorm
 from .checkpoint import Checkpoints
 from .distributed import agreed, all_ranks, is_dtensor, local, sharded_group, shards_of, sum_over_ranks, \
-    zero_redundancy_group
+    sum_shares_over_ranks, zero_redundancy_group
 from .finite import all_finite, check_nonfinite_policy, locally_finite
 from .options import flags_as_bools, group_numbers
 from .routing import Bucket, route
@@ -204,7 +204,7 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
             return loss
         works = [(bucket, self._work(bucket, chain, plan, numbers, owner))
                  for chain, plan, numbers, buckets in planned for bucket in buckets]
-        self._global_totals(works)
+        self._global_totals(works, any(plan.has_globals for _, plan, _, _ in planned))
         finite, flags = True, []
         for bucket, work in works:
             if bucket.path == "c":
@@ -237,13 +237,17 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
         return Work(plan, bucket.variant, chain, numbers, params, grads, states, steps, bucket.codec, shards=shards,
                     owner=owner, dtensors=dtensors, origin=origin)
 
-    def _global_totals(self, works: list[tuple[Bucket, Work]]) -> None:
+    def _global_totals(self, works: list[tuple[Bucket, Work]], wanted: bool) -> None:
         """The totals every global reduction reads (the gradient norm of ``max_grad_norm``), stage by stage:
         every tensor's share, added group by group, then across ranks where each holds part of the
-        parameters (ZeRO) or of each parameter (FSDP2)."""
-        stages = max((len(work.variant.globals) for _, work in works), default=0)
+        parameters (ZeRO) or of each parameter (FSDP2).  ``wanted``: whether any group's chain has a global
+        reduction; under ZeRO every rank's optimizer has the same groups, so every rank takes part in the
+        sums then, also one whose share of the parameters has no gradient."""
         totals: dict[str, float] = {}
-        for stage in range(stages):
+        zero = self._agreement_group is not None and wanted
+        stage = 0
+        while True:
+            more = any(stage < len(work.variant.globals) for _, work in works)
             mine, sharded = {}, {}
             for bucket, work in works:
                 if stage >= len(work.variant.globals):
@@ -256,10 +260,13 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
             if sharded:
                 group = sharded_group([p for bucket, _ in works for p in bucket.params])
                 sharded = dict(zip(sharded, sum_over_ranks(list(sharded.values()), group)))
-            if self._agreement_group is not None and mine:
-                mine = dict(zip(mine, sum_over_ranks(list(mine.values()), self._agreement_group)))
+            if zero:
+                more, mine = sum_shares_over_ranks(more, mine, self._agreement_group)
+            if not more:
+                break
             for part in set(mine) | set(sharded):
                 totals[part] = mine.get(part, 0.0) + sharded.get(part, 0.0)
+            stage += 1
         for _, work in works:
             work.totals = totals
         if CLIP_TOTAL in totals:
