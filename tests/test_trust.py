@@ -218,3 +218,36 @@ def test_bad_hyperparameters_raise_value_error(cls, kwargs, message):
 def test_lars_needs_a_learning_rate():
     with pytest.raises(TypeError):
         descend.LARS([torch.nn.Parameter(torch.zeros(2))])
+
+
+# --- the same bits for any number of threads --------------------------------------------------------
+
+THREAD_SHAPES = [(600, 700), (40000,), (40, 1030), (7, 3), (64, 16, 3, 3)] + [(130, 257)] * 9
+
+
+def run_with_threads(cls, kwargs, threads):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        params = [torch.randn(shape, generator=generator).requires_grad_() for shape in THREAD_SHAPES]
+        optimizer = cls(params, fused=True, **kwargs)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=generator)
+            optimizer.step()
+        return [p.detach().clone() for p in params] + [optimizer.last_grad_norm]
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.mark.skipif(not cpu.available(), reason="no C compiler: no generated kernels")
+@pytest.mark.parametrize("cls, kwargs", [(descend.LAMB, dict(weight_decay=0.01, max_grad_norm=100.0)),
+                                         (descend.LARS, dict(lr=1.0, weight_decay=0.01))])
+def test_the_kernels_give_the_same_bits_for_any_thread_count(cls, kwargs):
+    """The two-pass kernel takes small tensors one per thread and large ones with every thread (which tensors
+    are small depends on the thread count); the norms are summed in the same order either way."""
+    one = run_with_threads(cls, kwargs, 1)
+    for threads in (2, 3, 8):
+        got = run_with_threads(cls, kwargs, threads)
+        assert all(a is b or torch.equal(a, b) for a, b in zip(one, got)), f"{threads} threads"

@@ -463,8 +463,10 @@ class _Printer:
         checked = (grad_passes[0] if grad_passes else passes[-1] if passes else None) if self.layout.check_grad else None
         ntemp = len(self.plan.temporaries)
         extents = [f"{_extent(node.axes)}" for node in self.plan.temporaries]
+        blocked = len(passes) > 1
+        body_name = f"{self.name}_block" if blocked else self.name
         lines = [f"/* roles: {', '.join(self.roles)}; temporaries: {ntemp}; passes: {len(self.plan.passes)} */",
-                 f"int {self.name}({SIGNATURE}) {{",
+                 f"{'static ' if blocked else ''}int {body_name}({SIGNATURE}) {{",
                  "  int bad = 0; (void)scalars; (void)hyper; (void)globals; (void)results;",
                  "  int64_t *sizes = malloc(sizeof(int64_t) * (nt ? nt : 1));",
                  "  for (int i = 0; i < nt; i++) sizes[i] = shape[3 * i] * shape[3 * i + 1] * shape[3 * i + 2];",
@@ -480,7 +482,38 @@ class _Printer:
         lines += ["  " + line for line in self.vector_store_lines()]
         lines += ["  " + line for line in self.result_lines()]
         lines += ["  free(tmp); free(toff); free(sizes);", "  return !bad;", "}"]
+        if blocked:
+            lines += self.blocks(body_name)
         return '#include "_prelude.h"\n\n' + "\n".join(lines) + "\n"
+
+    def blocks(self, body: str) -> list[str]:
+        """A kernel of several passes runs each tensor that is a small share of the call's elements (at most a
+        quarter of one thread's) on one thread, through every phase, the threads taking such tensors in turn:
+        no barrier between the passes, and a pass after the first reads its tensor from the cache rather than
+        from memory.  Larger tensors go one at a time, every thread working on each phase.  Either way a
+        tensor's numbers are the same bits (its work items, and so its sums, depend on its shape alone)."""
+        per_tensor = {"ptrs": len(self.roles), "shape": 3, "steps": 1, "scalars": len(self.scalar_names),
+                      "results": len(self.plan.results)}
+        at = {name: f"{name} + (int64_t)i * {count}" if count else name for name, count in per_tensor.items()}
+        call = (f"{body}(1, {at['ptrs']}, {at['shape']}, {at['steps']}, {at['scalars']}, hyper, globals, "
+                f"{at['results']}, {{}})")
+        return [f"int {self.name}({SIGNATURE}) {{",
+                "  int64_t total = 0;",
+                "  for (int i = 0; i < nt; i++) total += shape[3 * i] * shape[3 * i + 1] * shape[3 * i + 2];",
+                "#define SMALL(i) (shape[3 * (i)] * shape[3 * (i) + 1] * shape[3 * (i) + 2] * 4 * threads <= total)",
+                "  int finite = 1, small = 0;",
+                "  for (int i = 0; i < nt; i++) small += SMALL(i);",
+                "  if (small) {",
+                "    #pragma omp parallel for schedule(dynamic, 1) num_threads(small >= 2 ? threads : 1) "
+                "reduction(& : finite)",
+                "    for (int i = 0; i < nt; i++)",
+                f"      if (SMALL(i)) finite &= {call.format('1')};",
+                "  }",
+                "  for (int i = 0; i < nt; i++)",
+                f"    if (!SMALL(i)) finite &= {call.format('threads')};",
+                "#undef SMALL",
+                "  return finite;",
+                "}"]
 
 
 def source(segment: Segment, plan: Schedule, layout: Layout, name: str) -> str:
