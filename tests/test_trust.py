@@ -251,3 +251,41 @@ def test_the_kernels_give_the_same_bits_for_any_thread_count(cls, kwargs):
     for threads in (2, 3, 8):
         got = run_with_threads(cls, kwargs, threads)
         assert all(a is b or torch.equal(a, b) for a, b in zip(one, got)), f"{threads} threads"
+
+
+# --- what the two passes read -------------------------------------------------------------------------
+
+
+def update_passes(cls, kwargs, **options):
+    param = torch.nn.Parameter(torch.randn(30, 20))
+    param.grad = torch.randn(30, 20)
+    info = cls([param], **kwargs, **options).kernel_info()[0]
+    passes = info.c_source().split("FOR_EACH_SLICE")  # the update pass has no reduction: a slice pass
+    assert len(passes) == 2
+    return passes
+
+
+def test_lamb_writes_its_moments_in_the_norms_pass_and_its_update_pass_reads_no_gradient():
+    """float32 state is stored exactly as computed, so the first pass writes ``exp_avg`` and ``exp_avg_sq``
+    and the second reads them back instead of the gradient: 28 bytes read per parameter instead of 32."""
+    first, update = update_passes(descend.LAMB, dict(weight_decay=0.1))
+    assert "S_exp_avg[j] = " in first and "S_exp_avg_sq[j] = " in first
+    assert "G[j]" not in update and "S_exp_avg[j] = " not in update and "P[j] = " in update
+
+
+def test_state_rounded_when_stored_is_written_in_the_last_pass_only():
+    """bfloat16 state rounds (stochastically) when stored: a later pass reading it back would see other
+    numbers than the unrounded ones the formulas assign, so the update pass recomputes from the gradient."""
+    first, update = update_passes(descend.LAMB, dict(weight_decay=0.1), state_dtype=torch.bfloat16)
+    assert "S_exp_avg[j] = " not in first and "G[j]" in update and "S_exp_avg[j] = " in update
+    start = make_params(torch.float32)
+    fused, _ = run_optimizer(descend.LAMB, start, 10, state_dtype=torch.bfloat16, fused=True)
+    reference, _ = run_optimizer(descend.LAMB, start, 10, state_dtype=torch.bfloat16, fused=False)
+    for f, r in zip(fused, reference):
+        torch.testing.assert_close(f, r, rtol=1e-5, atol=1e-6)
+
+
+def test_lars_keeps_its_momentum_for_the_update_pass():
+    """LARS's buffer takes the trust ratio, so only the last pass can write it."""
+    first, update = update_passes(descend.LARS, dict(lr=0.1, weight_decay=0.1))
+    assert "S_momentum_buffer[j]" not in first and "S_momentum_buffer[j] = " in update and "G[j]" in update

@@ -262,7 +262,8 @@ class _Printer:
         # the non-element values the element loop reads directly: scalars (per tensor), rows and per-matrix
         # values (per row), columns (per element)
         direct: dict[int, Expr] = {}
-        for node in phase.elements:
+        computed = [node for node in phase.elements if id(node) not in phase.reloads]
+        for node in computed:
             for operand in operands(node):
                 if not is_element(operand):
                     direct[id(operand)] = operand
@@ -276,7 +277,7 @@ class _Printer:
         casts = [f"const {real} k{self.n(node)} = ({real})({self.scalar_double(node)});"
                  for node in used if node.axes == SCALAR]
         reciprocals = {}  # x / s with s per tensor: x · (1/s), the reciprocal once per tensor
-        for node in phase.elements:
+        for node in computed:
             if node.op == "div" and node.args[1].scalar and id(node.args[1]) not in reciprocals:
                 reciprocals[id(node.args[1])] = f"q{self.n(node.args[1])}"
                 casts.append(f"const {real} q{self.n(node.args[1])} = ({real})(1.0 / "
@@ -289,7 +290,10 @@ class _Printer:
         grad_loaded = False
         for node in phase.elements:
             var = f"x{self.n(node)}"
-            if node.op == "load":
+            if id(node) in phase.reloads:  # stored by an earlier pass, exactly as computed
+                role = phase.reloads[id(node)]
+                body.append(f"const {real} {var} = {C_LOAD[self.storage(role)].format(f'{role_var(role)}[j]')};")
+            elif node.op == "load":
                 role = node.args[0]
                 grad_loaded = grad_loaded or role == "grad"
                 body.append(f"const {real} {var} = {C_LOAD[self.storage(role)].format(f'{role_var(role)}[j]')};")
