@@ -329,8 +329,11 @@ class _Printer:
         element_loop = hashes + body + accumulate + stores
         if not self.factored and not phase.reductions:
             return self.slice_pass(prologue + seeds + casts, element_loop, check)
+        # a pass that another pass over the same data follows (one that does not write the parameter) walks
+        # its items last to first, so that it ends where the next pass begins, in the cache
+        backward = not any(role == "param" for role, _ in phase.stores)
         return self.item_pass(prologue + seeds + casts, row_lines, col_lines, element_loop, check,
-                              total_accumulators, row_accumulators, col_accumulators)
+                              total_accumulators, row_accumulators, col_accumulators, backward)
 
     def row_value(self, node: Expr) -> str:
         index = {"b": "b", "r": "r"}
@@ -369,7 +372,8 @@ class _Printer:
         lines += ["  }", "  REPORT(found);" if check else "  (void)found;", "});"]
         return lines
 
-    def item_pass(self, prologue, row_lines, col_lines, element_loop, check, totals, rows, cols) -> list[str]:
+    def item_pass(self, prologue, row_lines, col_lines, element_loop, check, totals, rows, cols,
+                  backward: bool = False) -> list[str]:
         factored = 1 if self.factored else 0
         lines = ["{", "int64_t items_n = 0, parts_n = 0;",
                  f"item_t *items = make_items(nt, shape, {factored}, &items_n, &parts_n);"]
@@ -383,7 +387,8 @@ class _Printer:
                          f"double *T = tmp + toff[i * {len(self.plan.temporaries)} + {q}]; "
                          f"for (int64_t q = 0; q < B * M; q++) T[q] = {start}; }}")
         lines += ["#pragma omp parallel for schedule(dynamic, 1) num_threads(items_n >= 2 ? threads : 1)",
-                  "for (int64_t it = 0; it < items_n; it++) {",
+                  "for (int64_t it_ = 0; it_ < items_n; it_++) {",
+                  f"  const int64_t it = {'items_n - 1 - it_' if backward else 'it_'};",
                   "  const int i = items[it].i;",
                   "  const int64_t B = shape[3 * i], N = shape[3 * i + 1], M = shape[3 * i + 2];",
                   "  (void)B; (void)N;",
