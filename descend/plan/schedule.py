@@ -120,12 +120,13 @@ def schedule(stores: Sequence[tuple[str, Expr]], results: Sequence[Expr] = (), r
             sweep = next((k for k in sweeps if ready[id(node)] <= k < final), None)
             if sweep is not None:
                 stored_at[id(node)] = (role, sweep)
+    loads = [node for node in topological(roots) if node.op == "load"]
     while stored_at:  # drop a role whose old value a later pass still reads, until none does
         found = _phases(stores, results, role_axes, ready, stored_at)
         needed = found[1]
         stale = [key for key, (role, k) in stored_at.items()
-                 if any(node.op == "load" and node.args[0] == role and id(node) in needed[later]
-                        for later in range(k + 1, len(needed)) for node in _loads(roots))]
+                 if any(node.args[0] == role and id(node) in needed[later]
+                        for later in range(k + 1, len(needed)) for node in loads)]
         if not stale:
             break
         for key in stale:
@@ -133,10 +134,6 @@ def schedule(stores: Sequence[tuple[str, Expr]], results: Sequence[Expr] = (), r
     if not stored_at:
         found = _phases(stores, results, role_axes, ready, {})
     return found[2]
-
-
-def _loads(roots: Sequence[Expr]) -> list[Expr]:
-    return [node for node in topological(roots) if node.op == "load"]
 
 
 def _phases(stores, results, role_axes, ready, stored_at):
