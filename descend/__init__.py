@@ -3,8 +3,9 @@ from .tools.compare import Comparison, compare, performance_profile
 from .tools.landscape import landscape
 from .tools.lr_find import LRFinderResult, lr_find
 from .adapter.optimizer import ChainOptimizer
-from .optimizers import (SAM, SGD, Adadelta, Adafactor, Adagrad, Adam, AdamW, InverseSqrt, Lion, MomentumSchedule, NAdam,
-                         RAdam, RMSprop, WarmupCosine, frozen_batchnorm_stats, linear_ramp, make_optimizer)
+from .optimizers import (LAMB, LARS, SAM, SGD, Adadelta, Adafactor, Adagrad, Adam, AdamW, InverseSqrt, Lion,
+                         MomentumSchedule, NAdam, RAdam, RMSprop, WarmupCosine, frozen_batchnorm_stats, linear_ramp,
+                         make_optimizer)
 from .optimizers import AdamWScheduleFree, SGDScheduleFree
 from .optimizers import ASGD, Adamax, Rprop, SparseAdam
 from .tools.telemetry import Telemetry
@@ -21,6 +22,8 @@ __all__ = [
     "AdamW",
     "Adafactor",
     "Lion",
+    "LAMB",
+    "LARS",
     "NAdam",
     "RAdam",
     "AdamWScheduleFree",

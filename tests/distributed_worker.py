@@ -18,7 +18,12 @@ OPTIMIZERS = {
     "Adam": (descend.Adam, dict(lr=0.01)),
     "Adafactor": (descend.Adafactor, dict(beta1=0.9)),
     "SAM": (descend.SAM, dict(base_optimizer=descend.SGD, lr=0.1, momentum=0.9, rho=0.1)),
+    # clipping by the global norm (the model's gradient norm is about 1.5 to 2: every step clips) and LAMB,
+    # whose trust ratio reads norms of whole tensors
+    "AdamW-clip": (descend.AdamW, dict(lr=0.01, max_grad_norm=0.5)),
+    "LAMB-clip": (descend.LAMB, dict(lr=0.01, weight_decay=0.01, max_grad_norm=0.5)),
 }
+CLIPPED = ["AdamW-clip", "LAMB-clip"]
 
 
 def make_model() -> nn.Module:
@@ -31,7 +36,10 @@ def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(GLOBAL_BATCH, 8, generator=g), torch.randn(GLOBAL_BATCH, 4, generator=g)
 
 
-def train(model, optimizer, rank: int, world: int, steps: int = STEPS, first_step: int = 0, **step_kwargs):
+def train(model, optimizer, rank: int, world: int, steps: int = STEPS, first_step: int = 0, frozen=None,
+          **step_kwargs):
+    """``steps`` steps on this rank's share of each global batch; ``frozen``: a parameter whose gradient is
+    dropped before each step."""
     share = GLOBAL_BATCH // world
     for step in range(first_step, first_step + steps):
         x, y = batch(step)
@@ -41,6 +49,8 @@ def train(model, optimizer, rank: int, world: int, steps: int = STEPS, first_ste
             optimizer.zero_grad()
             loss = ((model(x) - y) ** 2).mean()
             loss.backward()
+            if frozen is not None:
+                frozen.grad = None
             return loss
 
         optimizer.step(closure, **step_kwargs)
@@ -72,8 +82,11 @@ def scenarios(rank: int, world: int) -> dict:
 
     for name, (cls, kwargs) in OPTIMIZERS.items():  # DDP
         model = DistributedDataParallel(make_model())
-        train(model, cls(model.parameters(), **kwargs), rank, world)
+        optimizer = cls(model.parameters(), **kwargs)
+        train(model, optimizer, rank, world)
         results[f"ddp-{name}"] = full_params(model.module)
+        if name in CLIPPED:
+            results[f"ddp-{name}-norm"] = optimizer.last_grad_norm
 
     model = DistributedDataParallel(make_model())  # SAM perturbing with each rank's local gradient
     optimizer = descend.SAM(model.parameters(), descend.SGD, lr=0.1, momentum=0.9, rho=0.1)
@@ -93,13 +106,31 @@ def scenarios(rank: int, world: int) -> dict:
     train(model, resumed, rank, world, steps=STEPS - 3, first_step=3)
     results["zero-Adam"] = full_params(model.module)
 
+    for name in CLIPPED:  # ZeRO: each rank's optimizer holds part of the parameters, so part of the norm
+        cls, kwargs = OPTIMIZERS[name]
+        model = DistributedDataParallel(make_model())
+        optimizer = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=cls, **kwargs)
+        train(model, optimizer, rank, world)
+        results[f"zero-{name}"] = full_params(model.module)
+        results[f"zero-{name}-norm"] = optimizer.optim.last_grad_norm
+
+    # ZeRO, where one rank's share has no gradient (rank 0 holds the largest tensor alone): that rank still
+    # takes its part in adding up the norm
+    model = DistributedDataParallel(make_model())
+    optimizer = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=descend.AdamW, lr=0.01, max_grad_norm=0.5)
+    train(model, optimizer, rank, world, frozen=model.module[0].weight)
+    results["zero-frozen-clip"] = full_params(model.module)
+
     mesh = init_device_mesh("cpu", (world,))  # FSDP2: DTensor parameters sharded on dim 0
-    for name in ("SGD", "Adam", "Adafactor"):
+    for name in ("SGD", "Adam", "Adafactor", *CLIPPED):
         cls, kwargs = OPTIMIZERS[name]
         model = make_model()
         fully_shard(model, mesh=mesh)
-        train(model, cls(model.parameters(), **kwargs), rank, world)
+        optimizer = cls(model.parameters(), **kwargs)
+        train(model, optimizer, rank, world)
         results[f"fsdp-{name}"] = full_params(model)
+        if name in CLIPPED:
+            results[f"fsdp-{name}-norm"] = optimizer.last_grad_norm
 
     for policy in ("raise", "skip"):  # a NaN in rank 0's shard only: every rank must decide alike
         model = make_model()

@@ -281,6 +281,51 @@ def sparse_adam_step(params, grads, states, t, lr=1e-3, beta1=0.9, beta2=0.999, 
     return out
 
 
+def _trust_ratio(update, param, trust_coefficient=1.0, eps=0.0):
+    """optax's ``scale_by_trust_ratio``: ``κ‖θ‖/(‖u‖+ε)``, 1 where either norm is 0 (NaN stays NaN)."""
+    param_norm, update_norm = torch.linalg.vector_norm(param), torch.linalg.vector_norm(update)
+    ratio = trust_coefficient * param_norm / (update_norm + eps)
+    zero = (param_norm == 0) | (update_norm == 0)
+    return torch.where(zero, torch.ones_like(ratio), ratio)
+
+
+def lamb_step(params, grads, states, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.0):
+    """``optax.lamb``: ``chain(scale_by_adam(b1, b2, eps), add_decayed_weights(wd), scale_by_trust_ratio(),
+    scale_by_learning_rate(lr))``, each line as optax writes it."""
+    out = []
+    for p, g, s in zip(params, grads, states):
+        s["mu"] = (1 - beta1) * g + beta1 * _zeros(s, "mu", p)
+        s["nu"] = (1 - beta2) * g**2 + beta2 * _zeros(s, "nu", p)
+        mu_hat, nu_hat = s["mu"] / (1 - beta1**t), s["nu"] / (1 - beta2**t)
+        update = mu_hat / (torch.sqrt(nu_hat) + eps)
+        if weight_decay:
+            update = update + weight_decay * p
+        update = update * _trust_ratio(update, p)
+        out.append(p + update * -lr)
+    return out
+
+
+def lars_step(params, grads, states, t, lr, momentum=0.9, weight_decay=0.0, trust_coefficient=1e-3, eps=0.0,
+              nesterov=False):
+    """``optax.lars``: ``chain(add_decayed_weights(wd), scale_by_trust_ratio(κ, ε), scale_by_learning_rate(lr),
+    trace(momentum, nesterov))``: the momentum trace is of the scaled step."""
+    out = []
+    for p, g, s in zip(params, grads, states):
+        update = g + weight_decay * p if weight_decay else g
+        update = update * _trust_ratio(update, p, trust_coefficient, eps)
+        update = update * -lr
+        s["trace"] = update + momentum * _zeros(s, "trace", p)
+        out.append(p + (update + momentum * s["trace"] if nesterov else s["trace"]))
+    return out
+
+
+def clip_by_global_norm(grads, max_norm):
+    """``torch.nn.utils.clip_grad_norm_`` written out: ``g ← g·min(1, c/(‖g‖+10⁻⁶))``, ``‖g‖`` over all tensors."""
+    total = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads))
+    factor = min(1.0, max_norm / (total + 1e-6)) if total == total else math.nan
+    return [g * factor for g in grads], total
+
+
 def run_reference(step_fn, params, loss_fn, steps, maximize=False, **hyper):
     """Plain training loop: autograd gradient at the current point, then ``step_fn``."""
     params = [p.detach().clone() for p in params]

@@ -26,11 +26,13 @@ def two_ranks(tmp_path_factory):
     return [torch.load(out / f"rank{rank}.pt") for rank in range(2)]
 
 
-def one_process(name: str) -> list[torch.Tensor]:
+def one_process(name: str, frozen: bool = False, norm: bool = False):
+    """The parameters after training in one process (and the last gradient norm, with ``norm``)."""
     cls, kwargs = w.OPTIMIZERS[name]
     model = w.make_model()
-    w.train(model, cls(model.parameters(), **kwargs), rank=0, world=1)
-    return w.full_params(model)
+    optimizer = cls(model.parameters(), **kwargs)
+    w.train(model, optimizer, rank=0, world=1, frozen=model[0].weight if frozen else None)
+    return (w.full_params(model), optimizer.last_grad_norm) if norm else w.full_params(model)
 
 
 def assert_same(got, want, tolerance=1e-6):
@@ -65,6 +67,26 @@ def test_fsdp2_sharded_run_equals_unsharded(two_ranks, name):
     rank0, rank1 = (r[f"fsdp-{name}"] for r in two_ranks)
     assert all(torch.equal(a, b) for a, b in zip(rank0, rank1))
     assert_same(rank0, one_process(name), tolerance=2e-6)
+
+
+@pytest.mark.parametrize("setting", ["ddp", "zero", "fsdp"])
+@pytest.mark.parametrize("name", w.CLIPPED)
+def test_clipping_by_the_global_norm_across_ranks_equals_one_process(two_ranks, name, setting):
+    """DDP: every rank holds the whole averaged gradient; ZeRO: each rank's optimizer a share of the
+    parameters; FSDP2: a shard of each.  The norm is of all of the gradient either way, and every step clips."""
+    (rank0, norm0), (rank1, norm1) = ((r[f"{setting}-{name}"], r[f"{setting}-{name}-norm"]) for r in two_ranks)
+    assert all(torch.equal(a, b) for a, b in zip(rank0, rank1)), "ranks diverged"
+    params, norm = one_process(name, norm=True)
+    assert norm > w.OPTIMIZERS[name][1]["max_grad_norm"], "the last step did not clip"
+    assert torch.equal(norm0, norm1)
+    torch.testing.assert_close(norm0, norm, rtol=1e-6, atol=0)
+    assert_same(rank0, params, tolerance=2e-6)
+
+
+def test_zero_rank_whose_share_has_no_gradient_still_adds_up_the_norm(two_ranks):
+    rank0, rank1 = (r["zero-frozen-clip"] for r in two_ranks)
+    assert all(torch.equal(a, b) for a, b in zip(rank0, rank1))
+    assert_same(rank0, one_process("AdamW-clip", frozen=True))
 
 
 def test_fsdp2_ranks_agree_on_a_nonfinite_gradient_in_one_shard(two_ranks):

@@ -39,3 +39,22 @@ def test_readme_own_step_code_is_the_tested_example():
     block = section.split("```python\n")[1].split("```")[0]
     assert "class LionSign(descend.Elementwise)" in block
     assert block.strip() in (ROOT / "examples" / "own_step.py").read_text()
+
+
+def test_own_reduction_example_gets_a_two_pass_kernel_and_the_papers_numbers():
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "own_reduction.py")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert ("[CentralizeGradient, Momentum, ScaleByLearningRate] runs on a generated C kernel (2 passes over the "
+            "data)") in out
+    assert "its first pass sums each row of u: row0 += (double)x" in out
+    assert "generated kernel == reference chain: True" in out
+    assert "same as torch.optim.SGD on centralized gradients: True" in out
+
+
+def test_readme_own_reduction_code_is_the_tested_example():
+    section = _readme_section("Steps that reduce")
+    block = section.split("```python\n")[1].split("```")[0]
+    assert "class CentralizeGradient(descend.Reduction)" in block
+    assert block.strip() in (ROOT / "examples" / "own_reduction.py").read_text()

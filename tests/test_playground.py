@@ -168,7 +168,7 @@ def test_every_public_class_with_its_defaults_matches_direct_use(name):
     landscape = make_landscape("quadratic")
     cls = api.public_optimizer_classes()[name]
     run = api.trajectory(landscape, name, {}, start=(1.0, -2.0), steps=25)
-    assert run.points[-1] == direct_run(cls, landscape, (1.0, -2.0), 25)
+    assert run.points[-1] == direct_run(lambda p: cls(p, **api.STARTS.get(name, {})), landscape, (1.0, -2.0), 25)
 
 
 def test_stochastic_trajectories_repeat_with_the_seed_and_differ_across_seeds():

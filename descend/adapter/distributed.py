@@ -121,6 +121,21 @@ def sum_over_ranks(values: list[float], group: Any) -> list[float]:
     return tensor.tolist()
 
 
+def sum_shares_over_ranks(more: bool, shares: dict[str, float], group: Any) -> tuple[bool, dict[str, float]]:
+    """``shares`` summed over the ranks of ``group`` by name (in rank order: the same bits on every rank),
+    and whether any rank has ``more`` to sum.  A rank may hold no share (no gradient in its part of the
+    parameters), so the names are gathered with the numbers."""
+    import torch.distributed as dist
+
+    gathered: list = [None] * dist.get_world_size(group)
+    dist.all_gather_object(gathered, (more, shares), group=group)
+    total: dict[str, float] = {}
+    for _, theirs in gathered:
+        for name in sorted(theirs):
+            total[name] = total.get(name, 0.0) + theirs[name]
+    return any(flag for flag, _ in gathered), total
+
+
 def sharded_group(tensors: Sequence[Tensor]) -> Any:
     """The process group of the first sharded parameter among ``tensors``, or None."""
     if not sharding_possible():

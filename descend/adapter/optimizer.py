@@ -26,7 +26,7 @@ from ..steps.base import Transform
 from ..steps.clip import ClipByGlobalNorm
 from .checkpoint import Checkpoints
 from .distributed import agreed, all_ranks, is_dtensor, local, sharded_group, shards_of, sum_over_ranks, \
-    zero_redundancy_group
+    sum_shares_over_ranks, zero_redundancy_group
 from .fastpath import Bound, bindable, options_of
 from .finite import all_finite, check_nonfinite_policy, locally_finite
 from .options import flags_as_bools, group_numbers
@@ -72,6 +72,12 @@ class KernelInfo:
         return f"[{', '.join(self.steps)}] runs on {where}{because}"
 
 
+def _norm_dtype(params: list[Tensor]) -> torch.dtype:
+    """The dtype of ``last_grad_norm``: float64 where a clipped parameter is, else float32 (torch's
+    ``clip_grad_norm_`` returns the gradients' dtype)."""
+    return torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
+
+
 class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
     """Base class: ``θ ← θ + u`` with ``u`` the gradient passed through ``chain(group)``.
 
@@ -84,7 +90,7 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
 
     ``max_grad_norm`` (per group, keyword-only): when set, the gradients are clipped as
     ``torch.nn.utils.clip_grad_norm_(params, max_grad_norm)`` would clip them, over every group and rank, in
-    the step itself; ``last_grad_norm`` holds the norm before clipping.  ``fused``, ``foreach``: see
+    the step itself; ``last_grad_norm`` holds the norm before clipping (NaN on a skipped step).  ``fused``, ``foreach``: see
     ``descend.adapter.routing``.  ``state_dtype``: how state is stored (``None``: float32 for 16-bit
     parameters, else their own dtype; ``torch.bfloat16`` with stochastic rounding; ``torch.float16``).
     All paths give the same numbers up to rounding.
@@ -203,17 +209,22 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
                 remembered.append((bound, grads, numbers))
                 continue
             params = [p for p in group["params"] if p.grad is not None]
-            planned.append((group, chain, plan, numbers, route(owner, group, plan, params, self.sparse_gradients) if params else []))
+            buckets = route(owner, group, plan, params, self.sparse_gradients) if params else []
+            planned.append((group, chain, plan, numbers, buckets))
         gradients = [p.grad for *_, buckets in planned for bucket in buckets for p in bucket.params]
         gradients += [g for _, grads, _ in remembered for g in grads]
         if self.nonfinite == "skip" and not self._ranks_agree(all_finite(gradients)):
             self.skipped_steps += 1
             for bound, _, _ in remembered:
                 self._bound[id(bound.group)] = bound
+            if any("ClipByGlobalNorm" in plan.steps for _, _, plan, _, _ in planned):
+                self.last_grad_norm = torch.tensor(math.nan, dtype=_norm_dtype(
+                    [p for _, _, plan, _, buckets in planned if plan.has_globals for b in buckets for p in b.params]))
             return loss
         works = [(group, plan, bucket, self._work(bucket, chain, plan, numbers, owner))
                  for group, chain, plan, numbers, buckets in planned for bucket in buckets]
-        self._global_totals([(bucket, work) for _, _, bucket, work in works])
+        self._global_totals([(bucket, work) for _, _, bucket, work in works],
+                            any(plan.has_globals for _, _, plan, _, _ in planned))
         finite, flags = True, []
         for bound, grads, numbers in remembered:
             finite = bound.step(grads, numbers) and finite
@@ -265,13 +276,17 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
                     owner=owner, dtensors=dtensors, origin=origin)
         return sparse.gather(work) if bucket.sparse else work
 
-    def _global_totals(self, works: list[tuple[Bucket, Work]]) -> None:
+    def _global_totals(self, works: list[tuple[Bucket, Work]], wanted: bool) -> None:
         """The totals every global reduction reads (the gradient norm of ``max_grad_norm``), stage by stage:
         every tensor's share, added group by group, then across ranks where each holds part of the
-        parameters (ZeRO) or of each parameter (FSDP2)."""
-        stages = max((len(work.variant.globals) for _, work in works), default=0)
+        parameters (ZeRO) or of each parameter (FSDP2).  ``wanted``: whether any group's chain has a global
+        reduction; under ZeRO every rank's optimizer has the same groups, so every rank takes part in the
+        sums then, also one whose share of the parameters has no gradient."""
         totals: dict[str, float] = {}
-        for stage in range(stages):
+        zero = self._agreement_group is not None and wanted
+        stage = 0
+        while True:
+            more = any(stage < len(work.variant.globals) for _, work in works)
             mine, sharded = {}, {}
             for bucket, work in works:
                 if stage >= len(work.variant.globals):
@@ -284,14 +299,19 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
             if sharded:
                 group = sharded_group([p for bucket, _ in works for p in bucket.params])
                 sharded = dict(zip(sharded, sum_over_ranks(list(sharded.values()), group)))
-            if self._agreement_group is not None and mine:
-                mine = dict(zip(mine, sum_over_ranks(list(mine.values()), self._agreement_group)))
+            if zero:
+                more, mine = sum_shares_over_ranks(more, mine, self._agreement_group)
+            if not more:
+                break
             for part in set(mine) | set(sharded):
                 totals[part] = mine.get(part, 0.0) + sharded.get(part, 0.0)
+            stage += 1
         for _, work in works:
             work.totals = totals
         if CLIP_TOTAL in totals:
-            self.last_grad_norm = torch.tensor(math.sqrt(totals[CLIP_TOTAL]) if totals[CLIP_TOTAL] >= 0 else math.nan)
+            dtype = _norm_dtype([p for _, work in works if work.variant.globals for p in work.params])
+            self.last_grad_norm = torch.tensor(math.sqrt(totals[CLIP_TOTAL]) if totals[CLIP_TOTAL] >= 0 else math.nan,
+                                               dtype=dtype)
 
     def _ranks_agree(self, flag: bool) -> bool:
         """``flag`` and-ed over the ranks of a ``ZeroRedundancyOptimizer``, where each rank's optimizer

@@ -270,7 +270,8 @@ class _Printer:
         # the non-element values the element loop reads directly: scalars (per tensor), rows and per-matrix
         # values (per row), columns (per element)
         direct: dict[int, Expr] = {}
-        for node in phase.elements:
+        computed = [node for node in phase.elements if id(node) not in phase.reloads]
+        for node in computed:
             for operand in operands(node):
                 if not is_element(operand):
                     direct[id(operand)] = operand
@@ -284,7 +285,7 @@ class _Printer:
         casts = [f"const {real} k{self.n(node)} = ({real})({self.scalar_double(node)});"
                  for node in used if node.axes == SCALAR]
         reciprocals = {}  # x / s with s per tensor: x · (1/s), the reciprocal once per tensor
-        for node in phase.elements:
+        for node in computed:
             if node.op == "div" and node.args[1].scalar and id(node.args[1]) not in reciprocals:
                 reciprocals[id(node.args[1])] = f"q{self.n(node.args[1])}"
                 casts.append(f"const {real} q{self.n(node.args[1])} = ({real})(1.0 / "
@@ -297,7 +298,10 @@ class _Printer:
         grad_loaded = False
         for node in phase.elements:
             var = f"x{self.n(node)}"
-            if node.op == "load":
+            if id(node) in phase.reloads:  # stored by an earlier pass, exactly as computed
+                role = phase.reloads[id(node)]
+                body.append(f"const {real} {var} = {C_LOAD[self.storage(role)].format(f'{role_var(role)}[j]')};")
+            elif node.op == "load":
                 role = node.args[0]
                 grad_loaded = grad_loaded or role == "grad"
                 body.append(f"const {real} {var} = {C_LOAD[self.storage(role)].format(f'{role_var(role)}[j]')};")
@@ -333,8 +337,11 @@ class _Printer:
         element_loop = hashes + body + accumulate + stores
         if not self.factored and not phase.reductions:
             return self.slice_pass(prologue + seeds + casts, element_loop, check)
+        # a pass that another pass over the same data follows (one that does not write the parameter) walks
+        # its items last to first, so that it ends where the next pass begins, in the cache
+        backward = not any(role == "param" for role, _ in phase.stores)
         return self.item_pass(prologue + seeds + casts, row_lines, col_lines, element_loop, check,
-                              total_accumulators, row_accumulators, col_accumulators)
+                              total_accumulators, row_accumulators, col_accumulators, backward)
 
     def row_value(self, node: Expr) -> str:
         index = {"b": "b", "r": "r"}
@@ -373,7 +380,8 @@ class _Printer:
         lines += ["  }", "  REPORT(found);" if check else "  (void)found;", "});"]
         return lines
 
-    def item_pass(self, prologue, row_lines, col_lines, element_loop, check, totals, rows, cols) -> list[str]:
+    def item_pass(self, prologue, row_lines, col_lines, element_loop, check, totals, rows, cols,
+                  backward: bool = False) -> list[str]:
         factored = 1 if self.factored else 0
         lines = ["{", "int64_t items_n = 0, parts_n = 0;",
                  f"item_t *items = make_items(nt, shape, {factored}, &items_n, &parts_n);"]
@@ -387,7 +395,8 @@ class _Printer:
                          f"double *T = tmp + toff[i * {len(self.plan.temporaries)} + {q}]; "
                          f"for (int64_t q = 0; q < B * M; q++) T[q] = {start}; }}")
         lines += ["#pragma omp parallel for schedule(dynamic, 1) num_threads(items_n >= 2 ? threads : 1)",
-                  "for (int64_t it = 0; it < items_n; it++) {",
+                  "for (int64_t it_ = 0; it_ < items_n; it_++) {",
+                  f"  const int64_t it = {'items_n - 1 - it_' if backward else 'it_'};",
                   "  const int i = items[it].i;",
                   "  const int64_t B = shape[3 * i], N = shape[3 * i + 1], M = shape[3 * i + 2];",
                   "  (void)B; (void)N;",
@@ -473,8 +482,10 @@ class _Printer:
         checked = (grad_passes[0] if grad_passes else passes[-1] if passes else None) if self.layout.check_grad else None
         ntemp = len(self.plan.temporaries)
         extents = [f"{_extent(node.axes)}" for node in self.plan.temporaries]
+        blocked = len(passes) > 1
+        body_name = f"{self.name}_block" if blocked else self.name
         lines = [f"/* roles: {', '.join(self.roles)}; temporaries: {ntemp}; passes: {len(self.plan.passes)} */",
-                 f"int {self.name}({SIGNATURE}) {{",
+                 f"{'static ' if blocked else ''}int {body_name}({SIGNATURE}) {{",
                  "  int bad = 0; (void)scalars; (void)hyper; (void)globals; (void)results;",
                  "  int64_t *sizes = malloc(sizeof(int64_t) * (nt ? nt : 1));",
                  "  for (int i = 0; i < nt; i++) sizes[i] = shape[3 * i] * shape[3 * i + 1] * shape[3 * i + 2];",
@@ -490,7 +501,38 @@ class _Printer:
         lines += ["  " + line for line in self.vector_store_lines()]
         lines += ["  " + line for line in self.result_lines()]
         lines += ["  free(tmp); free(toff); free(sizes);", "  return !bad;", "}"]
+        if blocked:
+            lines += self.blocks(body_name)
         return '#include "_prelude.h"\n\n' + "\n".join(lines) + "\n"
+
+    def blocks(self, body: str) -> list[str]:
+        """A kernel of several passes runs each tensor that is a small share of the call's elements (at most a
+        quarter of one thread's) on one thread, through every phase, the threads taking such tensors in turn:
+        no barrier between the passes, and a pass after the first reads its tensor from the cache rather than
+        from memory.  Larger tensors go one at a time, every thread working on each phase.  Either way a
+        tensor's numbers are the same bits (its work items, and so its sums, depend on its shape alone)."""
+        per_tensor = {"ptrs": len(self.roles), "shape": 3, "steps": 1, "scalars": len(self.scalar_names),
+                      "results": len(self.plan.results)}
+        at = {name: f"{name} + (int64_t)i * {count}" if count else name for name, count in per_tensor.items()}
+        call = (f"{body}(1, {at['ptrs']}, {at['shape']}, {at['steps']}, {at['scalars']}, hyper, globals, "
+                f"{at['results']}, {{}})")
+        return [f"int {self.name}({SIGNATURE}) {{",
+                "  int64_t total = 0;",
+                "  for (int i = 0; i < nt; i++) total += shape[3 * i] * shape[3 * i + 1] * shape[3 * i + 2];",
+                "#define SMALL(i) (shape[3 * (i)] * shape[3 * (i) + 1] * shape[3 * (i) + 2] * 4 * threads <= total)",
+                "  int finite = 1, small = 0;",
+                "  for (int i = 0; i < nt; i++) small += SMALL(i);",
+                "  if (small) {",
+                "    #pragma omp parallel for schedule(dynamic, 1) num_threads(small >= 2 ? threads : 1) "
+                "reduction(& : finite)",
+                "    for (int i = 0; i < nt; i++)",
+                f"      if (SMALL(i)) finite &= {call.format('1')};",
+                "  }",
+                "  for (int i = 0; i < nt; i++)",
+                f"    if (!SMALL(i)) finite &= {call.format('threads')};",
+                "#undef SMALL",
+                "  return finite;",
+                "}"]
 
 
 def source(segment: Segment, plan: Schedule, layout: Layout, name: str) -> str:

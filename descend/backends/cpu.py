@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from ..plan.plan import Variant
-from ..plan.schedule import Schedule
+from ..plan.formula import ELEMENT
+from ..plan.schedule import Schedule, schedule
 from ..plan.trace import MATRIX_INPUT, MATRIX_OUTPUT, Segment
 from . import build, eager
 from .c import DTYPE_NAMES, SIGNATURE, Layout, compute_dtype, source
@@ -24,6 +25,7 @@ DTYPES = frozenset({torch.float32, torch.float64, torch.bfloat16, torch.float16}
 _P = build.P
 ARGTYPES = [build.I, _P, _P, _P, _P, _P, _P, _P, build.I]
 _programs: dict[tuple, object] = {}
+_early: dict[tuple, tuple[Schedule, Schedule]] = {}  # (id(plan), roles) -> (plan, kept alive; its early schedule)
 _lock = threading.Lock()
 
 
@@ -42,13 +44,38 @@ def shape_of(tensor: Tensor, factored: bool) -> tuple[int, int, int]:
     return 1, 1, tensor.numel()
 
 
+def exact_roles(segment: Segment, layout: Layout) -> frozenset:
+    """The state roles of ``segment`` stored in the compute dtype itself, rounded by nothing: a pass may
+    write them early and a later one read them back, bit for bit (``schedule(..., early=...)``)."""
+    compute = compute_dtype(layout.param_dtype)
+    lanes = dict(layout.lanes)
+    return frozenset(role for role, _ in segment.outputs[1:] if segment.axes[role] == ELEMENT
+                     and layout.dtype(role) == compute and role not in lanes)
+
+
+def for_layout(segment: Segment, plan: Schedule, layout: Layout) -> Schedule:
+    """``plan``, or where it makes several passes and some state is stored exactly, the schedule that writes
+    that state in the first pass able to (cached)."""
+    if len(plan.passes) < 2:
+        return plan
+    early = exact_roles(segment, layout)
+    if not early:
+        return plan
+    key = (id(plan), early)
+    found = _early.get(key)
+    if found is None:
+        with _lock:
+            found = _early[key] = (plan, schedule(segment.outputs, role_axes=segment.axes, early=early))
+    return found[1]
+
+
 def program(segment: Segment, plan: Schedule, layout: Layout, kind: str):
     """The compiled function of ``plan`` for ``layout`` (cached); raises ``KernelUnavailable``."""
     key = (id(plan), layout, kind)
     found = _programs.get(key)
     if found is None:
         name = f"{kind}_{DTYPE_NAMES[layout.param_dtype]}"
-        code = source(segment, plan, layout, name)
+        code = source(segment, for_layout(segment, plan, layout) if kind == "update" else plan, layout, name)
         found = build.function(code, name, ARGTYPES)
         if found is None:
             raise KernelUnavailable(build.failure(code) or build.error or "the kernel could not be built")
@@ -96,7 +123,7 @@ def c_source(variant: Variant, param_dtype: torch.dtype, codec, index: int = 0) 
     pieces = [(p, s, layout) for p, s, layout in zip(variant.pieces, variant.schedules,
                                                      layouts(variant, param_dtype, codec)) if layout is not None]
     segment, plan, layout = pieces[index]
-    return source(segment, plan, layout, f"update_{DTYPE_NAMES[param_dtype]}")
+    return source(segment, for_layout(segment, plan, layout), layout, f"update_{DTYPE_NAMES[param_dtype]}")
 
 
 # --- the boundary ----------------------------------------------------------------------------------

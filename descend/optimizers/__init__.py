@@ -17,8 +17,8 @@ from .schedulefree import AdamWScheduleFree, SGDScheduleFree
 from .schedules import InverseSqrt, MomentumSchedule, WarmupCosine, linear_ramp
 from .sgd import SGD
 from .sparse_adam import SparseAdam
+from .trust import LAMB, LARS
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "RAdam", "Adafactor", "Lion", "SAM",
-           "AdamWScheduleFree", "SGDScheduleFree",
-           "Adamax", "ASGD", "Rprop", "SparseAdam",
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "RAdam", "Adafactor", "Lion", "LAMB", "LARS",
+           "SAM", "AdamWScheduleFree", "SGDScheduleFree", "Adamax", "ASGD", "Rprop", "SparseAdam",
            "frozen_batchnorm_stats", "make_optimizer", "InverseSqrt", "MomentumSchedule", "WarmupCosine", "linear_ramp"]

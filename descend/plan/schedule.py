@@ -11,7 +11,10 @@ over the elements):
 A node is *ready* at phase k when everything it reads is: leaves at 0; an element-wide reduction one
 phase after its operand (it is accumulated during the pass of its operand's phase); any other node at the
 latest of its operands.  A pass recomputes the elementwise prefix it needs instead of storing it: the
-kernels write state and the parameter only in the final pass ``P_F``, so a pass before it only reads.
+kernels write state and the parameter only in the final pass ``P_F``, so a pass before it only reads; except
+that state whose new value an earlier pass can compute, and which is stored without rounding, may be written
+by that pass and loaded by the later ones (``schedule(..., early=...)``: LAMB's moments are written in the
+pass that takes the norms, and the update pass reads them instead of the gradient).
 Element nodes are computed in the passes; scalar nodes that read only leaves in each pass's per-tensor
 prologue (as a single-pass kernel does); every other non-element node in a between-phase, into a
 temporary.  Vector state (Adafactor's row and column statistics) is written from its temporary at the end.
@@ -35,6 +38,7 @@ class Pass:
     stores: list[tuple[str, Expr]] = field(default_factory=list)
     prologue: list[Expr] = field(default_factory=list)
     operands: list[Expr] = field(default_factory=list)  # every non-element value the pass reads
+    reloads: dict[int, str] = field(default_factory=dict)  # id(node) -> the role an earlier pass stored it in
 
 
 @dataclass
@@ -93,14 +97,49 @@ def _split_matrix_sums(roots: Sequence[Expr]) -> None:
             node.args = (rows, "i")
 
 
-def schedule(stores: Sequence[tuple[str, Expr]], results: Sequence[Expr] = (), role_axes: dict | None = None
-             ) -> Schedule:
+def schedule(stores: Sequence[tuple[str, Expr]], results: Sequence[Expr] = (), role_axes: dict | None = None,
+             early: frozenset = frozenset()) -> Schedule:
     """The schedule that writes ``stores`` (``(role, node)``: the parameter, state entries; ``role_axes``
     tells which roles are vectors) and computes ``results`` (per-tensor scalars, e.g. a global reduction's
-    contributions)."""
+    contributions).
+
+    ``early`` names state roles that may be written in the first pass that can compute their new value,
+    when that pass sweeps the data anyway (it accumulates a reduction) and no later pass reads their old
+    value: the later passes then load the new value instead of recomputing it (and read no input it needed).
+    The caller names only roles stored exactly as computed (no rounding), so the numbers do not change."""
     roots = [node for _, node in stores] + list(results)
     _split_matrix_sums(roots)
     ready = readiness(roots)
+    element_stores = [(role, node) for role, node in stores if (role_axes or {}).get(role, ELEMENT) == ELEMENT]
+    final = max([ready[id(node)] for _, node in element_stores], default=-1)
+    found = _phases(stores, results, role_axes, ready, {})
+    sweeps = sorted(k for k, step in found[0].items() if step.reductions)
+    stored_at = {}  # id(node) -> (role, the pass that stores it)
+    for role, node in element_stores:
+        if role in early and node.op != "load" and ready[id(node)] < final:
+            sweep = next((k for k in sweeps if ready[id(node)] <= k < final), None)
+            if sweep is not None:
+                stored_at[id(node)] = (role, sweep)
+    loads = [node for node in topological(roots) if node.op == "load"]
+    while stored_at:  # drop a role whose old value a later pass still reads, until none does
+        found = _phases(stores, results, role_axes, ready, stored_at)
+        needed = found[1]
+        stale = [key for key, (role, k) in stored_at.items()
+                 if any(node.args[0] == role and id(node) in needed[later]
+                        for later in range(k + 1, len(needed)) for node in loads)]
+        if not stale:
+            break
+        for key in stale:
+            del stored_at[key]
+    if not stored_at:
+        found = _phases(stores, results, role_axes, ready, {})
+    return found[2]
+
+
+def _phases(stores, results, role_axes, ready, stored_at):
+    """The passes (by index), what each pass computes per element (ids), and the ``Schedule``; a node in
+    ``stored_at`` is stored by the pass it names and loaded, not computed, by the passes after it."""
+    roots = [node for _, node in stores] + list(results)
     order = topological(roots)
     role_axes = role_axes or {}
     element_stores = [(role, node) for role, node in stores if role_axes.get(role, ELEMENT) == ELEMENT]
@@ -113,6 +152,7 @@ def schedule(stores: Sequence[tuple[str, Expr]], results: Sequence[Expr] = (), r
     passes = {k: Pass(k) for k in range(phase_count)}
     betweens = {k: Between(k) for k in range(phase_count)}
     element_needed: dict[int, set[int]] = {k: set() for k in range(phase_count)}
+    reloaded: dict[int, dict[int, str]] = {k: {} for k in range(phase_count)}
     temporaries: dict[int, Expr] = {}
     scheduled: set[int] = set()
 
@@ -129,7 +169,9 @@ def schedule(stores: Sequence[tuple[str, Expr]], results: Sequence[Expr] = (), r
             if id(item) in element_needed[k]:
                 continue
             element_needed[k].add(id(item))
-            if is_element(item):
+            if id(item) in stored_at and stored_at[id(item)][1] < k:  # stored by an earlier pass: loaded
+                reloaded[k][id(item)] = stored_at[id(item)][0]
+            elif is_element(item):
                 if item.op != "load":
                     stack.extend(operands(item))
             elif prologue_scalar(item):
@@ -159,8 +201,9 @@ def schedule(stores: Sequence[tuple[str, Expr]], results: Sequence[Expr] = (), r
             need_value(operand)
 
     for role, node in element_stores:
-        passes[final].stores.append((role, node))
-        need_element(node, final)
+        where = stored_at.get(id(node), (role, final))[1]
+        passes[where].stores.append((role, node))
+        need_element(node, where)
     for _, node in vector_stores:
         need_value(node)
     for node in results:
@@ -179,7 +222,8 @@ def schedule(stores: Sequence[tuple[str, Expr]], results: Sequence[Expr] = (), r
                              and id(n) not in temporaries and n.op not in ("hyper", "scalar", "const", "load")]
             step.operands = [n for n in order if id(n) in element_needed[k] and not is_element(n)]
             step.reductions = [n for n in order if n in step.reductions]
+            step.reloads = reloaded[k]
             phases.append(step)
     temps = [n for n in order if id(n) in temporaries]
     factored = any(not is_element(n) and n.axes != SCALAR for n in order)
-    return Schedule(phases, temps, vector_stores, list(results), factored)
+    return passes, element_needed, Schedule(phases, temps, vector_stores, list(results), factored)

@@ -76,6 +76,9 @@ class Variant:
     note: str = ""
 
 
+# where a class takes a hyperparameter without a default (LARS's lr, as optax.lars), the page starts it here
+STARTS: dict[str, dict[str, Any]] = {"LARS": {"lr": 1.0}}
+
 # the forms the course material (seeds 002 and 003) contrasts; every other public class appears as itself
 VARIANTS = (
     Variant("SGD momentum (velocity form)", "SGD", fixed={"nesterov": False, "dampening": 0.0},
@@ -166,7 +169,7 @@ def optimizer_catalog() -> dict[str, dict[str, Any]]:
     """
     classes = public_optimizer_classes()
     catalog = {}
-    plain = [Variant(name, name) for name in classes]
+    plain = [Variant(name, name, defaults=STARTS.get(name, {})) for name in classes]
     for variant in plain + [v for v in VARIANTS if v.cls_name in classes and (v.base is None or v.base in classes)]:
         if variant.cls_name == "SAM" and variant.base is None:
             continue  # SAM needs a base optimizer: offered as its variants

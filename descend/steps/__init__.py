@@ -29,6 +29,7 @@ from ..plan.formula import (NotTraceable, amax, clamp_min, exp, fma, lerp, log, 
 from ..plan.state import StateSpec
 from .adafactor import AdafactorStepSize, AdafactorWeightDecay, ClipByRms, FactoredSecondMoment
 from .base import Elementwise, GlobalReduction, MatrixStep, Reduction, Transform
+from .clip import ClipByGlobalNorm, ScaleByTrustRatio
 from .moments import (AdadeltaUnitCorrection, AddWeightDecay, BiasCorrection, EmaOfSquares, LrDecay, Momentum, RunningMax,
                       ScaleByInverseRms, SumOfSquares, TrackEma)
 from .scale import DecoupledWeightDecay, Negate, ScaleByLearningRate
@@ -47,6 +48,7 @@ __all__ = [
     "SecondMoment", "ScaleByDebiasedInverseRms", "DecayAtY", "ScheduleFreeUpdate", "ScheduleFreeSwitch",
     "InfinityNorm", "LerpMomentum", "DivideBy", "AveragedSgd", "ResilientStepSize", "MomentsByIncrement",
     "CorrectedStepSize",
+    "ClipByGlobalNorm", "ScaleByTrustRatio",
     "sqrt", "exp", "log", "sign", "maximum", "minimum", "where", "clamp_min", "fma", "lerp",
     "total", "mean", "norm", "amax", "per_row", "per_col", "NotTraceable",
 ]
