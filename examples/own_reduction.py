@@ -52,7 +52,7 @@ if __name__ == "__main__":
     info = optimizer.kernel_info()[0]  # the first group's first parameter is a matrix
     print(f"CentralizedSGD: {info}")
     source = info.c_source(torch.float32).splitlines()
-    print("its first pass sums each row of u:", next(line.strip() for line in source if "row0 +=" in line))
+    print("its first pass sums each row of u:", next(line.strip() for line in source if "row0[l] +=" in line))
     _, reference, _ = train(lambda p: CentralizedSGD(p, lr=0.05, fused=False))
     _, by_hand, _ = train(lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9), centralize_by_hand=True)
     print(f"final loss {loss:.4f}")

@@ -48,7 +48,7 @@ def test_own_reduction_example_gets_a_two_pass_kernel_and_the_papers_numbers():
     out = result.stdout
     assert ("[CentralizeGradient, Momentum, ScaleByLearningRate] runs on a generated C kernel (2 passes over the "
             "data)") in out
-    assert "its first pass sums each row of u: row0 += (double)x" in out
+    assert "its first pass sums each row of u: row0[l] += (double)x" in out
     assert "generated kernel == reference chain: True" in out
     assert "same as torch.optim.SGD on centralized gradients: True" in out
 
