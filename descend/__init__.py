@@ -3,8 +3,9 @@ from .tools.compare import Comparison, compare, performance_profile
 from .tools.landscape import landscape
 from .tools.lr_find import LRFinderResult, lr_find
 from .adapter.optimizer import ChainOptimizer
-from .optimizers import (SAM, SGD, Adadelta, Adafactor, Adagrad, Adam, AdamW, InverseSqrt, Lion, MomentumSchedule, NAdam,
-                         RAdam, RMSprop, WarmupCosine, frozen_batchnorm_stats, linear_ramp, make_optimizer)
+from .optimizers import (SAM, SGD, Adadelta, Adafactor, Adagrad, Adam, AdamW, InverseSqrt, Lion, MomentumSchedule, Muon,
+                         MuonWithAuxAdamW, NAdam, RAdam, RMSprop, WarmupCosine, frozen_batchnorm_stats, linear_ramp,
+                         make_optimizer, muon_param_groups)
 from .tools.telemetry import Telemetry
 from .steps import Elementwise, GlobalReduction, MatrixStep, Reduction, StateSpec
 
@@ -21,6 +22,9 @@ __all__ = [
     "Lion",
     "NAdam",
     "RAdam",
+    "Muon",
+    "MuonWithAuxAdamW",
+    "muon_param_groups",
     "SAM",
     "frozen_batchnorm_stats",
     "ChainOptimizer",

@@ -9,9 +9,11 @@ from .adam import Adam, AdamW, NAdam, RAdam
 from .adaptive import Adadelta, Adagrad, RMSprop
 from .compose import make_optimizer
 from .lion import Lion
+from .muon import Muon, MuonWithAuxAdamW, muon_param_groups
 from .sam import SAM, frozen_batchnorm_stats
 from .schedules import InverseSqrt, MomentumSchedule, WarmupCosine, linear_ramp
 from .sgd import SGD
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "RAdam", "Adafactor", "Lion", "SAM",
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "RAdam", "Adafactor", "Lion", "Muon",
+           "MuonWithAuxAdamW", "muon_param_groups", "SAM",
            "frozen_batchnorm_stats", "make_optimizer", "InverseSqrt", "MomentumSchedule", "WarmupCosine", "linear_ramp"]
