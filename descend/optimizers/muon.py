@@ -54,7 +54,12 @@ def check_muon_gradients(group: dict[str, Any]) -> None:
 def muon_chain(group: dict[str, Any]) -> list[Transform]:
     return [MuonMomentum(group["momentum"], bool(group["nesterov"])),
             NewtonSchulz(tuple(group["ns_coefficients"]), group["eps"], group["ns_steps"]),
-            OrthogonalUpdate(group["lr"], group["weight_decay"], group["adjust_lr_fn"])]
+            OrthogonalUpdate(group["lr"], group["weight_decay"], group["adjust_lr_fn"], group.get("lr_tensor", False))]
+
+
+def muon_numbers(optimizer, group: dict[str, Any]) -> dict[str, Any]:
+    """The group's numbers, and whether its lr is a tensor (torch.optim.Muon then rounds its scalars to float32)."""
+    return {**group_numbers(optimizer, group, Muon), "lr_tensor": isinstance(group["lr"], torch.Tensor)}
 
 
 class Muon(ChainOptimizer):
@@ -104,6 +109,9 @@ class Muon(ChainOptimizer):
     def validate(self, group):
         check_muon_group(type(self).__name__, group)
 
+    def _numbers(self, group):
+        return muon_numbers(self, group)
+
     def chain(self, group):
         check_muon_group(type(self).__name__, group)  # a value edited after construction, before anything moves
         check_muon_gradients(group)
@@ -149,7 +157,7 @@ class MuonWithAuxAdamW(ChainOptimizer):
             Adam.validate(self, group)
 
     def _numbers(self, group):
-        return group_numbers(self, group, Muon if group["use_muon"] else AdamW)
+        return muon_numbers(self, group) if group["use_muon"] else group_numbers(self, group, AdamW)
 
     def chain(self, group):
         if group["use_muon"]:

@@ -460,6 +460,19 @@ def lerp(start, end, weight):
     return start + weight * (end - start)
 
 
+def rounded(x, like):
+    """The per-tensor number ``x`` rounded to the type ``like`` (the parameter's value) is computed in: float32,
+    or float64 for float64 parameters; where torch computes a scalar in a float32 tensor (a tensor lr)."""
+    if isinstance(x, Expr) or isinstance(like, Expr):
+        graph = next(v.graph for v in (x, like) if isinstance(v, Expr))
+        return graph.node("round", x)
+    if isinstance(like, TensorList):
+        return ScalarList(rounded(v, t) for v, t in zip(_per_tensor(x, len(like)), like))
+    if isinstance(x, ScalarList):
+        return ScalarList(rounded(v, like) for v in x)
+    return float(torch.tensor(float(x), dtype=like.dtype)) if like.dtype != torch.float64 else float(x)
+
+
 def size(x, axis: int) -> Any:
     """The length of the last (``axis=-1``: a row's) or second-to-last (``axis=-2``: a column's) axis of ``x``,
     a per-tensor number (1 where ``x`` has fewer dims; a vector is one row).  Under FSDP2 it is the whole

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..plan.formula import fma, lerp, maximum, size, sqrt
+from ..plan.formula import fma, lerp, maximum, rounded, size, sqrt
 from .base import Elementwise, MatrixStep
 
 ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
@@ -56,11 +56,35 @@ class NewtonSchulz(MatrixStep):
         x = u.mT if tall else u
         for matrix in x:  # each matrix's own norm, reduced and divided exactly as torch does it for one
             matrix.div_(matrix.norm().clamp(min=self.eps))
+        if not batched(x):  # small matrices: torch's products one matrix at a time, as torch.optim.Muon
+            return _looped(x, a, b, c, int(self.ns_steps), tall)
         for _ in range(int(self.ns_steps)):
             gram = torch.bmm(x, x.mT)
             polynomial = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)
             x = torch.baddbmm(x, polynomial, x, beta=a)
         return x.mT if tall else x
+
+
+ONE_DNN_MIN = 16 ** 3  # torch's mkldnn_gemm_min_size: a CPU bf16 product larger than this goes to oneDNN
+
+
+def batched(x: Tensor) -> bool:
+    """Whether the batched products give each matrix what torch's one-matrix products give it: on a GPU, or on
+    the CPU for matrices whose every product (the smallest is ``n³``, n the short side) exceeds oneDNN's
+    threshold, so that ``mm`` and ``bmm`` both run oneDNN's kernel; below it each takes another kernel of its
+    own (which sum in other orders, and round α·AB + βC otherwise)."""
+    return x.device.type != "cpu" or x.shape[-2] ** 3 > ONE_DNN_MIN
+
+
+def _looped(x: Tensor, a: float, b: float, c: float, steps: int, tall: bool) -> Tensor:
+    out = []
+    for matrix in x:
+        for _ in range(steps):
+            gram = matrix @ matrix.T
+            polynomial = torch.addmm(gram, gram, gram, beta=b, alpha=c)
+            matrix = torch.addmm(matrix, polynomial, matrix, beta=a)
+        out.append(matrix.T if tall else matrix)
+    return torch.stack(out)
 
 
 def adjusted_ratio(adjust_lr_fn: str | None, rows, cols):
@@ -81,7 +105,13 @@ class OrthogonalUpdate(Elementwise):
     lr: float
     weight_decay: float
     adjust_lr_fn: str | None = None
+    lr_tensor: bool = False  # the group's lr is a tensor: torch then computes α·r and 1 − αλ in float32
 
     def formula(self, u, param, state, t):
         ratio = adjusted_ratio(self.adjust_lr_fn, size(param, -2), size(param, -1))
-        return fma(-(self.lr * ratio), u, param * (1.0 - self.lr * self.weight_decay))
+        if not self.lr_tensor:
+            return fma(-(self.lr * ratio), u, param * (1.0 - self.lr * self.weight_decay))
+        lr = rounded(self.lr, param)
+        step = rounded(lr * rounded(ratio, param), param)
+        decay = rounded(1.0 - rounded(lr * rounded(self.weight_decay, param), param), param)
+        return fma(-step, u, param * decay)
