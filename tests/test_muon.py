@@ -112,7 +112,7 @@ def test_float64_and_bfloat16_parameters_agree_on_every_path():
 
 
 def loss(params):
-    x = torch.linspace(-1, 1, 7 * 16, dtype=params[0].dtype).reshape(7, 16)
+    x = torch.linspace(-1, 1, 7 * 48, dtype=params[0].dtype).reshape(7, 48)
     return sum(((x[:, :p.shape[0]] @ torch.tanh(p)) ** 2).mean() for p in params)
 
 

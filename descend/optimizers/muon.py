@@ -36,14 +36,14 @@ def check_muon_group(owner: str, group: dict[str, Any]) -> None:
     if steps >= 100:
         raise ValueError("Number of steps must be less than 100 for computational efficiency")
     for param in group["params"]:
-        if param.ndim != 2:
+        if isinstance(param, torch.Tensor) and param.ndim != 2:  # (a checkpoint's groups hold indices)
             raise ValueError(f"Muon only supports 2D parameters whereas we found a parameter with size: {param.size()}")
 
 
 def check_muon_gradients(group: dict[str, Any]) -> None:
     """torch.optim.Muon's refusals at step time, in its words."""
     for param in group["params"]:
-        if param.grad is None:
+        if not isinstance(param, torch.Tensor) or param.grad is None:
             continue
         if torch.is_complex(param):
             raise RuntimeError("Muon does not support complex parameters")
