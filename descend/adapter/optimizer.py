@@ -28,7 +28,7 @@ from .checkpoint import Checkpoints
 from .distributed import agreed, all_ranks, is_dtensor, local, sharded_group, shards_of, sum_over_ranks, \
     zero_redundancy_group
 from .finite import all_finite, check_nonfinite_policy, locally_finite
-from .options import flags_as_bools, group_numbers
+from .options import boolean_options, flags_as_bools, group_numbers
 from .routing import Bucket, route
 from .routing import warn_once as warn_reference
 from .state import normalise_step, prepare
@@ -160,6 +160,8 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
                               ("last_grad_norm", None)):
             state.setdefault(name, self.__dict__.get(name, default))
         super().__setstate__(state)
+        if "differentiable" not in boolean_options(type(self)):  # torch adds it to every optimizer's defaults
+            self.defaults.pop("differentiable", None)
         for group in self.param_groups:  # pickled before these options existed
             for name, default in self.defaults.items():
                 group.setdefault(name, default)
