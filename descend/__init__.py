@@ -4,6 +4,7 @@ from .tools.landscape import landscape
 from .tools.lr_find import LRFinderResult, lr_find
 from .adapter.optimizer import ChainOptimizer
 from .optimizers import (LAMB, LARS, SAM, SGD, Adadelta, Adafactor, Adagrad, Adam, AdamW, InverseSqrt, Lion,
+                         Muon, MuonWithAuxAdamW, muon_param_groups,
                          MomentumSchedule, NAdam, RAdam, RMSprop, WarmupCosine, frozen_batchnorm_stats, linear_ramp,
                          make_optimizer)
 from .optimizers import AdamWScheduleFree, SGDScheduleFree
@@ -32,6 +33,9 @@ __all__ = [
     "ASGD",
     "Rprop",
     "SparseAdam",
+    "Muon",
+    "MuonWithAuxAdamW",
+    "muon_param_groups",
     "SAM",
     "frozen_batchnorm_stats",
     "ChainOptimizer",

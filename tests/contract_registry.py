@@ -45,10 +45,18 @@ class Pair:
     excluded: dict[str, str] = field(default_factory=dict)  # optim_db input desc -> why it does not coincide
     excluded_errors: dict[str, str] = field(default_factory=lambda: dict(DESCEND_ACCEPTS))
     sparse_gradients: bool = False  # both classes take sparse gradients only (SparseAdam): the tests send them
+    matrices_only: bool = False  # the class takes 2-D parameters only (Muon): the tests train two matrices
+    tensor_lr_is_float32: bool = False  # torch computes its scalars from a tensor lr in float32 (Muon): a tensor
+    # lr then gives torch's numbers for that tensor lr, not those of the same float
 
     @property
     def name(self) -> str:
         return self.ours.__name__
+
+    @property
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        """The parameters the contract tests train: a weight and a bias (two matrices where only those go)."""
+        return ((5, 4), (3, 6)) if self.matrices_only else ((5, 4), (4,))
 
     def info(self):
         return next(info for info in common_optimizers.optim_db if info.optim_cls is self.theirs)
@@ -79,6 +87,7 @@ PAIRS = [
     Pair(descend.ASGD, torch.optim.ASGD, "ASGD"),
     Pair(descend.Rprop, torch.optim.Rprop, "Rprop"),
     Pair(descend.SparseAdam, torch.optim.SparseAdam, "SparseAdam", sparse_gradients=True),
+    Pair(descend.Muon, torch.optim.Muon, "Muon", matrices_only=True, tensor_lr_is_float32=True),
     # descend.Adafactor is Hugging Face's algorithm, not torch.optim.Adafactor's (which clamps V̂ at ε₁² instead of
     # adding ε₁ to G², and has no beta1): no pair; tests/test_faults.py checks it against transformers.
 ]

@@ -56,6 +56,46 @@ def train(model, optimizer, rank: int, world: int, steps: int = STEPS, first_ste
         optimizer.step(closure, **step_kwargs)
 
 
+def make_muon_model() -> nn.Module:
+    """Hidden matrices of 5, 6 and 6 rows: split 3 + 2 and 3 + 3 over two ranks."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 5), nn.Tanh(), nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 6), nn.Tanh(),
+                         nn.Linear(6, 4))
+
+
+def muon_optimizer(model: nn.Module):
+    """Muon on the hidden matrices, AdamW on the rest (the head, the biases)."""
+    return descend.MuonWithAuxAdamW(descend.muon_param_groups(model, muon=dict(lr=0.05, weight_decay=0.01),
+                                                              adamw=dict(lr=0.01)))
+
+
+def fsdp_muon(mesh, rank: int, world: int) -> dict:
+    """MuonWithAuxAdamW on a sharded model, and beside it the same on an unsharded copy fed the same (gathered)
+    gradients; the shapes of what was gathered whole on every rank (the owner scheme gathers nothing so)."""
+    import descend.adapter.distributed as distributed
+    from torch.distributed.fsdp import fully_shard
+
+    model, twin = make_muon_model(), make_muon_model()
+    fully_shard(model, mesh=mesh)
+    optimizer, unsharded = muon_optimizer(model), muon_optimizer(twin)
+    gathered, real_gather = [], distributed.gather
+    distributed.gather = lambda tensor: gathered.append(tuple(tensor.shape)) or real_gather(tensor)
+    try:
+        share = GLOBAL_BATCH // world
+        for step in range(STEPS):
+            x, y = batch(step)
+            optimizer.zero_grad()
+            ((model(x[rank * share:(rank + 1) * share]) - y[rank * share:(rank + 1) * share]) ** 2).mean().backward()
+            for p, q in zip(model.parameters(), twin.parameters()):
+                q.grad = p.grad.full_tensor()
+            optimizer.step()
+            unsharded.step()
+    finally:
+        distributed.gather = real_gather
+    return {"fsdp-Muon": full_params(model), "fsdp-Muon-unsharded": full_params(twin),
+            "fsdp-Muon-gathered-whole": gathered, "fsdp-Muon-initial": full_params(make_muon_model())}
+
+
 def full_params(model) -> list[torch.Tensor]:
     return [p.full_tensor().detach() if hasattr(p, "full_tensor") else p.detach().clone() for p in model.parameters()]
 
@@ -131,6 +171,8 @@ def scenarios(rank: int, world: int) -> dict:
         results[f"fsdp-{name}"] = full_params(model)
         if name in CLIPPED:
             results[f"fsdp-{name}-norm"] = optimizer.last_grad_norm
+
+    results.update(fsdp_muon(mesh, rank, world))
 
     for policy in ("raise", "skip"):  # a NaN in rank 0's shard only: every rank must decide alike
         model = make_model()

@@ -326,6 +326,32 @@ def clip_by_global_norm(grads, max_norm):
     return [g * factor for g in grads], total
 
 
+
+
+def muon_step(params, grads, states, t, lr=1e-3, momentum=0.95, nesterov=True, weight_decay=0.1,
+              coefficients=(3.4445, -4.7750, 2.0315), ns_steps=5, eps=1e-7, adjust="original"):
+    """Keller Jordan's Muon (kellerjordan.github.io/posts/muon, the EMA form torch adopts): b ← μb + (1−μ)g;
+    u = μb + (1−μ)g with Nesterov, else b; X₀ = u/‖u‖_F (on uᵀ if tall), X ← aX + (bA + cA²)X with A = XXᵀ;
+    θ ← θ(1 − αλ) − α·r·X, r = √max(1, rows/cols), or 0.2·√max(rows, cols) to match AdamW's RMS.  Exact
+    arithmetic of the parameter's dtype throughout (no bfloat16)."""
+    a, b, c = coefficients
+    out = []
+    for p, g, s in zip(params, grads, states):
+        m = _zeros(s, "m", p)
+        s["m"] = m = momentum * m + (1 - momentum) * g
+        u = momentum * m + (1 - momentum) * g if nesterov else m
+        rows, cols = u.shape
+        x = u.T if rows > cols else u
+        x = x / max(float(torch.linalg.norm(x)), eps)
+        for _ in range(ns_steps):
+            gram = x @ x.T
+            x = a * x + (b * gram + c * gram @ gram) @ x
+        x = x.T if rows > cols else x
+        ratio = max(1.0, rows / cols) ** 0.5 if adjust == "original" else 0.2 * max(rows, cols) ** 0.5
+        out.append(p * (1 - lr * weight_decay) - lr * ratio * x)
+    return out
+
+
 def run_reference(step_fn, params, loss_fn, steps, maximize=False, **hyper):
     """Plain training loop: autograd gradient at the current point, then ``step_fn``."""
     params = [p.detach().clone() for p in params]

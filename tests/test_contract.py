@@ -25,11 +25,10 @@ PATHS = {  # how descend may run a step: each must give torch's numbers
 }
 
 
-def make_params(seed=0, dtype=torch.float32):
-    """Two parameters of different shapes (torch's tests use a weight and a bias)."""
+def make_params(seed=0, dtype=torch.float32, shapes=((5, 4), (4,))):
+    """Two parameters of different shapes (torch's tests use a weight and a bias; ``Pair.shapes``)."""
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(5, 4, generator=g, dtype=dtype).requires_grad_(),
-            torch.randn(4, generator=g, dtype=dtype).requires_grad_()]
+    return [torch.randn(shape, generator=g, dtype=dtype).requires_grad_() for shape in shapes]
 
 
 def gradients(step, params):
@@ -61,7 +60,7 @@ def assert_params_close(got, want, tolerance=1e-5):
 @pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("pair, desc, kwargs", cases())
 def test_every_path_gives_torchs_numbers(pair, desc, kwargs, path):
-    ours_params, theirs_params = make_params(), make_params()
+    ours_params, theirs_params = make_params(shapes=pair.shapes), make_params(shapes=pair.shapes)
     ours = train(pair.ours(ours_params, **fresh(kwargs), **PATHS[path]), ours_params)
     theirs = train(pair.theirs(theirs_params, **fresh(kwargs)), theirs_params)
     assert_params_close(ours, theirs)
@@ -72,7 +71,7 @@ def test_every_path_gives_torchs_numbers(pair, desc, kwargs, path):
 def test_compiled_step_equals_the_eager_step(pair, path):
     torch._dynamo.reset()
     kwargs = next((k for _, k in pair.inputs() if "momentum" in k or "weight_decay" in k), pair.inputs()[-1][1])
-    eager_params, compiled_params = make_params(), make_params()
+    eager_params, compiled_params = make_params(shapes=pair.shapes), make_params(shapes=pair.shapes)
     eager = train(pair.ours(eager_params, **fresh(kwargs), **PATHS[path]), eager_params)
     optimizer = pair.ours(compiled_params, **fresh(kwargs), **PATHS[path])
     optimizer.step = torch.compile(optimizer.step)
@@ -85,7 +84,7 @@ def test_compiled_step_equals_the_eager_step(pair, path):
 
 @pytest.mark.parametrize("pair, desc, kwargs", cases())
 def test_state_dict_is_deterministic_and_round_trips(pair, desc, kwargs):
-    params = make_params()
+    params = make_params(shapes=pair.shapes)
     optimizer = pair.ours(params, **fresh(kwargs))
     train(optimizer, params)
     twin_params = [p.detach().clone().requires_grad_() for p in params]
@@ -115,7 +114,7 @@ def _groups_close(a, b):  # tensor lr: == on tensors is elementwise
 
 @pytest.mark.parametrize("pair, desc, kwargs", cases())
 def test_torch_checkpoints_load_and_continue_as_torch_would(pair, desc, kwargs):
-    theirs_params = make_params()
+    theirs_params = make_params(shapes=pair.shapes)
     theirs = pair.theirs(theirs_params, **fresh(kwargs))
     train(theirs, theirs_params)
     ours_params = [p.detach().clone().requires_grad_() for p in theirs_params]
@@ -133,7 +132,7 @@ def test_torch_checkpoints_load_and_continue_as_torch_would(pair, desc, kwargs):
 def test_step_counters_that_are_not_float_tensors_load_and_train(pair, as_):
     """Checkpoints of torch < 1.12 (and other libraries) keep ``step`` as a number or an int64 tensor."""
     kwargs = pair.inputs()[0][1]
-    params = make_params()
+    params = make_params(shapes=pair.shapes)
     optimizer = pair.ours(params, **fresh(kwargs))
     train(optimizer, params)
     saved = copy.deepcopy(optimizer.state_dict())
@@ -174,10 +173,10 @@ FAMILIES = {pair.family: pair for pair in PAIRS}
                                             if a.family != b.family], ids=lambda p: p.name)
 def test_a_checkpoint_of_another_optimizer_is_refused_and_changes_nothing(source, target, writer):
     kwargs = dict(lr=0.5, momentum=0.9) if source.ours in (descend.SGD, descend.RMSprop) else dict(lr=0.5)
-    params = make_params()
+    params = make_params(shapes=source.shapes)
     written = (source.ours if writer == "descend" else source.theirs)(params, **kwargs)
     train(written, params)
-    target_params = make_params(seed=1)
+    target_params = make_params(seed=1, shapes=target.shapes)
     optimizer = target.ours(target_params)
     train(optimizer, target_params, steps=1)
     before = copy.deepcopy(optimizer.state_dict())
@@ -193,7 +192,7 @@ def test_a_checkpoint_of_another_optimizer_is_refused_and_changes_nothing(source
 def test_load_state_dict_hooks_run_around_descends_own_fix_ups(pair):
     """torch's pattern: a pre-hook may return a new state dict, a post-hook sees the loaded optimizer and
     may keep entries that are not a parameter's state (here a flag) in ``optimizer.state``."""
-    params = make_params()
+    params = make_params(shapes=pair.shapes)
     optimizer = pair.ours(params)
     train(optimizer, params)
     saved = optimizer.state_dict()
@@ -219,7 +218,7 @@ def test_load_state_dict_hooks_run_around_descends_own_fix_ups(pair):
 
 @pytest.mark.parametrize("pair", PAIRS, ids=pair_ids())
 def test_state_dict_post_hook_sees_descends_entries_and_step_hooks_run(pair):
-    params = make_params()
+    params = make_params(shapes=pair.shapes)
     optimizer = pair.ours(params)
     calls = []
     optimizer.register_step_pre_hook(lambda opt, args, kwargs: calls.append("pre"))
@@ -240,8 +239,11 @@ def test_a_one_element_tensor_lr_works_on_every_path(pair, path, shape):
     if path == "fused" and not has_kernel(pair.ours):
         pytest.skip("no fused kernel here")
     options = dict(fused=True) if path == "fused" else PATHS[path]
-    with_float, with_tensor = make_params(), make_params()
-    want = train(pair.ours(with_float, lr=torch.tensor(0.01).item(), **options), with_float)  # 0.01 in float32
+    with_float, with_tensor = make_params(shapes=pair.shapes), make_params(shapes=pair.shapes)
+    if pair.tensor_lr_is_float32:  # torch's own numbers for this tensor lr
+        want = train(pair.theirs(with_float, lr=torch.full(shape, 0.01)), with_float)
+    else:
+        want = train(pair.ours(with_float, lr=torch.tensor(0.01).item(), **options), with_float)  # 0.01 in float32
     got = train(pair.ours(with_tensor, lr=torch.full(shape, 0.01), **options), with_tensor)
     assert_params_close(got, want, tolerance=0)
 
@@ -249,14 +251,14 @@ def test_a_one_element_tensor_lr_works_on_every_path(pair, path, shape):
 @pytest.mark.parametrize("pair", PAIRS, ids=pair_ids())
 def test_a_tensor_lr_of_more_than_one_element_is_a_value_error(pair):
     with pytest.raises(ValueError, match="Tensor lr must be 1-element"):
-        pair.ours(make_params(), lr=torch.tensor([0.01, 0.01]))
+        pair.ours(make_params(shapes=pair.shapes), lr=torch.tensor([0.01, 0.01]))
 
 
 @pytest.mark.parametrize("value", ["0.01", None, [0.01, 0.02]], ids=["str", "None", "list"])
 @pytest.mark.parametrize("path", ["reference", "foreach", "default"])
 @pytest.mark.parametrize("pair", PAIRS, ids=pair_ids())
 def test_a_group_value_edited_into_a_non_number_is_a_type_error_naming_it(pair, path, value):
-    params = make_params()
+    params = make_params(shapes=pair.shapes)
     optimizer = pair.ours(params, **PATHS[path])
     optimizer.param_groups[0]["lr"] = value
     for p in params:
@@ -274,7 +276,7 @@ def test_a_group_value_edited_into_a_non_number_is_a_type_error_naming_it(pair, 
 def test_torchs_construction_errors(pair):
     for error in pair.error_inputs():
         inputs = error.optimizer_error_input
-        params = inputs.params if inputs.params is not None else make_params()
+        params = inputs.params if inputs.params is not None else make_params(shapes=pair.shapes)
         if issubclass(error.error_type, Warning):
             with pytest.warns(error.error_type, match=error.error_regex):
                 pair.ours(params, **inputs.kwargs)
@@ -311,7 +313,7 @@ def test_sgd_positional_arguments_mean_what_they_mean_in_torch():
 @pytest.mark.parametrize("pair", PAIRS, ids=pair_ids())
 def test_booleans_given_as_none_mean_false_and_train(pair):
     flags = [n for n, p in inspect.signature(pair.theirs).parameters.items() if isinstance(p.default, bool)]
-    params = make_params()
+    params = make_params(shapes=pair.shapes)
     optimizer = pair.ours(params, **{flag: None for flag in flags})
     assert all(optimizer.param_groups[0][flag] is False for flag in flags)
     train(optimizer, params, steps=2)
@@ -322,16 +324,16 @@ def test_booleans_given_as_none_mean_false_and_train(pair):
 def test_differentiable_and_capturable(pair, option):
     if option not in inspect.signature(pair.theirs).parameters:
         pytest.skip(f"torch.optim.{pair.theirs.__name__} has no {option}")
-    params, reference_params = make_params(), make_params()
+    params, reference_params = make_params(shapes=pair.shapes), make_params(shapes=pair.shapes)
     assert_params_close(train(pair.ours(params, **{option: False}), params),
                         train(pair.ours(reference_params), reference_params), tolerance=0)
     with pytest.raises(NotImplementedError, match=f"{option}=True"):
-        pair.ours(make_params(), **{option: True})
+        pair.ours(make_params(shapes=pair.shapes), **{option: True})
 
 
 @pytest.mark.parametrize("pair", PAIRS, ids=pair_ids())
 def test_add_param_group_that_fails_validation_is_not_added(pair):
-    params = make_params()
+    params = make_params(shapes=pair.shapes)
     optimizer = pair.ours(params[:1])
     with pytest.raises(ValueError):
         optimizer.add_param_group({"params": params[1:], "lr": -1.0})
@@ -349,4 +351,4 @@ def test_fused_true_errors_use_torchs_words(pair):
         with pytest.raises(RuntimeError, match="`fused=True` requires all the params to be floating point Tensors"):
             pair.ours([param], fused=True).step()
     with pytest.raises(Exception, match="`fused` and `foreach` cannot be `True` together"):
-        pair.ours(make_params(), fused=True, foreach=True)
+        pair.ours(make_params(shapes=pair.shapes), fused=True, foreach=True)

@@ -89,6 +89,16 @@ def test_zero_rank_whose_share_has_no_gradient_still_adds_up_the_norm(two_ranks)
     assert_same(rank0, one_process("AdamW-clip", frozen=True))
 
 
+def test_fsdp2_muon_orthogonalises_each_matrix_on_one_rank_and_equals_unsharded(two_ranks):
+    """MuonWithAuxAdamW under fully_shard: bit for bit the unsharded optimizer fed the same gradients, and no
+    matrix gathered whole to every rank (each u goes to its owner and back)."""
+    for r in two_ranks:
+        assert all(torch.equal(a, b) for a, b in zip(r["fsdp-Muon"], r["fsdp-Muon-unsharded"]))
+        assert r["fsdp-Muon-gathered-whole"] == []
+    assert all(torch.equal(a, b) for a, b in zip(two_ranks[0]["fsdp-Muon"], two_ranks[1]["fsdp-Muon"]))
+    assert not any(torch.equal(a, b) for a, b in zip(two_ranks[0]["fsdp-Muon"], two_ranks[0]["fsdp-Muon-initial"]))
+
+
 def test_fsdp2_ranks_agree_on_a_nonfinite_gradient_in_one_shard(two_ranks):
     assert [r["fsdp-nan-raise"] for r in two_ranks] == ["raised", "raised"]
     assert [r["fsdp-nan-skip"] for r in two_ranks] == ["stepped, skipped 1", "stepped, skipped 1"]

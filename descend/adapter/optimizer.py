@@ -29,7 +29,7 @@ from .distributed import agreed, all_ranks, is_dtensor, local, sharded_group, sh
     sum_shares_over_ranks, zero_redundancy_group
 from .fastpath import Bound, bindable, options_of
 from .finite import all_finite, check_nonfinite_policy, locally_finite
-from .options import flags_as_bools, group_numbers
+from .options import boolean_options, flags_as_bools, group_numbers
 from . import sparse
 from .routing import Bucket, route
 from .routing import warn_once as warn_reference
@@ -176,6 +176,8 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
             state.setdefault(name, self.__dict__.get(name, default))
         state["_bound"] = {}  # new groups or state: nothing remembered holds
         super().__setstate__(state)
+        if "differentiable" not in boolean_options(type(self)):  # torch adds it to every optimizer's defaults
+            self.defaults.pop("differentiable", None)
         for group in self.param_groups:  # pickled before these options existed
             for name, default in self.defaults.items():
                 group.setdefault(name, default)

@@ -33,10 +33,12 @@ def boolean_options(cls: type) -> frozenset[str]:
 
 @functools.cache
 def numeric_options(cls: type) -> dict[str, Any]:
-    """The keyword arguments of ``cls`` that take numbers (or pairs of numbers, or None), with their defaults."""
+    """The keyword arguments of ``cls`` that take numbers (or pairs of numbers, or None), with their defaults;
+    an argument that defaults to None and is annotated as a string (Muon's ``adjust_lr_fn``) is a setting."""
     return {name: parameter.default for name, parameter in inspect.signature(cls.__init__).parameters.items()
             if name not in DESCEND_OPTIONS and not isinstance(parameter.default, bool) and (
-                parameter.default is None or isinstance(parameter.default, (Real, tuple)))}
+                (parameter.default is None and "str" not in str(parameter.annotation))
+                or isinstance(parameter.default, (Real, tuple)))}
 
 
 def flags_as_bools(cls: type, values: dict[str, Any]) -> dict[str, Any]:
@@ -57,13 +59,13 @@ def torch_hyperparameter_names() -> frozenset[str]:
 _PLAIN = (float, int)  # numbers that need no conversion (bool is a subclass of int, not of these types)
 
 
-def group_numbers(optimizer, group: dict[str, Any]) -> dict[str, Any]:
-    """``group`` with its numeric hyperparameters as Python numbers (a tensor or numpy lr becomes a float), as
-    the chains take them; a value edited into something that is no number is a ``TypeError`` that names
-    it (``param_groups[0]['lr']``)."""
+def group_numbers(optimizer, group: dict[str, Any], cls: type | None = None) -> dict[str, Any]:
+    """``group`` with its numeric hyperparameters (those of ``cls``'s signature, by default the optimizer's
+    class) as Python numbers (a tensor or numpy lr becomes a float), as the chains take them; a value edited
+    into something that is no number is a ``TypeError`` that names it (``param_groups[0]['lr']``)."""
     values = dict(group)
     owner = type(optimizer).__name__
-    for name, default in numeric_options(type(optimizer)).items():
+    for name, default in numeric_options(cls or type(optimizer)).items():
         value = values.get(name)
         if type(default) is tuple:  # the usual cases, checked first: a step is short
             if type(value) is tuple and len(value) == len(default) and all(type(v) in _PLAIN for v in value):

@@ -71,8 +71,11 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
-def _op(op: str, args: list[str], real: str) -> str:
+def _op(op: str, args: list[str], real: str, compute: str | None = None) -> str:
+    """``op`` in C on values of type ``real``; ``compute`` is the element loop's type (for ``round``)."""
     f = "f" if real == "float" else ""
+    if op == "round":  # to the compute type: a double holding a float32 where the kernel computes in float32
+        return f"(({real})({compute})({args[0]}))" if compute not in (None, real) else f"({args[0]})"
     if op in ("add", "sub", "mul", "div"):
         return f"({args[0]} {dict(add='+', sub='-', mul='*', div='/')[op]} {args[1]})"
     table = {
@@ -156,7 +159,7 @@ class _Printer:
             position = self.vector_index(node.axes, index)
             return f"(double){C_LOAD[self.storage(role)].format(f'{role_var(role)}[{position}]')}"
         args = [self.between_value(a, index, lines) for a in operands(node)]
-        return _op(node.op, args, "double")
+        return _op(node.op, args, "double", self.real)
 
     @staticmethod
     def vector_index(axes: frozenset, index: dict[str, str]) -> str:
@@ -180,7 +183,7 @@ class _Printer:
             axes = node.axes
 
             def value(index):
-                return _op(node.op, [self.between_value(a, index, body) for a in operands(node)], "double")
+                return _op(node.op, [self.between_value(a, index, body) for a in operands(node)], "double", self.real)
 
             if axes == SCALAR:
                 body.append(f"T{q}[0] = {value({})};")
@@ -280,7 +283,7 @@ class _Printer:
                 direct[id(node)] = node
         used = [node for node in phase.operands if id(node) in direct]
         prologue = [f"const double d{self.n(node)} = "
-                    f"{_op(node.op, [self.scalar_double(a) for a in operands(node)], 'double')};"
+                    f"{_op(node.op, [self.scalar_double(a) for a in operands(node)], 'double', self.real)};"
                     for node in phase.prologue]
         casts = [f"const {real} k{self.n(node)} = ({real})({self.scalar_double(node)});"
                  for node in used if node.axes == SCALAR]

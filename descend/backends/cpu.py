@@ -224,11 +224,12 @@ def update(work: Work) -> bool:
     finite = True
     first, scratch = work.grads, None
     all_layouts = layouts(variant, work.params[0].dtype, work.codec)
+    matrix_steps = iter(step for step in work.chain if getattr(step, "kind", "") == "matrix")  # with this call's numbers
     for index, (piece, plan, layout) in enumerate(zip(variant.pieces, variant.schedules, all_layouts)):
         if layout is None:  # a matrix step, in torch, on the u the segment before it wrote
             values = [p.float() if p.dtype in eager.SIXTEEN_BIT else p for p in work.params]
             first = [f.contiguous() for f in eager._matrix_by_shape(
-                scratch, values, work.states, piece, [work.t(i) for i in range(len(work.params))])]
+                scratch, values, work.states, next(matrix_steps), [work.t(i) for i in range(len(work.params))])]
             continue
         scratch = None
         if MATRIX_OUTPUT in piece.loads:  # the u the matrix step takes, in its input dtype

@@ -185,8 +185,26 @@ def update(work: Work, foreach: bool) -> None:
     if foreach:
         _update_lists(work)
         return
+    owned = _owner_scheme(work)
+    if owned:  # sharded matrices of a matrix step: each orthogonalised on one rank (descend.backends.sharded)
+        from . import sharded
+
+        sharded.update(work, owned)
     for i in range(len(work.params)):
-        _update_one(work, i)
+        if i not in owned:
+            _update_one(work, i)
+
+
+def _owner_scheme(work: Work) -> list[int]:
+    """The sharded parameters of ``work`` whose matrix step runs on one owner rank (none where the chain
+    does not allow it: those are gathered whole on every rank, ``_update_gathered``)."""
+    if work.dtensors is None or not work.plan.has_matrix:
+        return []
+    from . import sharded
+
+    indices = [i for i, d in enumerate(work.dtensors) if d is not None and work.shards[i] is not None
+               and d.dim() == 2 and d.numel()]
+    return indices if indices and sharded.takes(work, work.variant) else []
 
 
 def _update_one(work: Work, i: int) -> None:

@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import importlib.util
 import sys
 import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +129,7 @@ def _tl_op(op: str, args: list[str], real: str) -> str:
         "max": "tl.where({0} > {1}, {0}, {1})", "min": "tl.where({0} < {1}, {0}, {1})",
         "gt": f"({{0}} > {{1}}).to({real})", "ge": f"({{0}} >= {{1}}).to({real})",
         "where": "tl.where({0} != 0, {1}, {2})", "fma": "tl.fma({0}, {1}, {2})",
+        "round": "({0})",  # a block is of the compute type already
     }
     if op not in table:  # pow of a block has no IEEE-exact Triton form
         raise NotTraceable(f"the Triton printer has no vector form of {op!r}")
@@ -138,10 +140,12 @@ def kernel_name(param_dtype: torch.dtype, state_dtype: torch.dtype) -> str:
     return f"chain_{DTYPE_NAMES[param_dtype]}_{DTYPE_NAMES[state_dtype]}"
 
 
-def triton_source(segment: Segment, plan: Schedule, param_dtype: torch.dtype, state_dtype: torch.dtype
-                  ) -> tuple[str, list[Column]]:
+def triton_source(segment: Segment, plan: Schedule, param_dtype: torch.dtype, state_dtype: torch.dtype,
+                  dtypes: dict[str, torch.dtype] | None = None) -> tuple[str, list[Column]]:
     """The Triton module of a single-pass ``segment`` (``plan`` its schedule) for parameters (and gradients)
-    of ``param_dtype`` and state of ``state_dtype``, and the per-tensor scalar columns its kernel reads.
+    of ``param_dtype`` and state of ``state_dtype`` (``dtypes``: other roles' own, a matrix step's input and
+    output), and the per-tensor scalar columns its kernel reads.  A segment after a matrix step reads no
+    gradient, and so checks none.
 
     The module defines one kernel, ``chain_<p>_<s>(pointers, sizes, chunk_tensor, chunk_start, scalars,
     found, K, NK, BLOCK, CHUNK, ALIGN)`` (the last five ``tl.constexpr``).  Its element loop is printed
@@ -184,19 +188,29 @@ def triton_source(segment: Segment, plan: Schedule, param_dtype: torch.dtype, st
                 lines.append(f"{var} = {_tl_op(expr.op, [operand(a) for a in operands(expr)], real_tl)}")
             names[id(expr)] = var
         grad = segment.graph.nodes.get(("load", "grad"))
-        if grad is None or id(grad) not in names:  # a chain that ignores its gradient still reports a non-finite one
+        if "grad" not in roles:  # a segment after a matrix step: the first one checked the gradient
+            grad_name = None
+        elif grad is None or id(grad) not in names:  # a chain that ignores its gradient still reports a non-finite one
             lines.append(f"g = {load.format('p' + role_var('grad'))}.to({real_tl})")
             grad_name = "g"
         else:
             grad_name = names[id(grad)]
         largest = repr(torch.finfo(real).max)  # |g| <= largest fails for NaN and ±inf
-        lines.append(f"found = tl.maximum(found, tl.where(tl.abs({grad_name}) <= {largest}, 0, 1))")
-        for role, expr in final.stores:
-            value = f"{operand(expr)}.to({TL_DTYPES[storage[role]]})"
+        if grad_name is not None:
+            lines.append(f"found = tl.maximum(found, tl.where(tl.abs({grad_name}) <= {largest}, 0, 1))")
+        for k, (role, expr) in enumerate(final.stores):
+            if storage[role] == torch.bfloat16 and real == torch.float32:  # rounded to nearest, ties to even,
+                bits = f"b{k}"  # written out: the interpreter's own conversion truncates
+                lines.append(f"{bits} = {operand(expr)}.to(tl.uint32, bitcast=True)")
+                value = (f"tl.where(({bits} & 0x7FFFFFFF) > 0x7F800000, ({bits} >> 16) | 0x40, "
+                         f"({bits} + 0x7FFF + (({bits} >> 16) & 1)) >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)")
+            else:
+                value = f"{operand(expr)}.to({TL_DTYPES[storage[role]]})"
             lines.append(store.format("p" + role_var(role), value))
         return lines
 
-    storage = {role: param_dtype if role in ("param", "grad") else state_dtype for role in roles}
+    storage = {role: param_dtype if role in ("param", "grad") else (dtypes or {}).get(role, state_dtype)
+               for role in roles}
     role_vars = [role_var(role) for role in roles]
     full_slices, tail = element_loop(masked=False), element_loop(masked=True)
     name = kernel_name(param_dtype, state_dtype)
@@ -244,10 +258,12 @@ _NUMPY = {
 
 def scalar_table(segment: Segment, columns: Sequence[Column], steps: Sequence[float],
                  prepared: Sequence[Sequence[float]] | None, hyper: Sequence[float],
-                 totals: dict[str, float] | None = None, sizes: Sequence[int] = ()) -> np.ndarray:
+                 totals: dict[str, float] | None = None, sizes: Sequence[int] = (),
+                 shapes: Sequence[tuple[int, int, int]] = (), real: torch.dtype = torch.float32) -> np.ndarray:
     """``scalars[i, j]``: column ``j`` for tensor ``i`` (float64), from the step counts ``steps``, the
     prepared scalars (``prepared[i]`` in ``segment.scalars`` order), the hyperparameters ``hyper``, the global
-    totals and the tensors' sizes.
+    totals and the tensors' sizes (``shapes``: their ``(B, N, M)``, for ``size(x, axis)``; without them a size
+    is the element count); ``round`` rounds to ``real``, the kernel's compute type.
 
     Every scalar node is evaluated once for all tensors (numpy arrays over the tensors), in double
     precision, with the semantics of the C kernel's prologue (``max``/``min`` as ``a > b ? a : b``)."""
@@ -273,8 +289,14 @@ def scalar_table(segment: Segment, columns: Sequence[Column], steps: Sequence[fl
                     value = extra[:, segment.scalars.index(name)]
                 elif name.startswith("global:"):
                     value = float((totals or {})[name.split(":", 1)[1]])
+                elif shapes:  # size:<axes>, the product of those of (B, N, M)
+                    dims = [dict(zip("bij", shape)) for shape in shapes]
+                    value = np.asarray([math.prod(d[a] for a in name[5:]) for d in dims], dtype=np.float64)
                 else:  # size:… of a flat tensor: its number of elements
                     value = np.asarray(sizes, dtype=np.float64)
+            elif expr.op == "round":
+                narrow = np.float64 if real == torch.float64 else np.float32
+                value = np.asarray(values[id(expr.args[0])]).astype(narrow).astype(np.float64)
             else:
                 value = _NUMPY[expr.op](*(values[id(a)] for a in operands(expr)))
             values[id(expr)] = value
@@ -300,6 +322,10 @@ class Kernel:
     param_dtype: torch.dtype
     state_dtype: torch.dtype
     tried: set  # devices where a trial launch compiled and ran it
+    dtypes: dict = field(default_factory=dict)  # the storage of the roles of a matrix step's input and output
+
+    def dtype(self, role: str) -> torch.dtype:
+        return self.param_dtype if role in ("param", "grad") else self.dtypes.get(role, self.state_dtype)
 
 
 _kernels: dict[tuple, Kernel | None] = {}
@@ -349,9 +375,35 @@ def _unavailable(reason: str) -> None:
 
 
 def single_pass(variant: Variant) -> bool:
-    """What the Triton kernels run: one segment, one pass over the elements, no statistic of a tensor."""
-    return (variant.pieces is not None and len(variant.pieces) == 1 and not variant.globals
-            and len(variant.schedules[0].passes) == 1 and not variant.schedules[0].temporaries)
+    """One segment, one pass over the elements, no statistic of a tensor."""
+    return runs(variant) and len(variant.pieces) == 1
+
+
+def runs(variant: Variant) -> bool:
+    """What the Triton kernels run: segments of one pass over the elements each, no statistic of a tensor, no
+    global reduction; between two segments a matrix step (run in torch, as on the CPU)."""
+    return (variant.pieces is not None and not variant.globals
+            and all(len(s.passes) == 1 and not s.temporaries for s in variant.schedules if s is not None))
+
+
+def segment_dtypes(variant: Variant, param_dtype: torch.dtype) -> list[dict[str, torch.dtype] | None]:
+    """Per piece, the storage of the roles a matrix step hands over: what the segment before it writes (the
+    step's ``input_dtype``) and what the segment after it reads (its ``output_dtype``); None for the step."""
+    from ..plan.trace import MATRIX_INPUT, MATRIX_OUTPUT
+
+    compute = compute_dtype(param_dtype)
+    found: list[dict[str, torch.dtype] | None] = []
+    extra: dict[str, torch.dtype] = {}
+    for index, piece in enumerate(variant.pieces):
+        if not isinstance(piece, Segment):
+            extra = {MATRIX_INPUT: piece.output_dtype or piece.input_dtype or compute}
+            found.append(None)
+            continue
+        following = variant.pieces[index + 1] if index + 1 < len(variant.pieces) else None
+        if following is not None:
+            extra[MATRIX_OUTPUT] = following.input_dtype or compute
+        found.append(dict(extra))
+    return found
 
 
 def reason(variant: Variant, param: Tensor, codec: Codec) -> str | None:
@@ -363,35 +415,36 @@ def reason(variant: Variant, param: Tensor, codec: Codec) -> str | None:
         return "compiled Triton kernels take GPU tensors only (the interpreter, CPU ones only)"
     if param.dtype not in TL_DTYPES:
         return f"no Triton kernel takes {param.dtype}"
-    if not single_pass(variant):
-        return "the Triton kernels run single-pass elementwise chains (this one has statistics of whole tensors, " \
-               "a matrix step or a global reduction)"
+    if not runs(variant):
+        return "the Triton kernels run elementwise segments of one pass each (this chain has statistics of whole " \
+               "tensors or a global reduction)"
     if codec.stochastic or codec.dtype not in TL_DTYPES:
         return f"state stored as {codec} is not in the Triton kernels"
-    found = kernel(variant.pieces[0], variant.schedules[0], param.dtype, codec.dtype,
-                   param.device if param.device.type != "cpu" else None)
-    if found is None:
-        return f"the Triton kernel could not be had: {error}"
+    for piece, plan, dtypes in zip(variant.pieces, variant.schedules, segment_dtypes(variant, param.dtype)):
+        if dtypes is not None and kernel(piece, plan, param.dtype, codec.dtype,
+                                         param.device if param.device.type != "cpu" else None, dtypes) is None:
+            return f"the Triton kernel could not be had: {error}"
     return None
 
 
 def kernel(segment: Segment, plan: Schedule, param_dtype: torch.dtype, state_dtype: torch.dtype,
-           device: torch.device | None = None) -> Kernel | None:
+           device: torch.device | None = None, dtypes: dict[str, torch.dtype] | None = None) -> Kernel | None:
     """The generated Triton kernel of a single-pass segment for these dtypes (cached per process, and its
     source on disk); None when it cannot be had (``error`` says why; a warning says so once).  With a
     ``device`` other than the CPU, the first call there also compiles and runs it once on scratch tensors,
     so that a kernel that does not compile is refused before any optimizer state has changed."""
     if not available():
         return None
-    key = (id(plan), param_dtype, state_dtype, interpreting())
+    dtypes = dict(dtypes or {})
+    key = (id(plan), param_dtype, state_dtype, tuple(sorted(dtypes.items(), key=str)), interpreting())
     with _lock:
         if key not in _kernels:
             found = None
             try:
-                source, columns = triton_source(segment, plan, param_dtype, state_dtype)
+                source, columns = triton_source(segment, plan, param_dtype, state_dtype, dtypes)
                 module, path = _import(source, kernel_name(param_dtype, state_dtype))
                 found = Kernel(segment, plan, getattr(module, kernel_name(param_dtype, state_dtype)), columns, path,
-                               param_dtype, state_dtype, set())
+                               param_dtype, state_dtype, set(), dtypes)
             except Exception as exc:  # noqa: BLE001 - any failure means: no kernel, the reference path runs
                 _unavailable(f"could not generate a Triton kernel: {type(exc).__name__}: {exc}")
             _kernels[key] = found
@@ -411,12 +464,12 @@ def _trial(kernel: Kernel, device: torch.device) -> None:
     on first launch, so this is where a compiler error shows."""
     roles = kernel.segment.loads
     n = BLOCK + 3
-    tensors = [torch.zeros(n, dtype=kernel.param_dtype if role in ("param", "grad") else kernel.state_dtype,
-                           device=device) for role in roles]
+    tensors = [torch.zeros(n, dtype=kernel.dtype(role), device=device) for role in roles]
     state = dict(zip(roles, tensors))
     prepared = [[1.0] * len(kernel.segment.scalars)] if kernel.segment.scalars else None
     hyper_count = max((e.args[0] + 1 for e in kernel.segment.order if e.op == "hyper"), default=0)
-    found = launch(kernel, [state["param"]], [state["grad"]], [state], [1.0], prepared, [0.0] * hyper_count, {})
+    found = launch(kernel, [state["param"]], [state[kernel.segment.first]], [state], [1.0], prepared,
+                   [0.0] * hyper_count, {})
     found.item()  # waits for it: an error in the launch shows here
 
 
@@ -460,15 +513,18 @@ def _to_device(table: np.ndarray, device: torch.device) -> Tensor:
 
 def launch(kernel: Kernel, params: Sequence[Tensor], grads: Sequence[Tensor], states: Sequence[dict],
            steps: Sequence[float], prepared: Sequence[Sequence[float]] | None, hyper: Sequence[float],
-           totals: dict[str, float]) -> Tensor:
+           totals: dict[str, float], extra: dict[str, Sequence[Tensor]] | None = None) -> Tensor:
     """Runs ``kernel`` once over all ``params``; returns ``found`` (int32, one element, on their device):
-    1 when a gradient held NaN or ±inf.  Reading it is the caller's choice (``found.item()`` syncs)."""
+    1 when a gradient held NaN or ±inf.  Reading it is the caller's choice (``found.item()`` syncs).
+    ``grads`` are what the segment starts from (the gradients, or a matrix step's results); ``extra`` holds the
+    tensors of other roles that are no state (the input of the matrix step that follows)."""
     if CHUNK % BLOCK:
         raise ValueError(f"descend.backends.triton: CHUNK ({CHUNK}) must be a multiple of BLOCK ({BLOCK})")
     roles = kernel.segment.loads
     device = params[0].device
-    by_role = [params if role == "param" else grads if role == "grad" else [state[role] for state in states]
-               for role in roles]
+    first, extra = kernel.segment.first, extra or {}
+    by_role = [params if role == "param" else grads if role == first else extra[role] if role in extra
+               else [state[role] for state in states] for role in roles]
     addresses = [address for row in zip(*([t.data_ptr() for t in tensors] for tensors in by_role))
                  for address in row]  # tensor by tensor, role by role
     sizes = [param.numel() for param in params]
@@ -476,10 +532,11 @@ def launch(kernel: Kernel, params: Sequence[Tensor], grads: Sequence[Tensor], st
     if not any(sizes):
         return found
     pointers, size_table, chunk_tensor, chunk_start, align = _layout(addresses, sizes, len(roles), device)
-    table = scalar_table(kernel.segment, kernel.columns, steps, prepared, hyper, totals, sizes)
+    real = compute_dtype(kernel.param_dtype)
+    shapes = [_matrices(param) for param in params]
+    table = scalar_table(kernel.segment, kernel.columns, steps, prepared, hyper, totals, sizes, shapes, real)
     if not kernel.columns:
         table = np.zeros((1, 1))
-    real = compute_dtype(kernel.param_dtype)
     scalars = _to_device(table.astype(np.float64 if real == torch.float64 else np.float32), device)
     with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():  # triton launches
         kernel.function[(len(chunk_tensor),)](  # on the current device: make it the tensors' one
@@ -489,18 +546,43 @@ def launch(kernel: Kernel, params: Sequence[Tensor], grads: Sequence[Tensor], st
     return found
 
 
+def _matrices(param: Tensor) -> tuple[int, int, int]:
+    """``(B, N, M)``: ``param`` as a stack of matrices (a vector is one row), as ``size(x, axis)`` reads it."""
+    if param.dim() >= 2:
+        return math.prod(param.shape[:-2]), param.shape[-2], param.shape[-1]
+    return 1, 1, param.numel()
+
+
 def update(work) -> Tensor:
-    """One step of ``work`` (a ``descend.backends.eager.Work`` routed here: single-pass, dense, one dtype) in
-    one launch; returns the device flag of ``launch``."""
-    segment, plan = work.variant.pieces[0], work.variant.schedules[0]
-    found = kernel(segment, plan, work.params[0].dtype, work.codec.dtype, work.params[0].device)
-    if found is None:
-        raise RuntimeError(f"descend: no Triton kernel for this chain: {error}")
-    prepared = ([[float(state[name.split(":", 1)[1]]) for name in segment.scalars] for state in work.states]
-                if segment.scalars else None)
-    steps = work.steps if work.steps is not None else [0.0] * len(work.params)
-    flag = launch(found, work.params, work.grads, work.states, steps, prepared, work.numbers, work.totals)
-    torch.autograd.graph.increment_version(list(work.params))
+    """One step of ``work`` (a ``descend.backends.eager.Work`` routed here: dense, one dtype): one launch per
+    segment, and each matrix step in torch between two (on the ``u`` the launch before it wrote, a stack of
+    same-shape matrices at a time, as on the CPU); returns the device flag of the first launch, which reads
+    the gradients."""
+    from ..plan.trace import MATRIX_OUTPUT
+    from . import eager
+
+    variant, params = work.variant, work.params
+    steps = work.steps if work.steps is not None else [0.0] * len(params)
+    matrix_steps = iter(step for step in work.chain if getattr(step, "kind", "") == "matrix")
+    first, scratch, flag = work.grads, None, None
+    for piece, plan, dtypes in zip(variant.pieces, variant.schedules, segment_dtypes(variant, params[0].dtype)):
+        if dtypes is None:
+            values = [p.float() if p.dtype in eager.SIXTEEN_BIT else p for p in params]
+            first = [u.contiguous() for u in eager._matrix_by_shape(scratch, values, work.states, next(matrix_steps),
+                                                                     steps)]
+            continue
+        found = kernel(piece, plan, params[0].dtype, work.codec.dtype, params[0].device, dtypes)
+        if found is None:
+            raise RuntimeError(f"descend: no Triton kernel for this chain: {error}")
+        extra = {}
+        if MATRIX_OUTPUT in piece.loads:
+            scratch = extra[MATRIX_OUTPUT] = [torch.empty_like(p, dtype=dtypes[MATRIX_OUTPUT],
+                                                               memory_format=torch.contiguous_format) for p in params]
+        prepared = ([[float(state[name.split(":", 1)[1]]) for name in piece.scalars] for state in work.states]
+                    if piece.scalars else None)
+        launched = launch(found, params, first, work.states, steps, prepared, work.numbers, work.totals, extra)
+        flag = launched if flag is None else flag
+    torch.autograd.graph.increment_version(list(params))
     return flag
 
 

@@ -12,6 +12,7 @@ from .asgd import ASGD
 from .compose import make_optimizer
 from .lion import Lion
 from .rprop import Rprop
+from .muon import Muon, MuonWithAuxAdamW, muon_param_groups
 from .sam import SAM, frozen_batchnorm_stats
 from .schedulefree import AdamWScheduleFree, SGDScheduleFree
 from .schedules import InverseSqrt, MomentumSchedule, WarmupCosine, linear_ramp
@@ -20,5 +21,6 @@ from .sparse_adam import SparseAdam
 from .trust import LAMB, LARS
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "RAdam", "Adafactor", "Lion", "LAMB", "LARS",
+           "Muon", "MuonWithAuxAdamW", "muon_param_groups",
            "SAM", "AdamWScheduleFree", "SGDScheduleFree", "Adamax", "ASGD", "Rprop", "SparseAdam",
            "frozen_batchnorm_stats", "make_optimizer", "InverseSqrt", "MomentumSchedule", "WarmupCosine", "linear_ramp"]

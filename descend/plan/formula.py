@@ -111,8 +111,11 @@ class Expr:
 # op -> number of operands; reductions take one operand and the axes they reduce over
 OPS = {
     "add": 2, "sub": 2, "mul": 2, "div": 2, "pow": 2, "neg": 1, "abs": 1, "sqrt": 1, "exp": 1, "log": 1,
-    "sign": 1, "max": 2, "min": 2, "gt": 2, "ge": 2, "where": 3, "fma": 3, "sum": 1, "amax": 1,
+    "sign": 1, "max": 2, "min": 2, "gt": 2, "ge": 2, "where": 3, "fma": 3, "sum": 1, "amax": 1, "round": 1,
 }
+# "round": the value rounded to the kernel's compute type (float32, or float64 for float64 parameters): a
+# per-tensor number is computed in double, and where a formula needs it as torch holds it (a float32 weight
+# of lerp) it says so; on element values, which are of the compute type already, it changes nothing
 REDUCTIONS = frozenset({"sum", "amax"})
 
 
@@ -440,6 +443,8 @@ def lerp(start, end, weight):
     """``start + weight·(end − start)``, as torch's ``lerp`` rounds it: one fused multiply-add,
     ``fma(w, end−start, start)`` for ``|w| < ½`` and ``fma(w−1, end−start, end)`` otherwise."""
     if any(isinstance(x, Expr) for x in (start, end, weight)):
+        graph = next(x.graph for x in (start, end, weight) if isinstance(x, Expr))
+        weight = graph.node("round", weight)  # torch takes the weight in the compute type: w − 1 is f32(w) − 1
         difference = end - start
         small = abs(weight) < 0.5
         return where(small, fma(weight, difference, start), fma(weight - 1.0, difference, end))
@@ -453,6 +458,32 @@ def lerp(start, end, weight):
                       for x in (start, end))
         return torch.lerp(start, end, float(weight) if _is_number(weight) else weight)
     return start + weight * (end - start)
+
+
+def rounded(x, like):
+    """The per-tensor number ``x`` rounded to the type ``like`` (the parameter's value) is computed in: float32,
+    or float64 for float64 parameters; where torch computes a scalar in a float32 tensor (a tensor lr)."""
+    if isinstance(x, Expr) or isinstance(like, Expr):
+        graph = next(v.graph for v in (x, like) if isinstance(v, Expr))
+        return graph.node("round", x)
+    if isinstance(like, TensorList):
+        return ScalarList(rounded(v, t) for v, t in zip(_per_tensor(x, len(like)), like))
+    if isinstance(x, ScalarList):
+        return ScalarList(rounded(v, like) for v in x)
+    return float(torch.tensor(float(x), dtype=like.dtype)) if like.dtype != torch.float64 else float(x)
+
+
+def size(x, axis: int) -> Any:
+    """The length of the last (``axis=-1``: a row's) or second-to-last (``axis=-2``: a column's) axis of ``x``,
+    a per-tensor number (1 where ``x`` has fewer dims; a vector is one row).  Under FSDP2 it is the whole
+    parameter's, not the shard's."""
+    if axis not in (-1, -2):
+        raise ValueError(f"size: axis must be -1 or -2, got {axis!r}")
+    if isinstance(x, Expr):
+        return x.graph.leaf("scalar", "size:" + ("j" if axis == -1 else "i"))
+    if isinstance(x, TensorList):
+        return ScalarList(size(t, axis) for t in x)
+    return float(x.shape[axis]) if x.dim() >= -axis else 1.0
 
 
 def _is_number(value) -> bool:

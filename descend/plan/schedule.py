@@ -97,6 +97,12 @@ def _split_matrix_sums(roots: Sequence[Expr]) -> None:
             node.args = (rows, "i")
 
 
+def _reads_shape(node: Expr) -> bool:
+    """A size leaf other than the element count (``size(x, -1)``, a row's length): the kernels then see the
+    tensor as a stack of matrices, not as one flat row."""
+    return node.op == "scalar" and node.args[0].startswith("size:") and set(node.args[0][5:]) not in (set(), set("bij"))
+
+
 def schedule(stores: Sequence[tuple[str, Expr]], results: Sequence[Expr] = (), role_axes: dict | None = None,
              early: frozenset = frozenset()) -> Schedule:
     """The schedule that writes ``stores`` (``(role, node)``: the parameter, state entries; ``role_axes``
@@ -225,5 +231,5 @@ def _phases(stores, results, role_axes, ready, stored_at):
             step.reloads = reloaded[k]
             phases.append(step)
     temps = [n for n in order if id(n) in temporaries]
-    factored = any(not is_element(n) and n.axes != SCALAR for n in order)
+    factored = any(not is_element(n) and n.axes != SCALAR for n in order) or any(_reads_shape(n) for n in order)
     return passes, element_needed, Schedule(phases, temps, vector_stores, list(results), factored)

@@ -24,12 +24,12 @@ the entries an earlier step keeps (``ScaleByInverseRms(source=...)``).  Entry na
 (``exp_avg``, ``square_avg``, ...), so a torch.optim checkpoint loads into the matching descend optimizer.
 """
 from ..plan.formula import (NotTraceable, amax, clamp_min, exp, fma, lerp, log, maximum, mean, minimum, norm, per_col,
-                            per_row,
-                            sign, sqrt, total, where)
+                            per_row, sign, size, sqrt, total, where)
 from ..plan.state import StateSpec
 from .adafactor import AdafactorStepSize, AdafactorWeightDecay, ClipByRms, FactoredSecondMoment
 from .base import Elementwise, GlobalReduction, MatrixStep, Reduction, Transform
 from .clip import ClipByGlobalNorm, ScaleByTrustRatio
+from .muon import MuonMomentum, NewtonSchulz, OrthogonalUpdate
 from .moments import (AdadeltaUnitCorrection, AddWeightDecay, BiasCorrection, EmaOfSquares, LrDecay, Momentum, RunningMax,
                       ScaleByInverseRms, SumOfSquares, TrackEma)
 from .scale import DecoupledWeightDecay, Negate, ScaleByLearningRate
@@ -49,6 +49,7 @@ __all__ = [
     "InfinityNorm", "LerpMomentum", "DivideBy", "AveragedSgd", "ResilientStepSize", "MomentsByIncrement",
     "CorrectedStepSize",
     "ClipByGlobalNorm", "ScaleByTrustRatio",
-    "sqrt", "exp", "log", "sign", "maximum", "minimum", "where", "clamp_min", "fma", "lerp",
+    "MuonMomentum", "NewtonSchulz", "OrthogonalUpdate",
+    "sqrt", "exp", "log", "sign", "maximum", "minimum", "where", "clamp_min", "fma", "lerp", "size",
     "total", "mean", "norm", "amax", "per_row", "per_col", "NotTraceable",
 ]

@@ -106,11 +106,14 @@ class MatrixStep(Transform):
     """Torch code on whole matrices: ``apply(u, param, state, t)`` takes a stack ``[k, n, m]`` of the ``u`` of
     ``k`` same-shape 2-D parameters (``param`` and ``state`` entries stacked alike) and returns the new
     stack.  ``u`` arrives in ``input_dtype`` (None: the compute dtype), rounded to nearest; the result is of
-    ``output_dtype`` (None: ``input_dtype``)."""
+    ``output_dtype`` (None: ``input_dtype``).  ``reads_param_or_state = False`` says that ``apply`` reads ``u``
+    alone: under FSDP2 each sharded matrix's ``u`` is then gathered to one owner rank and its result scattered
+    back (otherwise every rank gathers the parameter, its gradient and its state)."""
 
     kind = "matrix"
     input_dtype: ClassVar[torch.dtype | None] = None
     output_dtype: ClassVar[torch.dtype | None] = None
+    reads_param_or_state: ClassVar[bool] = True
 
     def apply(self, u: Tensor, param: Tensor, state: dict, t: Any) -> Tensor:
         raise NotImplementedError
