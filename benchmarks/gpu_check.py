@@ -58,7 +58,8 @@ class Clock:
 def shapes_for(name: str, workload: str, smoke: bool) -> list[tuple[int, ...]]:
     """1×16.8M, 49 tensors of 16.8M in all, 1000×256 (matrices for Muon); a few thousand elements in smoke mode."""
     if smoke:
-        return {"one": [(64, 48)], "49": [(16, 8)] * 6 + [(13,)], "many": [(8, 8)] * 12}[workload]
+        vector = [(16, 13)] if name == "Muon" else [(13,)]
+        return {"one": [(64, 48)], "49": [(16, 8)] * 6 + vector, "many": [(8, 8)] * 12}[workload]
     if name == "Muon":
         return {"one": [(4096, 4096)], "49": [(1024, 1024)] * 16, "many": [(16, 16)] * 1000}[workload]
     return {"one": [(4096, 4096)], "49": [(1024, 320)] * 48 + [(1024 * 64,)], "many": [(256,)] * 1000}[workload]

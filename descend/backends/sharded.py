@@ -103,7 +103,7 @@ def update(work, indices: list[int]) -> None:
     for i in indices:  # 1. the segment before the matrix step, on the shards
         dparam = work.dtensors[i]
         value, u = _start(dparam, dparam.grad, work.maximize)
-        views[i] = Overlay(work.origin[i], work.variant.scalar_keys)
+        views[i] = Overlay(work.origin[i], work.variant)
         u = _run_steps(work, before, u, value, views[i], work.t(i))
         views[i].flush(work.codec, work.t(i), lanes)
         inputs[i] = u.to_local().to(step.input_dtype or u.dtype)
