@@ -52,7 +52,7 @@ details pre { background: #f5f5f7; padding: 0.8em; overflow-x: auto; font-size: 
 a { color: #0b57d0; }
 """
 
-CLASS = {"held": "held", "did not hold": "failed", "inconclusive": "open"}
+CLASS = {"held": "held", "did not hold": "failed", "inconclusive": "open", "inconclusive (grid edge)": "open"}
 
 DRAW = """
 (function () {
