@@ -42,7 +42,8 @@ class Context:
 
     ``figures_wanted`` is True for the first seed only: experiments draw figures then and skip them otherwise.
     ``tuned`` holds what the experiment's ``tune`` returned (run once, on ``TUNING_SEED``, before the seeds run).
-    Every figure names the claims it shows (``claims=``): each claim, and each claim that did not hold, needs one.
+    Every figure names the claims it shows (``claims=``; an empty tuple for an illustration): the report links them,
+    and every claim needs a figure that shows its measurement.
     """
 
     seed: int = 0
@@ -105,8 +106,8 @@ class Context:
 
     def _record(self, filename: str, caption: str, claims: Sequence[str]) -> None:
         unknown = [c for c in claims if self.claim_ids and c not in self.claim_ids]
-        if unknown or not claims:
-            raise ValueError(f"figure {filename} must name claims of its experiment, not {list(claims)}")
+        if unknown or isinstance(claims, str):
+            raise ValueError(f"figure {filename} must name claims of its experiment, not {claims!r}")
         if filename not in self.figures:
             self.figures.append(filename)
         self.captions[filename] = " ".join(caption.split())

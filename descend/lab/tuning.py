@@ -34,10 +34,13 @@ def geometric(value: float, factor: float) -> float:
 
 def log_grid(low: float, high: float, per_decade: int = 2) -> tuple[float, ...]:
     """``per_decade`` values per decade from ``low`` to ``high`` (both included)."""
-    values = [low]
-    while values[-1] < high * (1 - 1e-9):
-        values.append(geometric(values[-1], 10 ** (1 / per_decade)))
-    return tuple(values)
+    count = round(math.log10(high / low) * per_decade)
+    if per_decade == 2:
+        values = [low]
+        for _ in range(count):
+            values.append(half_decade(values[-1], up=True))
+        return tuple(values)
+    return tuple(float(f"{low * 10 ** (k / per_decade):.3g}") for k in range(count + 1))
 
 
 @dataclass(frozen=True)
