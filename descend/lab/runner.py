@@ -115,7 +115,10 @@ def _context(module: ModuleType, seed: int, full: bool, device: str, figure_dir:
 
 
 def tune_job(module_name: str, full: bool, device: str, progress: bool = False) -> dict[str, Any]:
-    """An experiment's ``tune`` on TUNING_SEED, single-threaded: {"tuned": its records, "seconds", "cpu_seconds"}."""
+    """An experiment's ``tune`` on TUNING_SEED, single-threaded: {"tuned": its records, "seconds", "cpu_seconds"}.
+
+    ``tune`` returns {label: tuning record}; a key that starts with "_" holds other seed-independent work done once
+    (it reaches the runs in ``ctx.tuned`` but is no tuning record)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -355,7 +358,7 @@ def _assemble(experiments: Sequence[ModuleType], plan: dict[str, list[int]], out
             "title": module.TITLE, "claims": [claim.id for claim in module.CLAIMS], "seeds": plan[module.NAME],
             "summary": first["summary"], "summaries": [r["summary"] for r in runs],
             "numbers": first["numbers"], "numbers_per_seed": [r["numbers"] for r in runs[1:]],
-            "tuning": {**first["tuning"], **tuned},
+            "tuning": {k: v for k, v in {**first["tuning"], **tuned}.items() if not k.startswith("_")},
             "figures": [{"file": f, "caption": first["captions"].get(f, ""), "claims": first["figure_claims"].get(f, []),
                          "kind": "interactive" if f.endswith(".plotly.json") else "image"} for f in first["figures"]],
         }
