@@ -20,7 +20,7 @@ ORDER = 14  # beside the lab's experiment on the same topic (ties sort by NAME)
 COST = {"tune": 2.0, "run": 0.4}
 
 ROWS, COLS, STEPS = 12, 7, 50
-TRAIN_STEPS = {"quick": 200, "full": 1000}
+TRAIN_STEPS = {"quick": 150, "full": 1000}
 LR_GRID = (1e-3, 3e-3, 1e-2)
 VARIANTS = ("Adam, β₁ = 0", "Algorithm 2 as written", "descend.Adafactor")
 _ALG2 = f"{SLIDES}, Algorithm 2 (“Adam for a matrix parameter X with factored second moments and first moment decay "\

@@ -48,7 +48,7 @@ CLAIMS = [
           statement="For sparse gradients, (1 − β₁) > √(1 − β₂), the effective step size is upper bounded by "
                     "|Δₜ| ≤ α·(1 − β₁)/√(1 − β₂).",
           quote="paraphrase",
-          measurement=f"largest |Δθ|/(α(1−β₁)/√(1−β₂)) over 2000 coordinates × 600 steps whose gradient is "
+          measurement=f"largest |Δθ|/(α(1−β₁)/√(1−β₂)) over 2000 coordinates × 300 steps whose gradient is "
                       f"non-zero with probability {SPARSE_RATE} (descend.Adam, β = {BETAS})",
           criterion="< 1.0001 (no step above the bound)", threshold=1.0001, direction="<", scale="ratio"),
     Claim(id="adam-snr-falls-near-optimum", source=_Q5,
@@ -56,7 +56,7 @@ CLAIMS = [
                     "optimum, leading to a smaller effective steps in the parameter space - naturally performing a "
                     "form of step size annealing.",
           quote="verbatim",
-          measurement="mean |m̂|/√v̂ (descend.Telemetry snr_mean) over the last 10% of 500 steps divided by its mean "
+          measurement="mean |m̂|/√v̂ (descend.Telemetry snr_mean) over the last 10% of 300 steps divided by its mean "
                       "over steps 10–50 (noisy linear regression, batch 16)",
           criterion="ratio < 0.5 (the SNR at least halves)", threshold=0.5, direction="<", scale="ratio"),
     Claim(id="adam-works-with-sparse-gradients", source=_Q5,
@@ -207,8 +207,8 @@ def run(ctx: Context) -> Result:
     worst = {name: max(max(curve) for curve in by_c.values()) for name, by_c in invariance.items()}
     sizes = gradient_sizes()
     spike = spikes()
-    sparse = sparse_steps(ctx.seed, 600 * scale)
-    snr, update = noisy_regression(ctx.seed, 500 * scale)
+    sparse = sparse_steps(ctx.seed, 300 * scale)
+    snr, update = noisy_regression(ctx.seed, 300 * scale)
     late = len(snr) // 10
     snr_ratio = float(snr[-late:].mean() / snr[10:50].mean())
     steps = RARE_STEPS["full" if ctx.full else "quick"]

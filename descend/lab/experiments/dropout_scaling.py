@@ -56,8 +56,8 @@ CLAIMS = [
                       "steps after 20 of warm-up)",
           criterion="> 0.5", threshold=0.5, direction=">", scale="fraction"),
     Claim(id="dropout-adam-dropped-step-smaller", source=f"{LECTURE}, §4.4",
-          statement="With a momentum based optimizer such as ADAM it means that the descent step for those weights has "
-                    "a smaller magnitude.",
+          statement="… whereas with a momentum based optimizer such as ADAM it means that the descent step for those "
+                    "weights has a smaller magnitude.",
           quote="verbatim",
           measurement="mean |Δw| of dropped units' outgoing weights divided by that of kept units' (descend.Adam)",
           criterion="ratio < 1", threshold=1.0, direction="<", scale="ratio"),

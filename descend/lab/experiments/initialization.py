@@ -20,7 +20,7 @@ COST = {"tune": 3.0, "run": 0.6}
 
 DEPTH, WIDTH = 10, 64  # the trained networks
 STATISTICS_WIDTH = 256  # the activation statistics: wider, so one draw of the weights says more
-STEPS = {"quick": 100, "full": 600}
+STEPS = {"quick": 60, "full": 600}
 LR_GRID = (0.003, 0.01, 0.03)
 INITS = {
     "constant 0.05": lambda w: nn.init.constant_(w, 0.05),
@@ -37,7 +37,7 @@ CLAIMS = [
                     "ReLU neurons, reaching the conclusion that the variance of neurons in the network should be 2.0/n.",
           quote="verbatim",
           measurement=f"log₂(activation std of the last hidden layer / the first) in a {DEPTH}-layer, "
-                      f"{STATISTICS_WIDTH}-wide ReLU MLP with √(2/n) initialization, on 512 digits",
+                      f"{STATISTICS_WIDTH}-wide ReLU MLP with √(2/n) initialization, on 256 digits",
           criterion="between −1 and 1 (within a factor 2)", threshold=(-1.0, 1.0), direction="between"),
     Claim(id="lecun-init-keeps-scale-for-zero-mean-units", source=f"{_Q} (c) hints",
           statement="It turns out that we can normalize the variance of each neuron's output to 1 by scaling its "
@@ -45,7 +45,7 @@ CLAIMS = [
           quote="verbatim",
           measurement=f"log₂(activation std of the last hidden layer / the first) in a {DEPTH}-layer, "
                       f"{STATISTICS_WIDTH}-wide tanh MLP (zero-mean units, as the derivation assumes) with 1/√n "
-                      "initialization, on 512 digits",
+                      "initialization, on 256 digits",
           criterion="between −1 and 1 (within a factor 2)", threshold=(-1.0, 1.0), direction="between"),
     Claim(id="small-random-init-kills-the-signal", source=f"{_Q} (b) hints",
           statement="For example, a Neural Network layer that has very small weights will during backpropagation "
@@ -120,7 +120,7 @@ def tune(ctx: Context) -> dict:
 
 def run(ctx: Context) -> Result:
     split = data.digits(ctx.seed)
-    x, y = split.x_train[:512].to(ctx.device), split.y_train[:512].to(ctx.device)
+    x, y = split.x_train[:256].to(ctx.device), split.y_train[:256].to(ctx.device)
     steps = STEPS["full" if ctx.full else "quick"]
     numbers, curves, stds, grads = {}, {}, {}, {}
     for name, init in ctx.track(INITS.items(), total=len(INITS)):

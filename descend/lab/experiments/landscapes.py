@@ -235,9 +235,8 @@ def scorer(land: str, name: str, steps: int):
 def tune_and_trace(land: str, name: str, steps: int) -> tuple[dict, dict, np.ndarray]:
     """The tuning record of one optimizer on one landscape, its best run's outcome and path."""
     rates, momenta = OPTIMIZERS[name][2], OPTIMIZERS[name][3] if land in TUNED_MOMENTUM else None
-    if land in FINE:
-        rates = tuning.log_grid(rates[0], rates[-1], 8)
-    axes = [tuning.lr_axis(*rates, per_decade=8 if land in FINE else 4 if OPTIMIZERS[name][3] else 2)]
+    rates = tuning.log_grid(rates[0], rates[-1], 8 if land in FINE else 2)
+    axes = [tuning.lr_axis(*rates, per_decade=8 if land in FINE else 2)]
     if momenta is not None:
         axes.append(momenta)
     record = tuning.search(scorer(land, name, steps), axes, metric=f"steps to within {TOLERANCE} of a minimum "

@@ -18,7 +18,7 @@ ORDER = 2
 TITLE = "Learning rate too low / right / too high"
 COST = {"tune": 0.4, "run": 0.5}
 
-STEPS = {"quick": 100, "full": 300}
+STEPS = {"quick": 60, "full": 300}
 SLOW = 10  # "too low" is the best rate / 10, "too high" the best rate × 10
 CAP = 10   # the too-low run may take up to CAP times the best rate's steps
 LR_GRID = tuning.log_grid(1e-3, 1.0)

@@ -18,7 +18,7 @@ TITLE = "Momentum in practice: Nesterov vs heavy ball, and a momentum schedule"
 ORDER = 4  # beside the lab's experiment on the same topic (ties sort by NAME)
 COST = {"tune": 9.0, "run": 0.5}
 
-EPOCHS = {"quick": 10, "full": 30}
+EPOCHS = {"quick": 6, "full": 30}
 MOMENTUM_GRID = (0.5, 0.9, 0.97)
 RAMP = (0.5, 0.99)
 

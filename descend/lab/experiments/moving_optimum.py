@@ -19,7 +19,7 @@ ORDER = 5
 TITLE = "A moving optimum: AdaGrad's vanishing step against RMSprop and Adam"
 COST = {"tune": 3.0, "run": 0.5}
 
-PHASES = 8  # the optimum jumps PHASES − 1 times
+PHASES = 6  # the optimum jumps PHASES − 1 times
 PHASE_STEPS = {"quick": 50, "full": 200}
 SAMPLES, FEATURES, BATCH, NOISE = 256, 10, 32, 0.3
 OPTIMIZERS = {"AdaGrad": (descend.Adagrad, (0.3, 1.0, 3.0)), "RMSprop": (descend.RMSprop, (0.03, 0.1, 0.3)),

@@ -15,7 +15,7 @@ NAME = "sam-flatness"
 ORDER = 13
 TITLE = "SAM finds flatter minima"
 COST = {"tune": 3.0, "run": 0.8}
-STEPS = {"quick": 300, "full": 1000}
+STEPS = {"quick": 200, "full": 1000}
 RHO = 0.05  # Foret et al.'s usual ρ
 LR_GRID = (0.01, 0.03, 0.1)
 CLAIMS = [Claim(
@@ -113,7 +113,7 @@ def run(ctx: Context) -> Result:
         model.eval()
         models[name] = model
         numbers[name] = {
-            "top_hessian_eigenvalue": top_hessian_eigenvalue(model, split.x_train, split.y_train, 20, ctx.generator(7)),
+            "top_hessian_eigenvalue": top_hessian_eigenvalue(model, split.x_train, split.y_train, 12, ctx.generator(7)),
             "train_loss": data.evaluate(model, split.x_train, split.y_train)[0],
             "test_accuracy": data.evaluate(model, split.x_test, split.y_test)[1],
         }

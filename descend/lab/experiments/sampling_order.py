@@ -18,7 +18,7 @@ TITLE = "Mini-batch order: reshuffled every epoch, a fixed order, or with replac
 COST = {"tune": 1.5, "run": 0.4}
 
 EPOCHS = {"quick": 10, "full": 30}
-BATCH = 32
+BATCH = 64
 LR_GRID = (0.003, 0.01, 0.03)
 SCHEMES = ("reshuffled every epoch", "one fixed order", "with replacement")
 METRIC = "excess full training loss over the least-squares optimum at the end of the last epoch"

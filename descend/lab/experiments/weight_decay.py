@@ -18,7 +18,7 @@ TITLE = "L2 in Adam vs decoupled weight decay (AdamW)"
 COST = {"tune": 2.0, "run": 0.4}
 
 TRAIN, VALIDATION = 200, 200  # small enough to overfit, so that regularization can matter; λ chosen on validation
-STEPS = {"quick": 300, "full": 1000}
+STEPS = {"quick": 200, "full": 1000}
 LR = 1e-3  # Adam's default (Algorithm 1), for both: the claims are about λ
 LAMBDAS = {"Adam + L2": (1e-4, 1e-3, 1e-2), "AdamW": (1e-2, 1e-1, 1.0)}
 SHARED = 1e-2  # λ run by both, for the equal-λ comparison
