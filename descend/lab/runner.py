@@ -130,7 +130,7 @@ def tune_job(module_name: str, full: bool, device: str, progress: bool = False) 
         seconds, cpu = time.perf_counter() - begin, time.process_time() - cpu
     finally:
         torch.set_num_threads(threads)
-    return {"tuned": jsonable(tuned), "seconds": seconds, "cpu_seconds": cpu}
+    return {"tuned": tuned, "seconds": seconds, "cpu_seconds": cpu}
 
 
 def run_job(module_name: str, seed: int, full: bool, device: str, figure_dir: str, figures_wanted: bool,

@@ -220,7 +220,13 @@ def cached_records(mode: str) -> dict:
         cached = json.loads(CACHE.read_text())[mode]
     except (OSError, KeyError, ValueError):
         return {}
-    return cached["records"] if cached.get("settings") == json.loads(json.dumps(settings(mode))) else {}
+    if cached.get("settings") != json.loads(json.dumps(settings(mode))):
+        return {}
+    for record in cached["records"].values():  # JSON keeps a diverged run's inf as the string "inf"
+        record["best_score"] = float(record["best_score"])
+        for row in record["scores"]:
+            row["score"] = float(row["score"])
+    return cached["records"]
 
 
 def tuned_records(mode: str, progress=lambda items: items) -> tuple[dict, str]:
