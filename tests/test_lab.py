@@ -203,6 +203,11 @@ def test_tuning_grids_grow_at_an_edge_and_stop_at_an_admissible_bound():
                            [tuning.lr_axis(0.01, 0.1, 1.0), momentum], "x")
     assert record["best"] == {"lr": 0.1, "momentum": 0.0} and record["at_bound"] == ["momentum"]
     assert not record["at_edge"] and 0.0 in record["grid"]["momentum"]
+    decay = tuning.search(tuning.one_at_a_time(lambda weight_decay: weight_decay), [tuning.Axis("weight_decay",
+                          (1e-3, 1e-2), kind="log0")], "x")
+    assert decay["best"] == {"weight_decay": 0.0} and decay["at_bound"] == ["weight_decay"] and not decay["at_edge"]
+    flat = tuning.search(tuning.one_at_a_time(lambda lr: 2.302585), [tuning.lr_axis(0.01, 0.1, 1.0)], "x")
+    assert flat["flat"] and not flat["at_edge"] and flat["best"] == {"lr": 0.1} and flat["grid"]["lr"] == [0.01, 0.1, 1.0]
     diverged = tuning.search(tuning.one_at_a_time(lambda lr: math.nan if lr > 0.2 else 1 / lr), [tuning.lr_axis(0.1, 1.0)],
                              "x")
     assert diverged["best"] == {"lr": 0.1} or diverged["at_edge"]  # NaN counts as diverged, never as best

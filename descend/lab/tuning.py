@@ -4,8 +4,9 @@ A comparison is evidence only when every compared optimizer ran at its own best 
 grid (the product of its axes), and while the best point sits at an end of an axis it adds the next value beyond
 that end, at most ``extensions`` times per axis. The record it returns is what results.json keeps for the claim:
 the final grid, the best point, and ``at_edge``, true when the best still sits at an end of a grid that could have
-grown further (the verdict is then "inconclusive (grid edge)"). An axis's admissible bound (momentum 0) is not an
-edge: nothing lies beyond it.
+grown further (the verdict is then "inconclusive (grid edge)"). An axis's admissible bound (momentum 0, no weight
+decay) is not an edge: nothing lies beyond it. A grid whose every setting scores the same (a model that learns
+nothing at any rate: every score within 0.1% of the others) is ``flat``: no setting is best, so no end is an edge.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+FLAT = 1e-3  # settings whose scores all lie within 0.1% of each other: the grid is flat, no setting is best
 
 
 def half_decade(value: float, up: bool) -> float:
@@ -48,9 +51,9 @@ class Axis:
     """One hyperparameter's starting grid (increasing) and how it continues past its ends, ``per_decade`` steps
     per decade.
 
-    ``kind="log"``: steps of the value itself (learning rates, weight decay). ``kind="momentum"``: steps of
-    1 − value, for μ, β and γ in [0, 1): 0.9 → 0.97 → 0.99 upwards, 0.7 → 0 downwards (0 is the admissible
-    bound).
+    ``kind="log"``: steps of the value itself (learning rates). ``kind="log0"``: the same upwards, and 0 below
+    the lowest value (weight decay: none at all is the admissible bound). ``kind="momentum"``: steps of 1 − value,
+    for μ, β, γ and p in [0, 1): 0.9 → 0.97 → 0.99 upwards, 0.7 → 0 downwards (0 is the admissible bound).
     """
 
     name: str
@@ -61,13 +64,15 @@ class Axis:
     def __post_init__(self):
         if not self.values or list(self.values) != sorted(set(self.values)):
             raise ValueError(f"axis {self.name}: values must be increasing and distinct, got {self.values}")
-        if self.kind not in ("log", "momentum"):
-            raise ValueError(f"axis {self.name}: kind must be 'log' or 'momentum', not {self.kind!r}")
+        if self.kind not in ("log", "log0", "momentum"):
+            raise ValueError(f"axis {self.name}: kind must be 'log', 'log0' or 'momentum', not {self.kind!r}")
 
     def beyond(self, value: float, up: bool) -> float | None:
         """The next value past ``value`` (an end of the grid), or None at the axis's admissible bound."""
         factor = 10 ** (1 / self.per_decade)
-        if self.kind == "log":
+        if self.kind == "log0" and not up:
+            return None if value == 0.0 else 0.0
+        if self.kind in ("log", "log0"):
             return geometric(value, factor if up else 1 / factor)
         gap = 1.0 - value
         if not up and gap >= 1.0:
@@ -104,6 +109,11 @@ def search(score: Callable[[list[dict[str, float]]], Sequence[float]], axes: Seq
                 value = float(value)
                 scores[point] = value if math.isfinite(value) else math.inf
         best = min(points, key=lambda p: scores[p])  # ties: the first in grid order
+        finite = [scores[p] for p in points if math.isfinite(scores[p])]
+        flat = len(finite) == len(points) > 1 and max(finite) - min(finite) <= FLAT * max(abs(min(finite)), 1e-30)
+        if flat:
+            best = points[len(points) // 2]  # every setting scores the same: none is best, none is an edge
+            break
         grew = False
         for index, axis in enumerate(axes):
             values, value = grid[axis.name], best[index]
@@ -119,13 +129,13 @@ def search(score: Callable[[list[dict[str, float]]], Sequence[float]], axes: Seq
             break
     best_point = dict(zip(grid, best))
     edges, bounds = [], []
-    for index, axis in enumerate(axes):
+    for index, axis in enumerate(axes if not flat else ()):
         values, value = grid[axis.name], best[index]
         for up, end in ((False, values[0]), (True, values[-1])):
             if value == end:
                 (edges if axis.beyond(value, up) is not None else bounds).append(axis.name)
     return {"grid": grid, "best": best_point, "at_edge": bool(edges), "edges": sorted(set(edges)),
-            "at_bound": sorted(set(bounds)), "extensions": added, "metric": metric,
+            "at_bound": sorted(set(bounds)), "flat": flat, "extensions": added, "metric": metric,
             "best_score": scores[best],
             "scores": [{**dict(zip(grid, p)), "score": scores[p]} for p in sorted(scores)]}
 

@@ -21,7 +21,7 @@ COST = {"tune": 2.5, "run": 0.4}
 
 FEATURE_SCALES = (1.0, 10.0)  # the second coordinate's curvature is 100× the first's
 UNIT_SCALES = (1.0, 10.0, 100.0)  # θ is written in units cθ
-UNIT_STEPS = (10, 100, 1000, 5000)  # k is fitted from the mean |Δ| over the first T steps
+UNIT_STEPS = (10, 100, 1000, 3000)  # k is fitted from the mean |Δ| over the first T steps
 ROOT_STEPS = {"quick": 150, "full": 600}
 # name: (optimizer factory, starting lr grid)
 ROOT_VARIANTS = {

@@ -161,7 +161,7 @@ def dropped_unit_steps(seed: int, optimizer_class, lr: float, warmup: int = 20, 
 
 
 def run(ctx: Context) -> Result:
-    agreement = ensemble_agreement(ctx.seed, 800 if ctx.full else 200)
+    agreement = ensemble_agreement(ctx.seed, 800 if ctx.full else 120)
     gap = inverted_gap()
     sgd = dropped_unit_steps(ctx.seed, descend.SGD, 0.1)
     adam = dropped_unit_steps(ctx.seed, descend.Adam, 1e-3)

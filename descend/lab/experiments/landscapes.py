@@ -87,8 +87,8 @@ GRADIENTS = {quadratic: quadratic_gradient, rosenbrock: rosenbrock_gradient, bea
 # name: (function, start, minima, steps quick/full, plot window, log colours)
 LANDSCAPES = {
     "quadratic": (quadratic, (-5.0, -2.0), ((0.0, 0.0),), (300, 1000), ((-6, 6), (-3, 3)), False),
-    "rosenbrock": (rosenbrock, (-1.2, 1.0), ((1.0, 1.0),), (1000, 5000), ((-2, 2), (-1, 3)), True),
-    "beale": (beale, (1.0, 1.5), ((3.0, 0.5),), (1000, 3000), ((-0.5, 4.0), (-2.0, 2.5)), True),
+    "rosenbrock": (rosenbrock, (-1.2, 1.0), ((1.0, 1.0),), (600, 5000), ((-2, 2), (-1, 3)), True),
+    "beale": (beale, (1.0, 1.5), ((3.0, 0.5),), (600, 3000), ((-0.5, 4.0), (-2.0, 2.5)), True),
     "saddle": (saddle, (0.3, 1e-3), ((0.0, 1.0), (0.0, -1.0)), (300, 1000), ((-1.5, 1.5), (-1.5, 1.5)), False),
 }
 MOMENTA = tuning.momentum_axis(0.1, 0.3, 0.5, 0.7, 0.9, per_decade=4)

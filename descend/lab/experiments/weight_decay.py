@@ -79,7 +79,7 @@ def tune(ctx: Context) -> dict:
     _, validation = splits(ctx.seed)
     return {name: tuning.search(tuning.one_at_a_time(
         lambda weight_decay, name=name: train(validation, ctx.seed, name, weight_decay, steps)["test_loss"]),
-        [tuning.Axis("weight_decay", grid)], metric=f"validation cross-entropy after {steps} steps")
+        [tuning.Axis("weight_decay", grid, kind="log0")], metric=f"validation cross-entropy after {steps} steps")
         for name, grid in LAMBDAS.items()}
 
 
