@@ -193,8 +193,8 @@ def _executor(workers: int) -> ProcessPoolExecutor:
 
 
 class _Schedule:
-    """The jobs in the order they start: the ready job with the largest estimated cost first (so the long ones do
-    not finish last), an experiment's seeds only once its tuning is done."""
+    """The jobs in the order they start: every tuning first, then the ready run with the largest estimated cost (so
+    the long ones do not finish last); an experiment's seeds only once its tuning is done."""
 
     def __init__(self, experiments: Sequence[ModuleType], plan: dict[str, list[int]], full: bool, device: str,
                  figure_dir: str):
@@ -222,7 +222,8 @@ class _Schedule:
     def next(self) -> tuple | None:
         if not self.ready:
             return None
-        self.ready.sort(key=lambda job: (-job[0], job[2].NAME, job[3] if job[1] == "run" else -1))
+        # tunings first (their seeds wait for them), then the longest runs
+        self.ready.sort(key=lambda job: (job[1] != "tune", -job[0], job[2].NAME, job[3] if job[1] == "run" else -1))
         return self.ready.pop(0)
 
     def call(self, job: tuple) -> tuple[Callable, tuple]:
@@ -242,8 +243,8 @@ def _run_jobs(schedule: _Schedule, workers: int, progress: bool) -> tuple[dict, 
 
     The progress bar counts estimated seconds of work (each experiment's ``COST``), so its remaining time is the
     work left at the pace measured so far, not a count of runs of very different lengths."""
-    bar = tqdm(total=round(schedule.total, 1), desc="descend lab", unit="s", disable=not progress, dynamic_ncols=True,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed} elapsed, about {remaining} left]")
+    bar = tqdm(total=schedule.total, desc="descend lab", unit="s", disable=not progress, dynamic_ncols=True,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed, about {remaining} left{postfix}")
     runs: dict[tuple[str, int], dict] = {}
     tunings: dict[str, dict] = {}
 
@@ -253,8 +254,8 @@ def _run_jobs(schedule: _Schedule, workers: int, progress: bool) -> tuple[dict, 
             schedule.tuning_done(job[2], outcome["tuned"])
         else:
             runs[(job[2].NAME, job[3])] = outcome
-        bar.set_postfix_str(_label(job), refresh=False)
-        bar.update(round(job[0], 1))
+        bar.set_postfix_str(f"{_label(job)} done", refresh=False)
+        bar.update(min(job[0], bar.total - bar.n))
 
     try:
         if workers <= 1:
