@@ -120,15 +120,15 @@ def tune(ctx: Context) -> dict:
 
 def run(ctx: Context) -> Result:
     split = data.digits(ctx.seed)
-    x, y = split.x_train[:256].to(ctx.device), split.y_train[:256].to(ctx.device)
+    x, y = split.x_train[:256], split.y_train[:256]
     steps = STEPS["full" if ctx.full else "quick"]
     numbers, curves, stds, grads = {}, {}, {}, {}
     for name, init in ctx.track(INITS.items(), total=len(INITS)):
         torch.manual_seed(ctx.seed)
         with torch.no_grad():
-            stds[name] = [a.std().item() for a in hidden_activations(ctx.place(build(init, STATISTICS_WIDTH)), x)]
+            stds[name] = [a.std().item() for a in hidden_activations(build(init, STATISTICS_WIDTH), x)]
         torch.manual_seed(ctx.seed)
-        fresh = ctx.place(build(init))
+        fresh = build(init)
         nn.functional.cross_entropy(fresh(x), y).backward()
         grads[name] = [layer.weight.grad.norm().item() for layer in fresh if isinstance(layer, nn.Linear)]
         final_loss, curves[name], model = train(split, ctx.seed, name, ctx.tuned[name]["best"]["lr"], steps)
