@@ -1,118 +1,109 @@
-"""The course's claims measured by the lab: every experiment module below runs once (quick size, seed 0) and its
-effects come out with the sign the course material, or the lab's finding about it, predicts."""
+"""The whole lab once, with two seeds: every claim of every experiment is measured, decided, explained and drawn, and
+the worked checks come out as the algebra says. Plus the hand-written algorithms the experiments test against
+descend's, checked against their formulas."""
 from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
 
-from descend.lab import CLAIMS, EXPERIMENTS, Context
-from descend.lab.experiments import (
-    adafactor_factoring,
-    adam_paper,
-    adam_properties,
-    adaptive_rates,
-    dropout_scaling,
-    init_variance,
-    momentum_forms,
-    momentum_practice,
-    regularization_identities,
-    sam_generalization,
-    sgd_noise,
-)
+import descend
+from descend.lab import CLAIMS, EXPERIMENTS, run_lab, verdicts
+from descend.lab.experiments import adafactor_factoring, adam_paper, adaptive_rates, bias_correction, dropout_scaling
 
-MODULES = [momentum_forms, momentum_practice, adam_properties, adaptive_rates, sgd_noise, dropout_scaling,
-           regularization_identities, init_variance, adafactor_factoring, sam_generalization, adam_paper]
+TEMPLATE = re.compile(r"\{[A-Za-z_][A-Za-z0-9_.]*(\[[^\]]*\])?(![rsa])?(:[^{}\s'\"]*)?\}")
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    """Each module's Result for seed 0 at a reduced size (the adam-paper runs 20 steps at its cached rates)."""
-    folder = tmp_path_factory.mktemp("figures")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in the lab's workers; small tensors only lose to thread hand-offs
-    patch = pytest.MonkeyPatch()
-    patch.setattr(momentum_practice, "STEPS", {"quick": 60, "full": 60})
-    patch.setattr(sam_generalization, "STEPS", {"quick": 60, "full": 60})
-    patch.setattr(adam_paper, "STEPS", {"quick": 20, "full": 20})
-    cached = json.loads(adam_paper.CACHE.read_text())["quick"]["rates"]
-    patch.setattr(adam_paper, "tuned_rates", lambda mode, progress=None: (cached, "cache, test"))
-    out = {}
-    for module in MODULES:
-        context = Context(seed=0, figure_dir=folder, progress=False, name=module.NAME,
-                          figures_wanted=module in (sgd_noise, momentum_forms))
-        out[module.NAME] = (module.run(context), context)
-    patch.undo()
-    torch.set_num_threads(threads)
-    return out
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lab") / "report"
+    results = run_lab(list(EXPERIMENTS.values()), out, seeds=2, workers=2, progress=False)
+    assert json.loads((out / "results.json").read_text())["counts"] == results["counts"]
+    return results, out
 
 
-def effects(results, module):
-    return results[module.NAME][0].effects
+def effect(report, claim_id):
+    return report[0]["claims"][claim_id]["estimate"]
 
 
-def test_every_module_is_registered_and_measures_each_of_its_claims(results):
-    for module in MODULES:
-        assert EXPERIMENTS[module.NAME] is module
-        result = results[module.NAME][0]
-        assert set(result.effects) == {claim.id for claim in module.CLAIMS}
-        assert all(isinstance(v, float) and not math.isnan(v) for v in result.effects.values()), module.NAME
-        assert result.summary and json.dumps(result.numbers, default=float)
-        for claim in module.CLAIMS:
-            assert CLAIMS[claim.id] is claim and claim.source.startswith("seed 00")
+def test_every_claim_is_measured_decided_explained_and_drawn(report):
+    results, out = report
+    assert set(results["claims"]) == set(CLAIMS)
+    shown = {claim_id for section in results["experiments"].values() for figure in section["figures"]
+             for claim_id in figure["claims"]}
+    assert shown == set(CLAIMS), f"claims without a figure: {sorted(set(CLAIMS) - shown)}"
+    for claim_id, entry in results["claims"].items():
+        low, high = (float(v) for v in entry["range"])
+        assert entry["verdict"] in verdicts.VERDICTS and entry["kind"] in ("experiment", "worked check"), claim_id
+        assert entry["reason"] and "\n" not in entry["reason"], claim_id
+        assert entry["figures"] and all((out / f).exists() for f in entry["figures"]), claim_id
+        if entry["interval"] is not None:
+            assert low <= float(entry["interval"][0]) <= float(entry["interval"][1]) <= high, claim_id
+        else:
+            assert entry["verdict"].startswith("inconclusive"), claim_id
+        assert set(entry["tuning"]) == set(CLAIMS[claim_id].compares), claim_id
+        for label, record in entry["tuning"].items():
+            assert record["at_edge"] == bool(record["edges"]), (claim_id, label)
+            for axis, grid in record["grid"].items():
+                assert record["best"][axis] in grid and grid == sorted(grid), (claim_id, label)
+    by_kind = results["counts_by_kind"]
+    assert {kind: sum(v.values()) for kind, v in by_kind.items()} == {
+        kind: sum(c.kind == kind for c in CLAIMS.values()) for kind in by_kind}
 
 
-def test_figures_only_when_wanted_with_captions(results):
-    for module in (sgd_noise, momentum_forms):
-        context = results[module.NAME][1]
-        assert any(f.endswith(".png") for f in context.figures)
-        assert any(f.endswith(".plotly.json") for f in context.figures)  # the interactive path with a step slider
-        assert all(context.captions[f] for f in context.figures)
-    assert not results[init_variance.NAME][1].figures
+def test_no_text_holds_a_template_leftover(report):
+    results, out = report
+    texts = [entry[field] for entry in results["claims"].values()
+             for field in ("statement", "measurement", "criterion", "reason", "source")]
+    for section in results["experiments"].values():
+        texts += section["summaries"] + [figure["caption"] for figure in section["figures"]]
+    for text in texts:
+        assert not TEMPLATE.search(text), text
 
 
-def test_momentum_forms_ema_is_g_not_g_over_one_minus_beta(results):
-    e = effects(results, momentum_forms)
-    numbers = results[momentum_forms.NAME][0].numbers
-    assert numbers["ema_buffer"] == pytest.approx(1.0, abs=1e-6)
-    assert numbers["velocity_buffer"] == pytest.approx(10.0, rel=1e-6)
-    assert e["seed-000-ema-is-g-over-one-minus-beta"] == pytest.approx(0.9, abs=1e-6)  # seed 000's answer is off
-    assert e["momentum-lowers-update-variance"] < 0.2
-    assert e["momentum-accelerates-on-rosenbrock"] > 10
+def test_worked_checks_come_out_as_the_algebra_says(report):
+    assert effect(report, "momentum-ema-form-stays-at-gradient") == pytest.approx(1.0, abs=1e-6)
+    assert effect(report, "momentum-velocity-form-grows") == pytest.approx(1.0, abs=1e-6)
+    assert effect(report, "seed-000-ema-is-g-over-one-minus-beta") == pytest.approx(0.1, abs=1e-6)  # the answer's slip
+    assert effect(report, "nesterov-forms-agree-after-change-of-variable") < 1e-12
+    assert effect(report, "exact-nesterov-with-rmsprop-needs-two-gradients") == 2.0
+    assert effect(report, "sgd-l2-penalty-equals-decay") < 1e-12 and effect(report, "sgd-decay-without-gradient") < 1e-12
+    assert effect(report, "dropout-sgd-leaves-dropped-weights") == 0.0
+    assert effect(report, "adafactor-factored-exact-for-rank-one") < 1e-12
+    assert effect(report, "seed-000-smaller-gradient-larger-update") == pytest.approx(1.0, abs=1e-3)
+    assert effect(report, "gd-diverges-above-two-over-lambda-max") == pytest.approx(1.0, abs=2e-3)
+    assert effect(report, "adagrad-effective-rate-only-shrinks") <= 1.0
 
 
-def test_momentum_practice_picks_rates_from_its_grid(results):
-    numbers = results[momentum_practice.NAME][0].numbers
-    for name in momentum_practice.VARIANTS:
-        assert numbers[name]["lr"] in momentum_practice.LR_GRID and math.isfinite(numbers[name]["final_training_loss"])
-    assert all(v > 0 for v in effects(results, momentum_practice).values())
+def test_the_tuned_comparisons_record_their_grids(report):
+    results, _ = report
+    compared = [entry for entry in results["claims"].values() if entry["tuning"]]
+    assert len(compared) >= 20
+    quadratic = results["claims"]["momentum-beats-sgd-on-ill-conditioned-quadratic"]["tuning"]
+    assert set(quadratic["quadratic: SGD+momentum"]["grid"]) == {"lr", "momentum"}  # μ tuned, not fixed at 0.9
+    assert set(quadratic["quadratic: SGD"]["grid"]) == {"lr"}
 
 
-def test_adam_properties(results):
-    e = effects(results, adam_properties)
-    numbers = results[adam_properties.NAME][0].numbers
-    invariance = numbers["rescaling_relative_difference"]
-    assert invariance["Adam, eps 1e-12"] < 1e-3 < invariance["Adam"] < 1 < invariance["SGD"]
-    assert e["adam-sparse-step-bounded"] < 1.0
-    spikes = numbers["spikes_over_bound"]
-    assert spikes["isolated, after 1999 zero steps"] < 1.0 < spikes["two in a row after 1998 zero steps"]
-    assert e["adam-snr-falls-near-optimum"] < 0.5
-    assert e["adam-tracks-non-stationary-objective"] < 3
-    assert e["adam-works-with-sparse-gradients"] > 0  # log₁₀(SGD's loss / Adam's)
+# --- the written-out algorithms -----------------------------------------------------------------------------
 
 
-def test_adaptive_rates(results):
-    e = effects(results, adaptive_rates)
-    assert e["adagrad-steep-coordinate-smaller-rate"] < 0.5 and e["rmsprop-steep-coordinate-smaller-rate"] < 0.5
-    assert e["adagrad-square-root-matters"] > 2
-    assert e["adadelta-step-carries-units-of-theta"] < 0.5 and e["rmsprop-step-is-unitless"] < 0.5
+def quadratic_steps(optimizer, theta, steps=5):
+    for _ in range(steps):
+        def closure():
+            optimizer.zero_grad()
+            loss = ((theta - torch.tensor([1.0, -2.0, 0.5])) ** 2 * torch.tensor([1.0, 10.0, 0.1])).sum()
+            loss.backward()
+            return loss
+        optimizer.step(closure)
+    return theta.detach().clone()
 
 
 def test_adagrad_without_root_is_the_formula():
     theta = torch.tensor([1.0, -2.0], requires_grad=True)
-    optimizer = adaptive_rates.AdagradWithoutRoot([theta], lr=0.5)
+    optimizer = adaptive_rates.WithoutRoot([theta], lr=0.5, decay=None)
 
     def closure():
         optimizer.zero_grad()
@@ -124,20 +115,16 @@ def test_adagrad_without_root_is_the_formula():
     torch.testing.assert_close(theta.detach(), torch.tensor([1.0 - 0.25, -2.0 + 0.125]))
 
 
-def test_sgd_noise(results):
-    e = effects(results, sgd_noise)
-    numbers = results[sgd_noise.NAME][0].numbers
-    assert numbers["saddle_final"]["GD"][1] == 0.0 and e["sgd-escapes-saddle-gd-stuck"] > 0.25
-    assert e["sgd-mean-differs-from-gd-nonlinear"] > 3
-    assert e["sgd-converges-identical-minimizers"] < 1e-6 < numbers["distinct_minimizers_mean_distance_last_100"]
+def test_adam_with_eps_inside_the_root_is_descend_adam_when_eps_is_zero():
+    mine, theirs = (torch.zeros(3, requires_grad=True) for _ in range(2))
+    torch.testing.assert_close(quadratic_steps(bias_correction.AdamEpsInside([mine], lr=0.1, eps=0.0), mine),
+                               quadratic_steps(descend.Adam([theirs], lr=0.1, eps=0.0), theirs))
 
 
-def test_dropout_scaling(results):
-    e = effects(results, dropout_scaling)
-    assert e["dropout-weight-scaling-approximates-mask-average"] > 0.9
-    assert e["dropout-inverted-equals-weight-scaling"] < 1e-4
-    assert e["dropout-sgd-leaves-dropped-weights"] == 0.0
-    assert e["dropout-adam-moves-dropped-weights"] > 0.5 and 0 < e["dropout-adam-dropped-step-smaller"] < 1
+def test_algorithm_2_on_a_vector_is_adam_without_momentum():
+    mine, theirs = (torch.zeros(3, requires_grad=True) for _ in range(2))
+    torch.testing.assert_close(quadratic_steps(adafactor_factoring.Algorithm2([mine], lr=0.1), mine),
+                               quadratic_steps(descend.Adam([theirs], lr=0.1, betas=(0.0, 0.999)), theirs))
 
 
 def test_dropout_conventions_differ_by_the_keep_factor():
@@ -150,43 +137,21 @@ def test_dropout_conventions_differ_by_the_keep_factor():
                                    dropout_scaling.KEEP * (model(x) - model.second.bias))
 
 
-def test_identities_and_variance(results):
-    assert all(v < 1e-12 for v in effects(results, regularization_identities).values())
-    e = effects(results, init_variance)
-    assert e["init-variance-of-weighted-sum"] < 0.1 and e["init-variance-needs-zero-mean-inputs"] > 1.2
-
-
-def test_adafactor_factoring(results):
-    e = effects(results, adafactor_factoring)
-    numbers = results[adafactor_factoring.NAME][0].numbers
-    assert e["adafactor-factored-exact-for-rank-one"] < 1e-6 < 0.1 < numbers["factoring_relative_error"]["general G"]
-    assert e["adafactor-tracks-adam-training"] < 0.25
-
-
-def test_sam_generalization_measures_points(results):
-    numbers = results[sam_generalization.NAME][0].numbers
-    gain = effects(results, sam_generalization)["sam-generalizes-better"]
-    assert gain == pytest.approx(100 * (numbers["SAM"]["test_accuracy"] - numbers["SGD"]["test_accuracy"]))
-
-
-def test_adam_paper_cache_matches_the_settings_and_no_rate_sits_on_a_grid_edge(results):
+def test_adam_paper_cache_matches_the_settings_and_no_best_rate_sits_on_a_grid_edge():
     cache = json.loads(adam_paper.CACHE.read_text())
-    for mode in ("quick", "full"):
-        assert cache[mode]["settings"] == json.loads(json.dumps(adam_paper.settings(mode)))
-        for task, names in adam_paper.TASKS.items():
-            for name in names:
-                record = cache[mode]["rates"][task][name]
-                assert record["lr"] in record["grid"][1:-1], (mode, task, name)
-                assert set(adam_paper.OPTIMIZERS[name][2]) <= set(record["grid"])
-    assert set(effects(results, adam_paper)) == {c.id for c in adam_paper.CLAIMS}
-    assert results[adam_paper.NAME][0].numbers["final_training_cost"][adam_paper.FIG1]["Adam"] < math.log(10)
+    assert cache["quick"]["settings"] == json.loads(json.dumps(adam_paper.settings("quick")))
+    records = cache["quick"]["records"]
+    assert set(records) == {f"{task}: {name}" for task in adam_paper.TASKS for name in adam_paper.ALL}
+    for label, record in records.items():
+        grid = record["grid"]["lr"]
+        assert record["best"]["lr"] in grid[1:-1] and not record["at_edge"], label
+        assert {row["lr"] for row in record["scores"]} == set(grid), label
 
 
-def test_adam_paper_tuning_widens_the_grid_until_the_best_rate_is_inside(monkeypatch):
-    monkeypatch.setattr(adam_paper, "train_once", lambda task, name, lr, seed, steps: (abs(math.log10(lr / 3.0)), []))
-    record = adam_paper.tune(adam_paper.FIG1, "Adam", steps=1)  # grid starts at 1e-3 … 0.3, the optimum is 3
-    assert record["lr"] == 3.0 and record["grid"][-2:] == [3.0, 10.0]
-    assert [adam_paper.half_decade(x, up) for x, up in ((0.03, True), (0.1, False), (1.0, True))] == [0.1, 0.03, 3.0]
+def test_adam_paper_window_is_measured_in_decades():
+    record = {"grid": {"lr": [0.01, 0.03, 0.1, 0.3, 1.0]}, "best": {"lr": 0.1}, "best_score": 1.0,
+              "scores": [{"lr": lr, "score": s} for lr, s in zip([0.01, 0.03, 0.1, 0.3, 1.0], [5, 1.5, 1, 1.9, math.inf])]}
+    assert adam_paper.window(record) == (pytest.approx(1.0), False)  # 0.03 … 0.3: one decade, inside the grid
 
 
 def test_adam_paper_uses_real_mnist():

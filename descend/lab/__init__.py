@@ -1,7 +1,9 @@
 """The lab: runnable experiments that check the course's optimizer claims over seeds and write a report.
 
 Every module in ``descend/lab/experiments/`` that defines ``NAME``, ``CLAIMS`` and ``run`` is an experiment;
-they are ordered by their optional ``ORDER`` (default 100), then ``NAME``.
+they are ordered by their optional ``ORDER`` (default 100), then ``NAME``. An experiment may also define
+``tune(ctx)``, run once before its seeds, whose records reach ``run`` as ``ctx.tuned``, and ``COST``, its
+estimated seconds ``{"tune": …, "run": …}`` for the progress display.
 """
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from types import ModuleType
 
 from . import experiments as _package
 from .claims import Claim
-from .core import Context, Result, run_lab
+from .core import Context, Result
+from .runner import run_lab
 
 
 def discover(package: ModuleType = _package) -> dict[str, ModuleType]:

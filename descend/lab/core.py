@@ -23,12 +23,17 @@ class Result:
     """One seed's outcome: the measured effect of each of the module's claims, the numbers behind them, figures.
 
     ``effects`` maps every ``Claim.id`` of the module to one float; the runner aggregates it over seeds.
+    ``tuning`` holds the tuning records (``descend.lab.tuning.search``) of an experiment that tunes inside its run
+    (a deterministic one); an experiment with a ``tune`` function gets its records in ``Context.tuned`` instead.
+    ``notes`` adds a claim-specific explanation to the claim's one-line reason.
     """
 
     effects: dict[str, float]
     summary: str  # one or two sentences with the measured numbers
     numbers: dict[str, Any]
     figures: list[str] = field(default_factory=list)
+    tuning: dict[str, dict] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -36,6 +41,9 @@ class Context:
     """The run's settings, plus helpers for figures and progress.
 
     ``figures_wanted`` is True for the first seed only: experiments draw figures then and skip them otherwise.
+    ``tuned`` holds what the experiment's ``tune`` returned (run once, on ``TUNING_SEED``, before the seeds run).
+    Every figure names the claims it shows (``claims=``; an empty tuple for an illustration): the report links them,
+    and every claim needs a figure that shows its measurement.
     """
 
     seed: int = 0
@@ -47,6 +55,9 @@ class Context:
     figures_wanted: bool = True
     figures: list[str] = field(default_factory=list)
     captions: dict[str, str] = field(default_factory=dict)
+    tuned: dict[str, Any] = field(default_factory=dict)
+    claim_ids: tuple[str, ...] = ()
+    figure_claims: dict[str, list[str]] = field(default_factory=dict)
 
     def generator(self, offset: int = 0) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed * 1000 + offset)
@@ -65,7 +76,7 @@ class Context:
         """The colour of an optimizer (or any curve label), the same in every figure of the report."""
         return style.color(label)
 
-    def save(self, figure, stem: str, caption: str = "", tight: bool = True) -> str:
+    def save(self, figure, stem: str, caption: str = "", tight: bool = True, *, claims: Sequence[str]) -> str:
         """Saves a matplotlib figure as ``<experiment>-<stem>.png`` with a one-line caption, and closes it.
 
         ``tight=False`` keeps the figure's own margins (set them with ``subplots_adjust``): it saves one full
@@ -75,11 +86,11 @@ class Context:
         if self.figures_wanted:
             figure.savefig(self.figure_dir / filename, dpi=90, bbox_inches="tight" if tight else None,
                            metadata={"Software": None})
-            self._record(filename, caption)
+            self._record(filename, caption, claims)
         plt.close(figure)
         return filename
 
-    def interactive(self, figure, stem: str, caption: str = "") -> str:
+    def interactive(self, figure, stem: str, caption: str = "", *, claims: Sequence[str]) -> str:
         """Adds an interactive figure (a plotly ``Figure`` or its dict) shown in the report with bundled plotly.js.
 
         Written as ``<experiment>-<stem>.plotly.json``; the report embeds it so the page works from file://.
@@ -90,13 +101,17 @@ class Context:
             spec = {"data": spec.get("data", []), "layout": spec.get("layout", {}), "frames": spec.get("frames", [])}
             text = json.dumps(spec, default=_plain, sort_keys=True)
             (self.figure_dir / filename).write_text(text)
-            self._record(filename, caption)
+            self._record(filename, caption, claims)
         return filename
 
-    def _record(self, filename: str, caption: str) -> None:
+    def _record(self, filename: str, caption: str, claims: Sequence[str]) -> None:
+        unknown = [c for c in claims if self.claim_ids and c not in self.claim_ids]
+        if unknown or isinstance(claims, str):
+            raise ValueError(f"figure {filename} must name claims of its experiment, not {claims!r}")
         if filename not in self.figures:
             self.figures.append(filename)
         self.captions[filename] = " ".join(caption.split())
+        self.figure_claims[filename] = list(claims)
 
 
 def _plain(value: Any) -> Any:
@@ -130,10 +145,3 @@ def jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return jsonable(value.tolist())
     return float(value) if hasattr(value, "__float__") else str(value)
-
-
-def run_lab(*args, **kwargs):
-    """Runs experiments and writes the report (see ``descend.lab.runner.run_lab``)."""
-    from .runner import run_lab as run
-
-    return run(*args, **kwargs)

@@ -1,6 +1,7 @@
 """Embedded data (no download) and the small models and training loop the experiments share."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -85,10 +86,13 @@ def cross_entropy_closure(model: nn.Module, optimizer: torch.optim.Optimizer, x:
 
 
 def train(model: nn.Module, optimizer: torch.optim.Optimizer, data: Split, steps: int, batch_size: int = 64,
-          generator: torch.Generator | None = None, record_every: int = 1) -> list[float]:
+          generator: torch.Generator | None = None, record_every: int = 1,
+          every: Callable[[int], bool | None] | None = None) -> list[float]:
     """Mini-batch training with cross-entropy; returns the mini-batch loss every ``record_every`` steps.
 
-    Uses ``optimizer.step(closure)`` so that SAM and plain optimizers train the same way.
+    Each epoch is a new random order of the training set. Uses ``optimizer.step(closure)`` so that SAM and plain
+    optimizers train the same way. ``every(steps done)`` is called every ``record_every`` steps (to schedule
+    a hyperparameter or evaluate); training stops early when it returns True.
     """
     model.train()
     device = next(model.parameters()).device
@@ -104,4 +108,6 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data: Split, steps
         loss = optimizer.step(cross_entropy_closure(model, optimizer, x, y))
         if step % record_every == 0:
             losses.append(float(loss.detach()))
+        if every is not None and (step + 1) % record_every == 0 and every(step + 1):
+            break
     return losses

@@ -6,21 +6,23 @@ import torch
 
 import descend
 
-from ..claims import Claim
+from ..claims import SLIDES, Claim
 from ..core import Context, Result
 
 NAME = "adafactor-memory"
 ORDER = 14
 TITLE = "Adafactor's memory"
+COST = {"run": 1.0}
 CLAIMS = [Claim(
     id="adafactor-state-is-under-one-percent-of-adams",
-    source="seed 004, slides “Issue with Adam? Memory! How to resolve?” and Alg. 2 (factored second moments)",
-    statement="Adafactor keeps the row and column sums R (n) and C (m) of an n×m matrix instead of Adam's m and v "
-              "(2nm floats).",
+    source=f"{SLIDES}, slides “Issue with Adam?”, “Memory! How to resolve?” and Algorithm 2 (factored second moments)",
+    statement="Memory! How to resolve? Adafactor keeps the row and column sums R (n) and C (m) of an n×m matrix "
+              "instead of Adam's m and v (2nm floats).",
+    quote="paraphrase", kind="worked check",
     measurement="optimizer state bytes, Adafactor / Adam, on a transformer-shaped set of parameters (width 512, "
                 "6 layers, vocabulary 8000), read from the real state tensors",
     criterion="ratio < 0.01 (and every matrix keeps exactly n + m floats, else the effect is set to 1)",
-    threshold=0.01, direction="<", deterministic=True)]
+    threshold=0.01, direction="<", scale="ratio", deterministic=True)]
 
 
 def transformer_shapes(width: int, layers: int, vocabulary: int) -> list[tuple[int, ...]]:
@@ -62,7 +64,7 @@ def run(ctx: Context) -> Result:
         axis.set_yscale("log"), axis.set_ylabel("optimizer state (MiB, log scale)")
         axis.set_title(f"{parameters / 1e6:.1f}M parameters (width {width}, {layers} layers): ratio {ratio:.2%}")
         ctx.save(figure, "state", caption=f"Adafactor's state is {ratio:.2%} of Adam's: two vectors per matrix "
-                 "instead of two full copies of it.")
+                 "instead of two full copies of it.", claims=["adafactor-state-is-under-one-percent-of-adams"])
     summary = (f"Optimizer state for {parameters / 1e6:.1f}M float32 parameters: Adam {numbers['Adam'] / 2**20:.1f} MiB, "
                f"Adafactor {numbers['Adafactor'] / 2**20:.2f} MiB ({ratio:.2%}); every matrix keeps exactly n + m floats: "
                f"{per_matrix_ok}.")

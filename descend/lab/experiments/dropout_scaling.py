@@ -12,7 +12,7 @@ from torch import nn
 import descend
 
 from .. import data
-from ..claims import Claim
+from ..claims import LECTURE, Claim
 from ..core import Context, Result
 
 NAME = "dropout-scaling"
@@ -23,34 +23,44 @@ KEEP = 0.5  # p_keep of the hidden layer
 HIDDEN = 128
 MASKS = 200  # Monte-Carlo masks for the ensemble average
 
+COST = {"run": 0.5}
+
 CLAIMS = [
-    Claim(id="dropout-weight-scaling-approximates-mask-average", source="seed 002, eqs. 4.22–4.23",
+    Claim(id="dropout-weight-scaling-approximates-mask-average", source=f"{LECTURE}, §4.4, eqs. (4.22)–(4.23)",
           statement="At test time the weights after a dropout layer are scaled by p_keep (4.23); this production "
-                    "pass serves as an approximation to the training pass (4.22) averaged over the dropout masks.",
+                    "pass serves as an approximation to the training pass (4.22).",
+          quote="paraphrase",
           measurement=f"fraction of test digits where the class predicted by (4.23) equals the class of the softmax "
                       f"averaged over {MASKS} random masks of (4.22) (MLP 64-{HIDDEN}-10, p_keep = {KEEP})",
-          criterion="> 0.95", threshold=0.95, direction=">"),
-    Claim(id="dropout-inverted-equals-weight-scaling", source="seed 002, eqs. 4.24–4.25",
-          statement="The practical alternative scales by 1/p_keep in training (4.24) and uses the model as is in "
-                    "production (4.25): the same predictor as (4.22)–(4.23), with W̃ = p_keep·W.",
+          criterion="> 0.95", threshold=0.95, direction=">", scale="fraction"),
+    Claim(id="dropout-inverted-equals-weight-scaling", source=f"{LECTURE}, §4.4, eqs. (4.24)–(4.25)",
+          statement="This form allows to use the resulting model normally in production without having to take "
+                    "dropout into consideration at all.",
+          quote="verbatim", kind="worked check",
           measurement="largest |logit difference| on the test set between (4.22)+(4.23) and (4.24)+(4.25) trained on "
                       "the same masks with descend.SGD (the layer after dropout at lr·p_keep², so that W̃ = p_keep·W "
                       "holds at every step)",
-          criterion="< 1e-4 (float32 rounding)", threshold=1e-4, direction="<", deterministic=True),
-    Claim(id="dropout-sgd-leaves-dropped-weights", source="seed 002, §4.4",
-          statement="With a pure gradient descent optimizer the weights w_ij of a dropped unit i are not updated at "
-                    "all during the iteration.",
+          criterion="< 1e-4 (float32 rounding)", threshold=1e-4, direction="<", scale="nonnegative",
+          deterministic=True),
+    Claim(id="dropout-sgd-leaves-dropped-weights", source=f"{LECTURE}, §4.4",
+          statement="With a pure gradient descent optimizer this means that weights w_ij are not updated at all during "
+                    "the given iteration",
+          quote="paraphrase", kind="worked check",
           measurement="largest |Δw| of a dropped unit's outgoing weights over 30 steps of descend.SGD",
-          criterion="< 1e-12 (exactly 0)", threshold=1e-12, direction="<", deterministic=True),
-    Claim(id="dropout-adam-moves-dropped-weights", source="seed 002, §4.4",
-          statement="With a momentum based optimizer such as ADAM the weights of a dropped unit still move.",
+          criterion="< 1e-12 (exactly 0)", threshold=1e-12, direction="<", scale="nonnegative", deterministic=True),
+    Claim(id="dropout-adam-moves-dropped-weights", source=f"{LECTURE}, §4.4",
+          statement="Whereas with a momentum based optimizer such as ADAM it means that the descent step for those "
+                    "weights has a smaller magnitude: they still move.",
+          quote="paraphrase", kind="worked check",
           measurement="fraction of dropped units' outgoing weights that moved during the step (descend.Adam, 30 "
                       "steps after 20 of warm-up)",
-          criterion="> 0.5", threshold=0.5, direction=">"),
-    Claim(id="dropout-adam-dropped-step-smaller", source="seed 002, §4.4",
-          statement="… the descent step for those weights has a smaller magnitude.",
+          criterion="> 0.5", threshold=0.5, direction=">", scale="fraction"),
+    Claim(id="dropout-adam-dropped-step-smaller", source=f"{LECTURE}, §4.4",
+          statement="… whereas with a momentum based optimizer such as ADAM it means that the descent step for those "
+                    "weights has a smaller magnitude.",
+          quote="verbatim",
           measurement="mean |Δw| of dropped units' outgoing weights divided by that of kept units' (descend.Adam)",
-          criterion="ratio < 1", threshold=1.0, direction="<"),
+          criterion="ratio < 1", threshold=1.0, direction="<", scale="ratio"),
 ]
 
 
@@ -151,7 +161,7 @@ def dropped_unit_steps(seed: int, optimizer_class, lr: float, warmup: int = 20, 
 
 
 def run(ctx: Context) -> Result:
-    agreement = ensemble_agreement(ctx.seed, 800 if ctx.full else 200)
+    agreement = ensemble_agreement(ctx.seed, 800 if ctx.full else 120)
     gap = inverted_gap()
     sgd = dropped_unit_steps(ctx.seed, descend.SGD, 0.1)
     adam = dropped_unit_steps(ctx.seed, descend.Adam, 1e-3)
@@ -192,4 +202,5 @@ def draw(ctx: Context, agreement, sgd, adam) -> None:
     right.set_title("in a step that drops the unit: SGD 0, Adam still moves its weights", fontsize=10)
     ctx.save(figure, "dropout", caption="Left: one production pass with the weights scaled by p_keep predicts the class of "
              "the average over dropout masks and comes close to its test loss (an approximation, not an identity). Right: in a step where a unit is dropped, "
-             "SGD leaves its outgoing weights exactly in place while Adam's momentum still moves them, by less.")
+             "SGD leaves its outgoing weights exactly in place while Adam's momentum still moves them, by less.",
+             claims=[c.id for c in CLAIMS])

@@ -6,7 +6,7 @@ import math
 import matplotlib.pyplot as plt
 import torch
 
-from ..claims import Claim
+from ..claims import QUIZ, Claim
 from ..core import Context, Result
 
 NAME = "init-variance"
@@ -17,19 +17,23 @@ FAN_INS = (16, 64, 256)
 DRAWS = 5_000  # independent (w, x) draws per fan-in
 RELU_RATIO = 0.5 / (0.5 - 1 / (2 * math.pi))  # E[x²]/Var(x) for x = ReLU(z), z ~ N(0, 1)
 
+COST = {"run": 0.2}
+
 CLAIMS = [
-    Claim(id="init-variance-of-weighted-sum", source="seed 003, question 2 (c), derivation of Var(s)",
+    Claim(id="init-variance-of-weighted-sum", source=f"{QUIZ}, question 2 (c) hints, the derivation of Var(s)",
           statement="For s = Σᵢ wᵢxᵢ with independent, identically distributed, zero-mean wᵢ and xᵢ, "
                     "Var(s) = n·Var(w)·Var(x); so w = randn(n)/√n gives Var(s) = Var(x).",
+          quote="paraphrase", kind="worked check",
           measurement=f"largest |Var(s)/(n·Var(w)·Var(x)) − 1| over n ∈ {FAN_INS}, {DRAWS} draws each "
                       "(w ~ N(0, 1/n), x uniform with variance 1), sample variances",
-          criterion="< 0.1 (sampling error of a variance from 5000 draws: about 2%)", threshold=0.1, direction="<"),
-    Claim(id="init-variance-needs-zero-mean-inputs", source="seed 003, question 2 (c)",
-          statement="The derivation assumed zero-mean inputs; this is not generally the case: ReLU units have a "
-                    "positive mean, and then Var(s) = n·Var(w)·E[x²] exceeds n·Var(w)·Var(x).",
+          criterion="< 0.1 (sampling error of a variance from 5000 draws: about 2%)", threshold=0.1, direction="<",
+          scale="nonnegative"),
+    Claim(id="init-variance-needs-zero-mean-inputs", source=f"{QUIZ}, question 2 (c) hints",
+          statement="Note that this is not generally the case: For example ReLU units will have a positive mean.",
+          quote="verbatim", kind="worked check",
           measurement=f"Var(s)/(n·Var(w)·Var(x)) with x = ReLU(z), z ~ N(0, 1), n = 256 (predicted "
-                      f"E[x²]/Var(x) = {RELU_RATIO:.3f})",
-          criterion="> 1.2 (the formula underestimates Var(s))", threshold=1.2, direction=">"),
+                      f"E[x²]/Var(x) = {RELU_RATIO:.3f}: the derivation's formula then underestimates Var(s))",
+          criterion="> 1.2 (the formula underestimates Var(s))", threshold=1.2, direction=">", scale="ratio"),
 ]
 
 
@@ -59,7 +63,8 @@ def run(ctx: Context) -> Result:
         axis.set_xlabel("fan-in n"), axis.set_ylabel("Var(s) / (n·Var(w)·Var(x)) (dimensionless)")
         axis.set_title(f"s = Σ wᵢxᵢ with w ~ N(0, 1/n), {DRAWS} draws"), axis.legend(fontsize=8)
         ctx.save(figure, "variance", caption="With zero-mean inputs the derivation's Var(s) = n·Var(w)·Var(x) holds at "
-                 "every fan-in; with ReLU inputs (positive mean) Var(s) is E[x²]/Var(x) ≈ 1.47 times larger.")
+                 "every fan-in; with ReLU inputs (positive mean) Var(s) is E[x²]/Var(x) ≈ 1.47 times larger.",
+                 claims=[c.id for c in CLAIMS])
     summary = ("Var(s)/(n·Var(w)·Var(x)) for zero-mean inputs: " + ", ".join(f"n={n}: {r:.3f}" for n, r in uniform.items())
                + "; for ReLU inputs: " + ", ".join(f"n={n}: {r:.3f}" for n, r in relu.items())
                + f" (E[x²]/Var(x) = {RELU_RATIO:.3f}): with w ~ N(0, 1/n) and ReLU inputs, Var(s) = E[x²] = ½, which is "

@@ -10,7 +10,7 @@ import torch
 import descend
 
 from .. import data
-from ..claims import Claim
+from ..claims import LECTURE, Claim
 from ..core import Context, Result
 
 NAME = "l2-is-decay-for-sgd"
@@ -19,19 +19,23 @@ ORDER = 11  # beside the lab's experiment on the same topic (ties sort by NAME)
 
 LR, LAMBDA, STEPS = 0.1, 0.05, 200
 
+COST = {"run": 1.0}
+
 CLAIMS = [
-    Claim(id="sgd-l2-penalty-equals-decay", source="seed 002, eq. 4.26",
-          statement="Gradient descent on C̃(θ) = C(θ) + (λ/2)‖θ‖² is θ ← (1 − αλ)θ − α∇C(θ): in every iteration the "
-                    "parameters are multiplied by 1 − αλ, independently of the gradient.",
+    Claim(id="sgd-l2-penalty-equals-decay", source=f"{LECTURE}, §4.5, eq. (4.26)",
+          statement="Gradient descent on C̃(θ) = C(θ) + (λ/2)‖θ‖² is θ ← (1 − αλ)θ − α∇C(θ) (4.26).",
+          quote="paraphrase", kind="worked check",
           measurement=f"largest |θ difference| over {STEPS} full-batch steps (float64, α = {LR}, λ = {LAMBDA}, "
                       "logistic regression on digits) between descend.SGD on C + (λ/2)‖θ‖², descend.SGD(weight_decay=λ) "
                       "on C, and (1 − αλ)θ − α∇C written out, relative to the largest |θ|",
-          criterion="< 1e-12 (equal up to float64 rounding)", threshold=1e-12, direction="<", deterministic=True),
-    Claim(id="sgd-decay-without-gradient", source="seed 002, eq. 4.26",
-          statement="Independently of the value of the gradient, each iteration multiplies the previous parameter "
-                    "by 1 − αλ: with a zero gradient θ_t = (1 − αλ)^t θ₀.",
+          criterion="< 1e-12 (equal up to float64 rounding)", threshold=1e-12, direction="<", scale="nonnegative",
+          deterministic=True),
+    Claim(id="sgd-decay-without-gradient", source=f"{LECTURE}, §4.5, eq. (4.26)",
+          statement="That is, independently of the value of the gradient, in every iteration, (4.26) continues to "
+                    "decay the parameters, each time multiplying the previous parameter by a factor 1 − αλ.",
+          quote="paraphrase", kind="worked check",
           measurement=f"|θ_t/((1 − αλ)^t θ₀) − 1| after {STEPS} steps of descend.SGD(weight_decay=λ) with ∇C = 0",
-          criterion="< 1e-12", threshold=1e-12, direction="<", deterministic=True),
+          criterion="< 1e-12", threshold=1e-12, direction="<", scale="nonnegative", deterministic=True),
 ]
 
 
@@ -98,7 +102,8 @@ def run(ctx: Context) -> Result:
         right.set_xlabel("step"), right.set_ylabel("max |θ − θ_penalty| / max |θ| (dimensionless)")
         right.set_title("difference from SGD on C + (λ/2)‖θ‖²"), right.legend(fontsize=8)
         ctx.save(figure, "decay", caption="The three ways of writing SGD with an L2 penalty trace one trajectory "
-                 "(differences at float64 rounding, 1e-20 drawn for an exact 0); without decay ‖θ‖ grows.")
+                 "(differences at float64 rounding, 1e-20 drawn for an exact 0); without decay ‖θ‖ grows.",
+                 claims=[c.id for c in CLAIMS])
     summary = (f"Over {STEPS} steps, largest relative difference from SGD on C + (λ/2)‖θ‖²: "
                + ", ".join(f"{k} {v:.1e}" for k, v in gaps.items())
                + f". With ∇C = 0, θ_t/((1 − αλ)^t θ₀) − 1 is at most {decay:.1e}.")

@@ -2,6 +2,7 @@
 gradient is non-linear, and vanishes when every sample shares the minimizer (Fig. 4.2b)."""
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import matplotlib.pyplot as plt
@@ -10,48 +11,59 @@ import torch
 
 import descend
 
-from .. import data, plots
-from ..claims import Claim
+from .. import data, plots, tuning
+from ..claims import LECTURE, Claim
 from ..core import Context, Result
 
 NAME = "sgd-noise"
 TITLE = "SGD's noise: saddle escape, a biased mean, and identical minimizers"
 ORDER = 8  # beside the lab's experiment on the same topic (ties sort by NAME)
 
-SADDLE_SAMPLES, SADDLE_LR, SADDLE_STEPS = 10, 0.05, 300
+COST = {"tune": 0.6, "run": 0.4}
+
+SADDLE_SAMPLES, SADDLE_STEPS, SADDLE_TOLERANCE = 10, 300, 0.1
+SADDLE_GRID = (0.03, 0.1, 0.3)
 CHAINS, BIAS_LR, BIAS_STEPS = 20_000, 0.02, 30
 HULL_LR, HULL_STEPS = 0.1, 500
 
 CLAIMS = [
-    Claim(id="sgd-escapes-saddle-gd-stuck", source="seed 002, §4.2 (noisy trajectories escape saddle points)",
-          statement="At saddle points gradient descent stops completely; the noisy trajectories of SGD enable it to "
-                    "escape flat regions, saddle points and local minima.",
-          measurement=f"C(θ_GD) − C(θ_SGD) after {SADDLE_STEPS} steps (α = {SADDLE_LR}) on C = x² − y² + y⁴/2 + "
-                      f"mean of bᵢy over {SADDLE_SAMPLES} samples (Σbᵢ = 0), both started at (1, 0) on the saddle's "
-                      "stable manifold; the minima are at y = ±1 with C = −0.5",
-          criterion="> 0.25 (SGD got at least half-way down to the minimum's value)", threshold=0.25, direction=">"),
-    Claim(id="sgd-step-unbiased-at-fixed-theta", source="seed 002, eq. 4.12",
+    Claim(id="sgd-escapes-saddle-gd-stuck", source=f"{LECTURE}, §4.2",
+          statement="Such noisy trajectories may initially appear like a drawback, yet one advantage is that they "
+                    "enable the algorithm to escape flat regions, saddle points, and local minima.",
+          quote="verbatim",
+          measurement=f"steps to within {SADDLE_TOLERANCE} of a minimum (0, ±1) of C = x² − y² + y⁴/2 + mean of bᵢy "
+                      f"over {SADDLE_SAMPLES} samples (Σbᵢ = 0), from (1, y₀) with |y₀| = 1e-6 (next to the saddle's "
+                      "stable line): full-batch GD divided by SGD (one sample per step), each at its best α of a grid "
+                      f"widened until the best is inside; not arrived in {SADDLE_STEPS} steps counts as "
+                      f"{SADDLE_STEPS + 1}",
+          criterion="ratio > 1 (SGD leaves the saddle sooner)", threshold=1.0, direction=">", scale="ratio",
+          compares=("GD", "SGD")),
+    Claim(id="sgd-step-unbiased-at-fixed-theta", source=f"{LECTURE}, §4.2, eq. (4.12)",
           statement="With Iₜ uniform over {1, …, n}, E[∇C_{Iₜ}(θ)] = (1/n) Σᵢ ∇Cᵢ(θ) = ∇C(θ) for a fixed θ: the "
-                    "stochastic step is on average correct.",
+                    "stochastic step is “on average correct”.",
+          quote="paraphrase", kind="worked check",
           measurement="largest |mean over all n samples of ∇Cᵢ(θ) − ∇C(θ)| relative to the largest |∇C(θ)|, per-sample "
                       "gradients by autograd (float64 logistic regression on digits, n = 1347, random θ)",
-          criterion="< 1e-12", threshold=1e-12, direction="<", deterministic=True),
-    Claim(id="sgd-mean-differs-from-gd-nonlinear", source="seed 002, footnote 3",
-          statement="One might conclude that E[θ_SGD(t)] = θ_GD(t); in general this is not correct when ∇C(θ) is "
-                    "non-linear in θ.",
+          criterion="< 1e-12", threshold=1e-12, direction="<", scale="nonnegative", deterministic=True),
+    Claim(id="sgd-mean-differs-from-gd-nonlinear", source=f"{LECTURE}, §4.2, footnote 3",
+          statement="The reader might be tempted to conclude that E[θ_SGD(t)] = θ_GD(t) for all time t; however, in "
+                    "general this is not correct when ∇C(θ) is non-linear in θ.",
+          quote="paraphrase",
           measurement=f"|mean of {CHAINS} SGD chains − θ_GD| after {BIAS_STEPS} steps, in standard errors of the "
                       "mean, for Cᵢ(θ) = (θ − uᵢ)⁴/4 (gradient cubic in θ)",
           criterion="> 3 standard errors", threshold=3.0, direction=">"),
-    Claim(id="sgd-mean-equals-gd-linear", source="seed 002, footnote 3 and eq. 4.12",
+    Claim(id="sgd-mean-equals-gd-linear", source=f"{LECTURE}, §4.2, footnote 3 and eq. (4.12)",
           statement="When ∇C is linear in θ (quadratic Cᵢ), SGD's step is unbiased and E[θ_SGD(t)] = θ_GD(t).",
+          quote="paraphrase", kind="worked check",
           measurement="the same gap in standard errors for Cᵢ(θ) = aᵢ(θ − uᵢ)²/2",
-          criterion="< 3 standard errors", threshold=3.0, direction="<"),
-    Claim(id="sgd-converges-identical-minimizers", source="seed 002, Fig. 4.2 (b)",
-          statement="When the minimizers u₁ … u_n of the Cᵢ are identical, the convex hull is one point: SGD's "
+          criterion="< 3 standard errors", threshold=3.0, direction="<", scale="nonnegative"),
+    Claim(id="sgd-converges-identical-minimizers", source=f"{LECTURE}, §4.2, Figure 4.2 (b)",
+          statement="When the minimizers u₁ … uₙ of the Cᵢ are identical, the convex hull is one point: SGD's "
                     "noise vanishes there and it converges like gradient descent.",
+          quote="paraphrase", kind="worked check",
           measurement=f"distance of constant-step SGD (α = {HULL_LR}) to the common minimizer after {HULL_STEPS} "
                       "steps, Cᵢ = aᵢ(θ₁ − u₁)² + (θ₂ − u₂)² (eq. 4.13)",
-          criterion="< 1e-6", threshold=1e-6, direction="<"),
+          criterion="< 1e-6", threshold=1e-6, direction="<", scale="nonnegative"),
 ]
 
 
@@ -63,32 +75,45 @@ def unbiased_gap() -> float:
     full, = torch.autograd.grad(torch.nn.functional.cross_entropy(x @ weight, y), weight)
     per_sample = torch.func.vmap(torch.func.grad(lambda w, xi, yi: torch.nn.functional.cross_entropy(xi @ w, yi)),
                                  in_dims=(None, 0, 0))(weight.detach(), x, y)
-    return ((per_sample.mean(0) - full).abs().max() / full.abs().max()).item()
+    gap = ((per_sample.mean(0) - full).abs().max() / full.abs().max()).item()
+    return gap, full.flatten().numpy(), per_sample.mean(0).flatten().numpy()
 
 
-def saddle_paths(seed: int) -> dict[str, np.ndarray]:
+def saddle_path(seed: int, name: str, lr: float) -> np.ndarray:
+    """GD or SGD on C = x² − y² + y⁴/2 + mean(bᵢ)y from (1, ±1e-6), until within the tolerance of a minimum."""
     generator = torch.Generator().manual_seed(seed)
     b = torch.randn(SADDLE_SAMPLES, generator=generator, dtype=torch.float64)
-    b = b - b.mean()  # Σbᵢ = 0: the full gradient has no bᵢ term, so GD never leaves y = 0
+    b = b - b.mean()  # Σbᵢ = 0: the full gradient has no bᵢ term
+    start = 1e-6 * (1 if torch.rand(1, generator=generator).item() < 0.5 else -1)
     order = torch.randint(0, SADDLE_SAMPLES, (SADDLE_STEPS,), generator=generator)
-    paths = {}
-    for name in ("GD", "SGD"):
-        theta = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
-        optimizer = descend.SGD([theta], lr=SADDLE_LR)
-        path = [theta.detach().numpy().copy()]
-        for step in range(SADDLE_STEPS):
-            x, y = theta.tolist()
-            noise = 0.0 if name == "GD" else b[order[step]].item()
-            theta.grad = torch.tensor([2 * x, -2 * y + 2 * y**3 + noise], dtype=torch.float64)
-            optimizer.step()
-            path.append(theta.detach().numpy().copy())
-        paths[name] = np.array(path)
-    return paths
+    theta = torch.tensor([1.0, start], dtype=torch.float64, requires_grad=True)
+    optimizer = descend.SGD([theta], lr=lr, nonfinite="ignore")
+    path = [theta.detach().numpy().copy()]
+    for step in range(SADDLE_STEPS):
+        x, y = theta.tolist()
+        noise = 0.0 if name == "GD" else b[order[step]].item()
+        theta.grad = torch.tensor([2 * x, -2 * y + 2 * y**3 + noise], dtype=torch.float64)
+        optimizer.step()
+        path.append(theta.detach().numpy().copy())
+        if not np.all(np.isfinite(path[-1])) or np.abs(path[-1]).max() > 1e6:
+            break
+        if math.hypot(path[-1][0], abs(path[-1][1]) - 1) < SADDLE_TOLERANCE:
+            break
+    return np.array(path)
 
 
-def saddle_loss(point: np.ndarray) -> float:
-    x, y = point
-    return float(x**2 - y**2 + y**4 / 2)
+def arrival(path: np.ndarray) -> float:
+    """Steps to the tolerance; SADDLE_STEPS + 1 when not there, inf when diverged."""
+    last = path[-1]
+    if not np.all(np.isfinite(last)) or np.abs(last).max() > 1e6:
+        return math.inf
+    return len(path) - 1 if math.hypot(last[0], abs(last[1]) - 1) < SADDLE_TOLERANCE else SADDLE_STEPS + 1
+
+
+def tune(ctx: Context) -> dict:
+    return {name: tuning.search(tuning.one_at_a_time(lambda lr, name=name: arrival(saddle_path(ctx.seed, name, lr))),
+                                [tuning.lr_axis(*SADDLE_GRID)],
+                                metric=f"steps to within {SADDLE_TOLERANCE} of a minimum") for name in ("GD", "SGD")}
 
 
 def mean_gap(seed: int, gradient) -> tuple[float, np.ndarray, float]:
@@ -139,24 +164,32 @@ def hull_distance(seed: int, identical: bool) -> np.ndarray:
 
 
 def run(ctx: Context) -> Result:
-    paths = saddle_paths(ctx.seed)
-    escape = saddle_loss(paths["GD"][-1]) - saddle_loss(paths["SGD"][-1])
+    paths = {name: saddle_path(ctx.seed, name, ctx.tuned[name]["best"]["lr"]) for name in ("GD", "SGD")}
+    escape = arrival(paths["GD"]) / arrival(paths["SGD"])
     quartic_gap, quartic_chains, quartic_gd = mean_gap(ctx.seed, quartic_gradient)
     linear_gap, _, _ = mean_gap(ctx.seed + 7919, quadratic_gradient)
     identical, distinct = hull_distance(ctx.seed, True), hull_distance(ctx.seed, False)
-    unbiased = unbiased_gap()
+    unbiased, full_gradient, mean_gradient = unbiased_gap()
     effects = {"sgd-escapes-saddle-gd-stuck": escape, "sgd-step-unbiased-at-fixed-theta": unbiased, "sgd-mean-differs-from-gd-nonlinear": quartic_gap,
                "sgd-mean-equals-gd-linear": linear_gap, "sgd-converges-identical-minimizers": float(identical[-1])}
     if ctx.figures_wanted:
         draw(ctx, paths, quartic_chains, quartic_gd, identical, distinct)
-    summary = (f"Mean per-sample gradient against the full gradient: relative gap {unbiased:.1e}. Saddle: GD ends at {np.round(paths['GD'][-1], 4).tolist()} (C = {saddle_loss(paths['GD'][-1]):.3g}, "
-               f"still on y = 0), SGD at {np.round(paths['SGD'][-1], 3).tolist()} (C = "
-               f"{saddle_loss(paths['SGD'][-1]):.3f}). Mean of {CHAINS} SGD chains against GD after {BIAS_STEPS} steps: "
+        figure, axis = plt.subplots(figsize=(5, 4.5))
+        axis.plot(full_gradient, mean_gradient, ".", markersize=3, color=ctx.color("SGD"))
+        axis.plot(*[[full_gradient.min(), full_gradient.max()]] * 2, "k--", linewidth=0.8, label="equal")
+        axis.set_xlabel("∇C(θ), entry by entry"), axis.set_ylabel("mean over the n samples of ∇Cᵢ(θ)")
+        axis.set_title(f"eq. (4.12) at a random θ: largest gap {unbiased:.1e}"), axis.legend(fontsize=8)
+        ctx.save(figure, "unbiased", caption="Every entry of the mean per-sample gradient lies on the diagonal: the "
+                 "uniformly drawn sample's gradient is on average the full gradient.",
+                 claims=["sgd-step-unbiased-at-fixed-theta"])
+    summary = (f"Mean per-sample gradient against the full gradient: relative gap {unbiased:.1e}. Saddle, steps to a "
+               f"minimum from |y₀| = 1e-6: GD {arrival(paths['GD']):g} (α {ctx.tuned['GD']['best']['lr']:g}), SGD "
+               f"{arrival(paths['SGD']):g} (α {ctx.tuned['SGD']['best']['lr']:g}). Mean of {CHAINS} SGD chains against GD after {BIAS_STEPS} steps: "
                f"{quartic_gap:.1f} standard errors apart for the quartic Cᵢ (mean {quartic_chains.mean():.4f}, GD "
                f"{quartic_gd:.4f}), {linear_gap:.1f} for the quadratic Cᵢ. Identical minimizers: SGD ends "
                f"{identical[-1]:.1e} from them; with distinct minimizers it still wanders {distinct[-100:].mean():.2f} "
                "from the minimum.")
-    numbers = {"unbiased_relative_gap": unbiased, "saddle_final": {k: v[-1].tolist() for k, v in paths.items()}, "saddle_loss_gap": escape,
+    numbers = {"unbiased_relative_gap": unbiased, "saddle_steps": {k: arrival(v) for k, v in paths.items()},
                "quartic_gap_standard_errors": quartic_gap, "quartic_sgd_mean": float(quartic_chains.mean()),
                "quartic_gd": quartic_gd, "linear_gap_standard_errors": linear_gap,
                "identical_minimizers_final_distance": float(identical[-1]),
@@ -173,7 +206,7 @@ def draw(ctx: Context, paths, chains, gd_final, identical, distinct) -> None:
         left.plot(path[:, 0], path[:, 1], color=ctx.color(name), linewidth=1.8, label=name)
     left.plot(0, 0, "kx", markersize=10, label="saddle (0, 0)")
     left.set_xlabel("x"), left.set_ylabel("y"), left.legend(fontsize=8)
-    left.set_title("C = x² − y² + y⁴/2: GD rides y = 0 into the saddle")
+    left.set_title("C = x² − y² + y⁴/2 from (1, ±1e-6): GD crawls off the saddle")
     middle.hist(chains, bins=80, color=ctx.color("SGD"), alpha=0.7, label=f"{len(chains)} SGD chains")
     middle.axvline(chains.mean(), color=ctx.color("SGD"), linestyle="--", label=f"SGD mean {chains.mean():.3f}")
     middle.axvline(gd_final, color=ctx.color("GD"), linewidth=2, label=f"GD {gd_final:.3f}")
@@ -183,12 +216,14 @@ def draw(ctx: Context, paths, chains, gd_final, identical, distinct) -> None:
     right.semilogy(distinct, color=ctx.color("SGD"), linestyle=":", label="distinct minimizers (Fig. 4.2a)")
     right.set_xlabel("step"), right.set_ylabel("distance to the minimum of C"), right.legend(fontsize=8)
     right.set_title(f"constant-step SGD, α = {HULL_LR}")
-    ctx.save(figure, "noise", caption="Left: started on the saddle's stable manifold, GD converges to the saddle "
-             "while SGD's noise pushes it off to a minimum. Middle: with a cubic gradient the SGD chains' mean sits "
-             "away from GD's iterate. Right: SGD's noise vanishes only when all samples share the minimizer.")
+    ctx.save(figure, "noise", caption="Left: started a hair off the saddle's stable line, GD (each at its best "
+             "α) lingers at the saddle before it leaves, while SGD's noise pushes it off at once. Middle: with a cubic gradient the SGD chains' mean sits "
+             "away from GD's iterate. Right: SGD's noise vanishes only when all samples share the minimizer.",
+             claims=[c.id for c in CLAIMS if c.id != "sgd-step-unbiased-at-fixed-theta"])
     xs, ys = np.meshgrid(np.linspace(-1.2, 1.2, 100), np.linspace(-1.5, 1.5, 100))
-    spec = plots.trajectories(paths, "GD and SGD from (1, 0) on C = x² − y² + y⁴/2",
+    spec = plots.trajectories(paths, "GD and SGD from (1, ±1e-6) on C = x² − y² + y⁴/2",
                               contour=(xs, ys, xs**2 - ys**2 + ys**4 / 2), x_title="x", y_title="y",
                               bounds=((-1.2, 1.2), (-1.5, 1.5)))
-    ctx.interactive(spec, "saddle", caption="Slide through the steps: GD heads straight for the saddle at (0, 0) "
-                    "and stays; SGD's noise tips it off y = 0 and it rolls down to a minimum at y = ±1.")
+    ctx.interactive(spec, "saddle", caption="Slide through the steps: GD heads for the saddle at (0, 0) and waits "
+                    "there until the tiny offset grows; SGD's noise tips it off y = 0 at once and it rolls down to a "
+                    "minimum at y = ±1.", claims=["sgd-escapes-saddle-gd-stuck"])
