@@ -88,9 +88,12 @@ def test_catalog_lists_every_public_optimizer_class_and_the_named_variants():
     catalog = api.optimizer_catalog()
     public = [n for n in descend.__all__ if isinstance(getattr(descend, n), type)
               and issubclass(getattr(descend, n), descend.ChainOptimizer) and n != "ChainOptimizer"]
-    sparse_only = {n for n in public if getattr(descend, n).sparse_gradients}  # a landscape's gradient is dense
-    assert sparse_only == {"SparseAdam"} and set(public) - sparse_only <= set(catalog)
-    assert not sparse_only & set(catalog)
+    # a landscape's θ is one dense vector: no class for sparse gradients, matrices only, or marked groups
+    not_offered = {n for n in public if getattr(descend, n).sparse_gradients or getattr(descend, n).matrices_only}
+    assert not_offered == {"SparseAdam", "Muon"} and api.NOT_ON_A_LANDSCAPE == {"MuonWithAuxAdamW"}
+    not_offered |= api.NOT_ON_A_LANDSCAPE
+    assert set(public) - not_offered <= set(catalog)
+    assert not not_offered & set(catalog)
     for variant in ("SGD momentum (EMA form)", "SGD momentum (velocity form)", "Nesterov (reformulated)",
                     "Nesterov (look-ahead)", "Adam (no bias correction)", "SAM (SGD)", "Adafactor"):
         assert variant in catalog

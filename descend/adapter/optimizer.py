@@ -97,10 +97,11 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
 
     ``sparse_gradients`` (a class attribute): True for a class that takes sparse COO gradients only, as
     torch.optim.SparseAdam: it updates the rows each gradient names (descend.adapter.sparse); every other
-    class refuses them.
+    class refuses them.  ``matrices_only``: True for a class that takes 2-D parameters only (Muon).
     """
 
     sparse_gradients: ClassVar[bool] = False
+    matrices_only: ClassVar[bool] = False
 
     def __init__(self, params: Iterable, defaults: dict[str, Any], nonfinite: str = "raise", fused: bool | None = None,
                  foreach: bool | None = None, state_dtype: Any = None, max_grad_norm: float | None = None):

@@ -83,6 +83,7 @@ class Muon(ChainOptimizer):
     """
 
     state_keys = frozenset({"momentum_buffer"})
+    matrices_only = True
 
     def __init__(
         self,

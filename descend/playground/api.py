@@ -97,14 +97,20 @@ VARIANTS = (
 )
 
 
+# classes a landscape's θ (one dense vector) cannot show: MuonWithAuxAdamW needs groups marked use_muon (a model's
+# matrices and the rest), and on one vector it would be AdamW
+NOT_ON_A_LANDSCAPE = frozenset({"MuonWithAuxAdamW"})
+
+
 def public_optimizer_classes() -> dict[str, type]:
     """descend's public optimizer classes: the ``ChainOptimizer`` subclasses in ``descend.__all__`` (but those that
-    take sparse gradients only: a landscape's gradient is dense), then SAM."""
+    take sparse gradients only, or matrices only, and ``NOT_ON_A_LANDSCAPE``: a landscape's θ is one dense
+    vector), then SAM."""
     classes = {}
     for name in descend.__all__:
         obj = getattr(descend, name, None)
         if isinstance(obj, type) and issubclass(obj, descend.ChainOptimizer) and obj is not descend.ChainOptimizer \
-                and not obj.sparse_gradients:
+                and not obj.sparse_gradients and not obj.matrices_only and name not in NOT_ON_A_LANDSCAPE:
             classes[name] = obj
     classes["SAM"] = descend.SAM
     return classes

@@ -39,7 +39,7 @@ const PRESETS = {
       "At α = 0.1 the path creeps (after 60 steps the loss has only fallen by a factor 4); at α = 1 it " +
       "reaches the minimum; at α = 2.1, just above 2/λ_max = 2, every step overshoots further than the last " +
       "and the run leaves the window.",
-    claims: ["gd-diverges-above-two-over-lambda-max", "lr-too-low-or-too-high-learns-less"],
+    claims: ["gd-diverges-above-two-over-lambda-max", "lr-too-low-needs-many-more-updates", "lr-too-high-diverges"],
   },
   "Momentum β ∈ {0, 0.5, 0.9}, α = 0.001/(1−β), on Rosenbrock (Fig. 4.1)": {
     landscape: "rosenbrock", params: {}, start: [-1.2, 1.0], steps: 1000, seed: 0,
