@@ -83,7 +83,8 @@ def train(split: data.Split, seed: int, name: str, lr: float, steps: int) -> tup
         numbers["test_loss_at_y"] = data.evaluate(model, split.x_test, split.y_test)[0]
         optimizer.eval()  # the parameters hold the average x
     numbers["test_loss"], numbers["test_accuracy"] = data.evaluate(model, split.x_test, split.y_test)
-    return numbers, {"loss": losses[::5], "lr": rates}
+    blocks = [sum(losses[i:i + 5]) / len(losses[i:i + 5]) for i in range(0, len(losses), 5)]
+    return numbers, {"loss": blocks, "lr": rates}
 
 
 def tune(ctx: Context) -> dict:
@@ -118,23 +119,28 @@ def run(ctx: Context) -> Result:
 
 
 def draw(ctx: Context, numbers: dict[str, dict], curves: dict[str, dict], steps: int) -> None:
-    figure, (grid, training, rates) = plt.subplots(1, 3, figsize=(15, 4.3))
+    figure, (grid, training, rates) = plt.subplots(1, 3, figsize=(16, 4.3))
+    figure.subplots_adjust(wspace=0.3)
     colours = {COSINE: ctx.color("AdamW"), FREE: ctx.color("schedule-free")}
     for name in (COSINE, FREE):
         record = ctx.tuned[name]
         lrs = record["grid"]["lr"]
         scores = {row["lr"]: row["score"] for row in record["scores"]}
         grid.semilogx(lrs, [scores[lr] for lr in lrs], "o-", color=colours[name], label=name)
-        r, at = numbers[name], [5 * i for i in range(len(curves[name]["loss"]))]
-        training.semilogy(at, curves[name]["loss"], color=colours[name], alpha=0.8,
-                          label=f"{name}: test loss {r['test_loss']:.3f}" + (" (at x)" if name == FREE else ""))
+        r, at = numbers[name], [5 * i + 3 for i in range(len(curves[name]["loss"]))]
+        training.semilogy(at, curves[name]["loss"], color=colours[name], alpha=0.8, label=f"{name}: training")
+        training.plot([steps], [r["test_loss"]], "o", color=colours[name],
+                      label=f"{name}: test loss {r['test_loss']:.3f}" + (" (at x)" if name == FREE else ""))
         rates.plot([5 * i + 1 for i in range(len(curves[name]["lr"]))], curves[name]["lr"], color=colours[name],
                    label=f"{name} (lr {r['lr']:g})")
-    training.axhline(numbers[FREE]["test_loss_at_y"], color=colours[FREE], linestyle=":",
-                     label=f"schedule-free's test loss at y: {numbers[FREE]['test_loss_at_y']:.3f}")
+    training.plot([steps], [numbers[FREE]["test_loss_at_y"]], "x", color=colours[FREE],
+                  label=f"{FREE}: test loss {numbers[FREE]['test_loss_at_y']:.3f} at y")
+    every_lr = sorted({lr for name in (COSINE, FREE) for lr in ctx.tuned[name]["grid"]["lr"]})
+    grid.set_xticks(every_lr, [f"{lr:g}" for lr in every_lr]), grid.minorticks_off()
     grid.set_xlabel("peak learning rate (log scale)"), grid.set_ylabel("validation cross-entropy (nats)")
     grid.set_title("each one's lr grid (tuning seed)"), grid.legend(fontsize=8)
-    training.set_xlabel("step"), training.set_ylabel("mini-batch training loss (nats)"), training.legend(fontsize=8)
+    training.set_xlabel("step"), training.set_ylabel("cross-entropy (nats; training: mean of 5 mini-batches)")
+    training.legend(fontsize=7)
     training.set_title("at each one's tuned lr (first seed)")
     rates.set_xlabel("step"), rates.set_ylabel("learning rate"), rates.legend(fontsize=8)
     rates.set_title(f"the rates they step with ({steps} steps)")

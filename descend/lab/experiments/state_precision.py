@@ -106,8 +106,8 @@ def train(split: data.Split, seed: int, state_dtype, lr: float, steps: int) -> t
     torch.manual_seed(seed)
     model = data.mlp(784, HIDDEN, 10, depth=1)
     optimizer = descend.AdamW(model.parameters(), lr=lr, state_dtype=state_dtype)
-    curve = data.train(model, optimizer, split, steps, batch_size=BATCH, generator=torch.Generator().manual_seed(seed),
-                       record_every=5)
+    losses = data.train(model, optimizer, split, steps, batch_size=BATCH, generator=torch.Generator().manual_seed(seed))
+    curve = [sum(losses[i:i + 5]) / len(losses[i:i + 5]) for i in range(0, len(losses), 5)]  # means of 5 steps
     test_loss, test_accuracy = data.evaluate(model, split.x_test, split.y_test)
     parameters = sum(p.numel() for p in model.parameters())
     return {"test_loss": test_loss, "test_accuracy": test_accuracy, "state_bytes": state_bytes(optimizer),
@@ -160,18 +160,21 @@ def run(ctx: Context) -> Result:
 def draw(ctx: Context, numbers: dict[str, dict], curves: dict[str, list[float]]) -> None:
     names = list(numbers)
     colours = style.distinct(names)
-    figure, (grid, training, memory) = plt.subplots(1, 3, figsize=(15, 4.3))
+    figure, (grid, training, memory) = plt.subplots(1, 3, figsize=(16, 4.3))
+    figure.subplots_adjust(wspace=0.3)
     for name in names:
         record = ctx.tuned[name]
         lrs = record["grid"]["lr"]
         scores = {row["lr"]: row["score"] for row in record["scores"]}
         grid.semilogx(lrs, [scores[lr] for lr in lrs], "o-", color=colours[name], label=name, alpha=0.8)
         r = numbers[name]
-        training.semilogy([5 * i for i in range(len(curves[name]))], curves[name], color=colours[name], alpha=0.8,
+        training.semilogy([5 * i + 3 for i in range(len(curves[name]))], curves[name], color=colours[name], alpha=0.8,
                           label=f"{name}: test loss {r['test_loss']:.3f}, accuracy {r['test_accuracy']:.3f}")
+    every_lr = sorted({lr for name in names for lr in ctx.tuned[name]["grid"]["lr"]})
+    grid.set_xticks(every_lr, [f"{lr:g}" for lr in every_lr]), grid.minorticks_off()
     grid.set_xlabel("learning rate (log scale)"), grid.set_ylabel("validation cross-entropy (nats)")
     grid.set_title("each arm's lr grid (tuning seed)"), grid.legend(fontsize=8)
-    training.set_xlabel("step"), training.set_ylabel("mini-batch training loss (nats)"), training.legend(fontsize=8)
+    training.set_xlabel("step"), training.set_ylabel("training loss (nats, mean of 5 mini-batches)"), training.legend(fontsize=8)
     training.set_title("at each arm's tuned lr (first seed)")
     per_parameter = [numbers[n]["bytes_per_parameter"] for n in names]
     memory.bar(range(len(names)), per_parameter, color=[colours[n] for n in names])
