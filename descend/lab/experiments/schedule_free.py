@@ -7,6 +7,8 @@ averages its iterates. Its parameters hold the gradient point ``y`` after ``opti
 """
 from __future__ import annotations
 
+import math
+
 import matplotlib.pyplot as plt
 import torch
 
@@ -94,7 +96,7 @@ def tune(ctx: Context) -> dict:
     def validation_loss(name):
         def score(lr):
             loss = train(validation, ctx.seed, name, lr, steps)[0]["test_loss"]
-            return loss if loss == loss else float("inf")
+            return loss if math.isfinite(loss) else math.inf
         return tuning.one_at_a_time(score)
 
     metric = f"validation cross-entropy after {steps} steps"

@@ -6,6 +6,8 @@ declares ``state_dtype="8bit"`` (``"8bit" in descend.plan.state.STATE_DTYPES``),
 """
 from __future__ import annotations
 
+import math
+
 import matplotlib.pyplot as plt
 import torch
 
@@ -61,7 +63,7 @@ def claims_for(state_dtype) -> list[Claim]:
     """The three claims of one low-precision arm: test loss and accuracy within a margin of float32's, and its bytes."""
     name, slug, compares = NAMES[state_dtype], SLUGS[state_dtype], (label(state_dtype), label(REFERENCE))
     threshold, direction, criterion = _BYTES[state_dtype]
-    common = dict(source=_SOURCES[state_dtype], quote="paraphrase", beyond_course=True)
+    common = {"source": _SOURCES[state_dtype], "quote": "paraphrase", "beyond_course": True}
     return [
         Claim(id=f"{slug}-state-test-loss-matches-float32", **common,
               statement=f"Keeping AdamW's moments in {name} instead of float32 leaves the trained model as good: "
@@ -121,7 +123,7 @@ def tune(ctx: Context) -> dict:
     def validation_loss(state_dtype):
         def score(lr):
             loss = train(validation, ctx.seed, state_dtype, lr, steps)[0]["test_loss"]
-            return loss if loss == loss else float("inf")
+            return loss if math.isfinite(loss) else math.inf
         return tuning.one_at_a_time(score)
 
     metric = f"validation cross-entropy after {steps} steps"
