@@ -164,19 +164,27 @@ INLINE void f16_narrow(const float *restrict src, uint16_t *restrict dst, int64_
 /* Stochastic rounding into bfloat16 state (state_dtype=torch.bfloat16): adding 16 random bits below the
  * kept ones before truncating rounds up with probability equal to the dropped fraction, so the stored
  * value is unbiased and a slow EMA (β = 0.999) still moves; round-to-nearest would freeze it.  The bits are
- * a hash of the element's offset and the parameter's step count; one hash serves two state entries (lanes
- * 2p and 2p+1 take its low and high halves).  descend.plan.state computes the same on the reference path. */
-INLINE uint32_t sr_seed(uint32_t pair, double t) {
-  return (pair + 1u) * 0x27D4EB2Fu + (uint32_t)(int64_t)t * 0x165667B1u;
-}
+ * one hash per element and update, of the element's offset and the parameter's step count (the murmur3
+ * finaliser: two multiplies), shared by all the element's state entries: lanes 0 and 1 take its low and
+ * high halves, lanes 2p and 2p+1 (p >= 1) those of sr_more(h, p), one multiply more.  descend.plan.state
+ * computes the same on the reference path. */
+INLINE uint32_t sr_seed(double t) { return (uint32_t)(int64_t)t * 0x165667B1u + 0x27D4EB2Fu; }
 
 INLINE uint32_t sr_bits(int64_t j, uint32_t seed) {
-  uint32_t x = (uint32_t)j * 0x9E3779B1u + seed;
+  uint32_t x = (uint32_t)j + seed;
   x ^= x >> 16;
   x *= 0x85EBCA6Bu;
   x ^= x >> 13;
   x *= 0xC2B2AE35u;
   x ^= x >> 16;
+  return x;
+}
+
+INLINE uint32_t sr_more(uint32_t h, uint32_t pair) {
+  uint32_t x = h ^ (pair * 0x9E3779B9u);
+  x ^= x >> 15;
+  x *= 0x2C1B3C6Du;
+  x ^= x >> 12;
   return x;
 }
 

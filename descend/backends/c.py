@@ -336,8 +336,10 @@ class _Printer:
         stores = [self.store_line(role, node, blocked) for role, node in phase.stores]
         pairs = sorted({self.lanes[role] // 2 for role, _ in phase.stores
                         if role in self.lanes and self.storage(role) == torch.bfloat16})
-        hashes = [f"const uint32_t h{p} = sr_bits(j, seed{p});" for p in pairs]
-        seeds = [f"const uint32_t seed{p} = sr_seed({p}u, t);" for p in pairs]
+        # one hash per element, shared by all its entries (sr_more derives lanes 2 and up from it)
+        hashes = ["const uint32_t h0 = sr_bits(j, seed);"] * bool(pairs)
+        hashes += [f"const uint32_t h{p} = sr_more(h0, {p}u);" for p in pairs if p]
+        seeds = ["const uint32_t seed = sr_seed(t);"] * bool(pairs)
         element_loop = hashes + body + accumulate + stores
         if not self.factored and not phase.reductions:
             return self.slice_pass(prologue + seeds + casts, element_loop, check, blocked)
@@ -381,10 +383,11 @@ class _Printer:
 
     @staticmethod
     def in_blocks(blocked: dict, lo: str, hi: str, loop: list[str]) -> list[str]:
-        """``loop`` (over ``[jb, je)``) for the blocks of ``[lo, hi)``: the float16 roles it reads are widened
-        into float buffers before it, those it writes narrowed from them after it."""
+        """``loop`` (over ``[@JB@, @JE@)``) for the blocks ``[jb, je)`` of ``[lo, hi)``: the float16 roles it reads
+        are widened into float buffers before it, those it writes narrowed from them after it."""
         if not blocked:
-            return [f"const int64_t jb = {lo}, je = {hi};", *loop]
+            return [line.replace("@JB@", lo).replace("@JE@", hi) for line in loop]
+        loop = [line.replace("@JB@", "jb").replace("@JE@", "je") for line in loop]
         lines = [f"float F_{role_var(role)}[F16_BLOCK];" for role in blocked]
         lines += [f"for (int64_t jb = {lo}; jb < {hi}; jb += F16_BLOCK) {{",
                   f"  const int64_t je = jb + F16_BLOCK < {hi} ? jb + F16_BLOCK : {hi};"]
@@ -413,7 +416,7 @@ class _Printer:
                   "  (void)B; (void)N; (void)M;", "  const double t = steps[i]; (void)t;"]
         lines += ["  " + line for line in self.temp_pointer_lines()]
         lines += ["  " + line for line in prologue]
-        loop = ["for (int64_t j = jb; j < je; j++) {", *("  " + line for line in element_loop), "}"]
+        loop = ["for (int64_t j = @JB@; j < @JE@; j++) {", *("  " + line for line in element_loop), "}"]
         lines += ["  uint32_t found = 0;", *("  " + line for line in self.in_blocks(blocked, "lo", "hi", loop))]
         lines += ["  REPORT(found);" if check else "  (void)found;", "});"]
         return lines
@@ -461,9 +464,9 @@ class _Printer:
         body += ["      " + line for line in element_loop]
         simd = "#pragma omp simd" + (" reduction(| : found)" if check else "")
         # (a float16 block is a whole number of LANES long: every element keeps its lane)
-        loop = ["int64_t j0 = jb;", "for (; j0 + LANES <= je; j0 += LANES) {", f"  {simd}",
+        loop = ["int64_t j0 = @JB@;", "for (; j0 + LANES <= @JE@; j0 += LANES) {", f"  {simd}",
                 "  for (int l = 0; l < LANES; l++) {", *(line[2:] for line in body), "  }", "}",
-                "for (int l = 0; j0 + l < je; l++) {", *(line[4:] for line in body), "}"]
+                "for (int l = 0; j0 + l < @JE@; l++) {", *(line[4:] for line in body), "}"]
         lines += ["    " + line for line in self.in_blocks(blocked or {}, "lo", "hi", loop)]
         for q, op in rows:
             lines.append(f"    {{ double acc = {_start(op)}; for (int l = 0; l < LANES; l++) "
@@ -503,7 +506,8 @@ class _Printer:
             value = self.temp(node, index) if id(node) in self.temps else self.between_value(node, {index: index}, [])
             lane = self.lanes.get(role)
             if lane is not None and storage == torch.bfloat16:
-                bits = f"sr_bits({index}, sr_seed({lane // 2}u, t))" + (" >> 16" if lane % 2 else "")
+                bits = f"sr_bits({index}, sr_seed(t))"
+                bits = (f"sr_more({bits}, {lane // 2}u)" if lane // 2 else bits) + (" >> 16" if lane % 2 else "")
                 store = f"f32_to_bf16_stochastic((float)({value}), {bits})"
             else:
                 store = C_STORE[storage].format(value)
