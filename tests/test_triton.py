@@ -130,6 +130,22 @@ def test_triton_kernel_equals_reference_chain(name, dtype, interpreted, launches
             torch.testing.assert_close(state[key], expected[key], **tolerance)
 
 
+@pytest.mark.parametrize("cls, kwargs", [(descend.Adam, dict(lr=0.01)), (descend.AdamW, dict(lr=0.01, amsgrad=True)),
+                                         (descend.SGD, dict(lr=0.05, momentum=0.9))], ids=["Adam", "AdamW", "SGD"])
+def test_triton_kernel_keeps_float16_state(cls, kwargs, interpreted, launches):
+    """``state_dtype=torch.float16`` (torch fused's float16 moments) in the Triton kernel, as on the reference path."""
+    for ours, reference, optimizer, reference_optimizer in side_by_side(
+            cls, dict(kwargs, state_dtype=torch.float16), torch.float16, 2, resync=True):
+        for o, r in zip(ours, reference):
+            torch.testing.assert_close(o, r, **rounding(torch.float16))
+    assert len(launches) == 2
+    for o, r in zip(ours, reference):
+        for key, value in optimizer.state[o].items():
+            if key != "step":
+                assert value.dtype == reference_optimizer.state[r][key].dtype == torch.float16
+                torch.testing.assert_close(value, reference_optimizer.state[r][key], rtol=2e-3, atol=1e-5)
+
+
 # one case per built-in step and setting, so that a wrong formula fails here too, not only a wrong printer
 TORCH_CASES = [
     ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.05)),

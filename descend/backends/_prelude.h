@@ -79,22 +79,112 @@ INLINE uint16_t f32_to_bf16(float x) {
   return (uint16_t)(bits >> 16);
 }
 
+/* float16 is kept as its bits (uint16_t) and converted in blocks: AVX-512 (_mm512_cvtph_ps / _mm512_cvtps_ph,
+ * 16 at a time) where the kernel is built with it, F16C (8 at a time) otherwise, and the integer conversion
+ * below for the tails and where neither is available (or DESCEND_F16_PORTABLE is defined).  All of them give
+ * the same bits (tests/test_float16.py checks every half and every float): widening is exact, a NaN stays a
+ * quiet NaN with its payload; narrowing rounds to nearest, ties to even, overflows to ±inf and keeps a NaN's
+ * sign and the top of its payload, quieted.  (These are the bits gcc's `_Float16` casts give.) */
+#if !defined(DESCEND_F16_PORTABLE) && (defined(__AVX512F__) || defined(__F16C__))
+#include <immintrin.h>
+#endif
+#if !defined(DESCEND_F16_PORTABLE) && defined(__AVX512F__)
+#define F16_PATH 2
+#elif !defined(DESCEND_F16_PORTABLE) && defined(__F16C__)
+#define F16_PATH 1
+#else
+#define F16_PATH 0
+#endif
+#define F16_BLOCK 512 /* elements of a float16 role widened at once in a kernel's element loop */
+
+INLINE float f16_to_f32(uint16_t h) {
+  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
+  uint32_t bits;
+  if (exponent == 0x1fu) { /* ±inf, NaN (quieted) */
+    bits = 0x7f800000u | (mantissa << 13) | (mantissa ? 0x400000u : 0u);
+  } else if (exponent == 0) { /* ±0 and subnormals: mantissa · 2^-24, a normal float, exactly */
+    const float value = (float)mantissa * 0x1p-24f;
+    memcpy(&bits, &value, sizeof bits);
+  } else {
+    bits = ((exponent + 112u) << 23) | (mantissa << 13);
+  }
+  bits |= sign;
+  float x;
+  memcpy(&x, &bits, sizeof x);
+  return x;
+}
+
+INLINE uint16_t f32_to_f16(float x) {
+  uint32_t bits;
+  memcpy(&bits, &x, sizeof bits);
+  const uint32_t sign = (bits >> 16) & 0x8000u, a = bits & 0x7fffffffu;
+  uint32_t h;
+  if (a > 0x7f800000u) { /* NaN: quiet, the top 10 bits of the payload */
+    h = 0x7e00u | ((a >> 13) & 0x3ffu);
+  } else if (a >= 0x477ff000u) { /* at least 65520 (halfway past the largest half, 65504): ±inf */
+    h = 0x7c00u;
+  } else if (a >= 0x38800000u) { /* a normal half: drop 13 bits, to nearest, ties to even */
+    h = (a + 0xfffu + ((a >> 13) & 1u)) >> 13;
+    h -= 112u << 10;
+  } else if (a >= 0x33000000u) { /* a subnormal half (or the smallest normal, rounded up): a · 2^24 */
+    const uint32_t exponent = a >> 23, mantissa = (a & 0x7fffffu) | 0x800000u, shift = 126u - exponent;
+    const uint32_t kept = mantissa >> shift, rest = mantissa & ((1u << shift) - 1u), halfway = 1u << (shift - 1u);
+    h = kept + (rest > halfway || (rest == halfway && (kept & 1u)));
+  } else { /* below half the smallest subnormal, 2^-25 (which itself ties to 0): ±0 */
+    h = 0;
+  }
+  return (uint16_t)(sign | h);
+}
+
+/* dst[0..n) = src[0..n) widened; and narrowed. */
+INLINE void f16_widen(const uint16_t *restrict src, float *restrict dst, int64_t n) {
+  int64_t k = 0;
+#if F16_PATH == 2
+  for (; k + 16 <= n; k += 16) _mm512_storeu_ps(dst + k, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + k))));
+#elif F16_PATH == 1
+  for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + k))));
+#endif
+  for (; k < n; k++) dst[k] = f16_to_f32(src[k]);
+}
+
+INLINE void f16_narrow(const float *restrict src, uint16_t *restrict dst, int64_t n) {
+  int64_t k = 0;
+#if F16_PATH == 2
+  for (; k + 16 <= n; k += 16)
+    _mm256_storeu_si256((__m256i *)(dst + k),
+                        _mm512_cvtps_ph(_mm512_loadu_ps(src + k), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#elif F16_PATH == 1
+  for (; k + 8 <= n; k += 8)
+    _mm_storeu_si128((__m128i *)(dst + k),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(src + k), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
+  for (; k < n; k++) dst[k] = f32_to_f16(src[k]);
+}
+
 /* Stochastic rounding into bfloat16 state (state_dtype=torch.bfloat16): adding 16 random bits below the
  * kept ones before truncating rounds up with probability equal to the dropped fraction, so the stored
  * value is unbiased and a slow EMA (β = 0.999) still moves; round-to-nearest would freeze it.  The bits are
- * a hash of the element's offset and the parameter's step count; one hash serves two state entries (lanes
- * 2p and 2p+1 take its low and high halves).  descend.plan.state computes the same on the reference path. */
-INLINE uint32_t sr_seed(uint32_t pair, double t) {
-  return (pair + 1u) * 0x27D4EB2Fu + (uint32_t)(int64_t)t * 0x165667B1u;
-}
+ * one hash per element and update, of the element's offset and the parameter's step count (the murmur3
+ * finaliser: two multiplies), shared by all the element's state entries: lanes 0 and 1 take its low and
+ * high halves, lanes 2p and 2p+1 (p >= 1) those of sr_more(h, p), one multiply more.  descend.plan.state
+ * computes the same on the reference path. */
+INLINE uint32_t sr_seed(double t) { return (uint32_t)(int64_t)t * 0x165667B1u + 0x27D4EB2Fu; }
 
 INLINE uint32_t sr_bits(int64_t j, uint32_t seed) {
-  uint32_t x = (uint32_t)j * 0x9E3779B1u + seed;
+  uint32_t x = (uint32_t)j + seed;
   x ^= x >> 16;
   x *= 0x85EBCA6Bu;
   x ^= x >> 13;
   x *= 0xC2B2AE35u;
   x ^= x >> 16;
+  return x;
+}
+
+INLINE uint32_t sr_more(uint32_t h, uint32_t pair) {
+  uint32_t x = h ^ (pair * 0x9E3779B9u);
+  x ^= x >> 15;
+  x *= 0x2C1B3C6Du;
+  x ^= x >> 12;
   return x;
 }
 
@@ -115,6 +205,7 @@ INLINE uint16_t f32_to_bf16_stochastic(float x, uint32_t random) {
 #define ITEM_WIDTH 16384
 #define LANES 8 /* the partial sums of a row or an item: element j adds into lane (j - row start) % LANES */
 #define MAX_SPLIT 64
+_Static_assert(F16_BLOCK % LANES == 0, "a float16 block must keep every element in its reduction lane");
 
 typedef struct {
   int32_t i;   /* the tensor */

@@ -47,3 +47,7 @@ int all_finite_u16(int nt, const uint16_t **x, const int64_t *n, int threads) {
 void count_steps(int nt, float **steps, double *out) {
   for (int i = 0; i < nt; i++) out[i] = ++*steps[i];
 }
+
+/* Which float16 block conversion the kernels were built with: 2 AVX-512, 1 F16C, 0 the integer one. */
+int f16_path(void) { return F16_PATH; }
+

@@ -7,6 +7,9 @@ fsync, rename) with its size and SHA-256 recorded beside it, and checked against
 loaded: a truncated or corrupted file (a crash mid-write, a full disk) is rebuilt, never loaded.  It is
 loaded after torch, so its OpenMP calls run on the libgomp torch already loaded.
 
+float16 tensors are converted a block at a time with the CPU's own instructions (AVX-512F or F16C, as
+``/proc/cpuinfo`` reports them: ``float16_flags``), which the cache key includes with the other flags.
+
 ``-ffp-contract=off``: the compiler may not fuse ``a*b + c`` behind a formula's back (a formula asks for
 a fused multiply-add with ``fma`` where bit-parity with torch needs one).  ``DESCEND_SANITIZE=1`` builds
 every kernel with ``-fsanitize=address,undefined`` (the process must preload libasan: see
@@ -54,8 +57,29 @@ def sanitizing() -> bool:
     return os.environ.get("DESCEND_SANITIZE", "0") == "1"
 
 
+def cpu_flags() -> set[str]:
+    """The instruction-set flags the CPU reports (``/proc/cpuinfo``); empty where it does not say."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def float16_flags() -> list[str]:
+    """What float16 conversion the kernels are built with (``F16_PATH`` in ``_prelude.h``): AVX-512 blocks
+    where the CPU has AVX-512F, F16C blocks where it has F16C (and AVX), else the portable integer
+    conversion; ``DESCEND_F16=portable`` asks for the portable one anywhere (the tests compare them)."""
+    reported = cpu_flags()
+    if os.environ.get("DESCEND_F16") == "portable" or "f16c" not in reported or "avx" not in reported:
+        return ["-DDESCEND_F16_PORTABLE"]
+    return ["-mavx", "-mf16c"] + (["-mavx512f"] if "avx512f" in reported else [])
+
+
 def flags() -> list[str]:
-    return BASE_FLAGS + (SANITIZE_FLAGS if sanitizing() else [])
+    return BASE_FLAGS + float16_flags() + (SANITIZE_FLAGS if sanitizing() else [])
 
 
 def _cpu_signature() -> str:
@@ -163,6 +187,7 @@ def support() -> ctypes.CDLL | None:
                     getattr(library, name).restype = I
                     getattr(library, name).argtypes = [I, P, P, I]
                 library.count_steps.restype, library.count_steps.argtypes = None, [I, P, P]
+                library.f16_path.restype, library.f16_path.argtypes = I, []
                 _support = library
             except (OSError, subprocess.CalledProcessError) as exc:
                 _unavailable(f"could not build the fused kernels: {_failure(exc)}")

@@ -28,10 +28,10 @@ from ..plan.formula import COLS, ELEMENT, MATRIX, ROWS, SCALAR, Expr, operands
 from ..plan.schedule import Between, Pass, Schedule, is_element
 from ..plan.trace import Segment
 
-C_STORAGE = {torch.float32: "float", torch.float64: "double", torch.bfloat16: "uint16_t", torch.float16: "_Float16"}
-C_LOAD = {torch.float32: "{}", torch.float64: "{}", torch.bfloat16: "bf16_to_f32({})", torch.float16: "(float){}"}
+C_STORAGE = {torch.float32: "float", torch.float64: "double", torch.bfloat16: "uint16_t", torch.float16: "uint16_t"}
+C_LOAD = {torch.float32: "{}", torch.float64: "{}", torch.bfloat16: "bf16_to_f32({})", torch.float16: "f16_to_f32({})"}
 C_STORE = {torch.float32: "(float)({})", torch.float64: "(double)({})", torch.bfloat16: "f32_to_bf16({})",
-           torch.float16: "(_Float16)({})"}
+           torch.float16: "f32_to_f16((float)({}))"}
 DTYPE_NAMES = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16", torch.float16: "f16"}
 SIGNATURE = ("int nt, void *const *ptrs, const int64_t *shape, const double *steps, const double *scalars, "
              "const double *hyper, const double *globals, double *results, int threads")
@@ -299,22 +299,23 @@ class _Printer:
                      for node in used if node.axes == COLS]
         body = []
         grad_loaded = False
+        blocked = self.float16_roles(phase, check)
         for node in phase.elements:
             var = f"x{self.n(node)}"
             if id(node) in phase.reloads:  # stored by an earlier pass, exactly as computed
                 role = phase.reloads[id(node)]
-                body.append(f"const {real} {var} = {C_LOAD[self.storage(role)].format(f'{role_var(role)}[j]')};")
+                body.append(f"const {real} {var} = {self.element_load(role, blocked)};")
             elif node.op == "load":
                 role = node.args[0]
                 grad_loaded = grad_loaded or role == "grad"
-                body.append(f"const {real} {var} = {C_LOAD[self.storage(role)].format(f'{role_var(role)}[j]')};")
+                body.append(f"const {real} {var} = {self.element_load(role, blocked)};")
             elif node.op == "div" and id(node.args[1]) in reciprocals:
                 body.append(f"const {real} {var} = ({self.element_operand(node.args[0])} * "
                             f"{reciprocals[id(node.args[1])]});")
             else:
                 body.append(f"const {real} {var} = {_op(node.op, [self.element_operand(a) for a in operands(node)], real)};")
         if check:
-            grad = C_LOAD[self.storage("grad")].format("G[j]")
+            grad = self.element_load("grad", blocked)
             body.insert(0, f"found |= nonfinite_{'f64' if real == 'double' else 'f32'}(({real}){grad});")
         accumulate, row_accumulators, total_accumulators, col_accumulators = [], [], [], []
         for node in phase.reductions:
@@ -332,19 +333,21 @@ class _Printer:
                 accumulate.append(add.format(acc=f"colp{q}[b * M + c]", v=value))
             else:
                 raise ValueError(f"an element reduction to {sorted(node.axes)}")
-        stores = [self.store_line(role, node) for role, node in phase.stores]
+        stores = [self.store_line(role, node, blocked) for role, node in phase.stores]
         pairs = sorted({self.lanes[role] // 2 for role, _ in phase.stores
                         if role in self.lanes and self.storage(role) == torch.bfloat16})
-        hashes = [f"const uint32_t h{p} = sr_bits(j, seed{p});" for p in pairs]
-        seeds = [f"const uint32_t seed{p} = sr_seed({p}u, t);" for p in pairs]
+        # one hash per element, shared by all its entries (sr_more derives lanes 2 and up from it)
+        hashes = ["const uint32_t h0 = sr_bits(j, seed);"] * bool(pairs)
+        hashes += [f"const uint32_t h{p} = sr_more(h0, {p}u);" for p in pairs if p]
+        seeds = ["const uint32_t seed = sr_seed(t);"] * bool(pairs)
         element_loop = hashes + body + accumulate + stores
         if not self.factored and not phase.reductions:
-            return self.slice_pass(prologue + seeds + casts, element_loop, check)
+            return self.slice_pass(prologue + seeds + casts, element_loop, check, blocked)
         # a pass that another pass over the same data follows (one that does not write the parameter) walks
         # its items last to first, so that it ends where the next pass begins, in the cache
         backward = not any(role == "param" for role, _ in phase.stores)
         return self.item_pass(prologue + seeds + casts, row_lines, col_lines, element_loop, check,
-                              total_accumulators, row_accumulators, col_accumulators, backward)
+                              total_accumulators, row_accumulators, col_accumulators, backward, blocked)
 
     def row_value(self, node: Expr) -> str:
         index = {"b": "b", "r": "r"}
@@ -362,29 +365,64 @@ class _Printer:
             return f"{C_LOAD[self.storage(node.args[0])].format(f'{role_var(node.args[0])}[b * M + c]')}"
         return self.between_value(node, index, [])
 
-    def store_line(self, role: str, node: Expr) -> str:
+    # --- float16 roles: widened and narrowed a block at a time (f16_widen / f16_narrow in _prelude.h) ---------
+
+    def float16_roles(self, phase: Pass, check: bool) -> dict[str, tuple[bool, bool]]:
+        """The float16 element roles a pass reads or writes: role -> (read, written)."""
+        read = {phase.reloads[id(node)] if id(node) in phase.reloads else node.args[0]
+                for node in phase.elements if id(node) in phase.reloads or node.op == "load"}
+        read |= {"grad"} if check else set()
+        written = {role for role, _ in phase.stores}
+        return {role: (role in read, role in written) for role in self.roles if role in read | written
+                and self.segment.axes[role] == ELEMENT and self.storage(role) == torch.float16}
+
+    def element_load(self, role: str, blocked: dict) -> str:
+        if role in blocked:
+            return f"F_{role_var(role)}[j - jb]"
+        return C_LOAD[self.storage(role)].format(f"{role_var(role)}[j]")
+
+    @staticmethod
+    def in_blocks(blocked: dict, lo: str, hi: str, loop: list[str]) -> list[str]:
+        """``loop`` (over ``[@JB@, @JE@)``) for the blocks ``[jb, je)`` of ``[lo, hi)``: the float16 roles it reads
+        are widened into float buffers before it, those it writes narrowed from them after it."""
+        if not blocked:
+            return [line.replace("@JB@", lo).replace("@JE@", hi) for line in loop]
+        loop = [line.replace("@JB@", "jb").replace("@JE@", "je") for line in loop]
+        lines = [f"float F_{role_var(role)}[F16_BLOCK];" for role in blocked]
+        lines += [f"for (int64_t jb = {lo}; jb < {hi}; jb += F16_BLOCK) {{",
+                  f"  const int64_t je = jb + F16_BLOCK < {hi} ? jb + F16_BLOCK : {hi};"]
+        lines += [f"  f16_widen({role_var(role)} + jb, F_{role_var(role)}, je - jb);"
+                  for role, (read, _) in blocked.items() if read]
+        lines += ["  " + line for line in loop]
+        lines += [f"  f16_narrow(F_{role_var(role)}, {role_var(role)} + jb, je - jb);"
+                  for role, (_, written) in blocked.items() if written]
+        return lines + ["}"]
+
+    def store_line(self, role: str, node: Expr, blocked: dict) -> str:
         value = self.element_operand(node)
         storage = self.storage(role)
+        if role in blocked:
+            return f"F_{role_var(role)}[j - jb] = (float)({value});"
         lane = self.lanes.get(role)
         if lane is not None and storage == torch.bfloat16:
             bits = f"h{lane // 2}" if lane % 2 == 0 else f"(h{lane // 2} >> 16)"
             return f"{role_var(role)}[j] = f32_to_bf16_stochastic({value}, {bits});"
         return f"{role_var(role)}[j] = {C_STORE[storage].format(value)};"
 
-    def slice_pass(self, prologue: list[str], element_loop: list[str], check: bool) -> list[str]:
+    def slice_pass(self, prologue: list[str], element_loop: list[str], check: bool, blocked: dict) -> list[str]:
         lines = ["FOR_EACH_SLICE(nt, sizes, threads, {"]
         lines += ["  " + line for line in self.pointer_lines()]
         lines += ["  const int64_t B = shape[3 * i], N = shape[3 * i + 1], M = shape[3 * i + 2];",
                   "  (void)B; (void)N; (void)M;", "  const double t = steps[i]; (void)t;"]
         lines += ["  " + line for line in self.temp_pointer_lines()]
         lines += ["  " + line for line in prologue]
-        lines += ["  uint32_t found = 0;", "  for (int64_t j = lo; j < hi; j++) {"]
-        lines += ["    " + line for line in element_loop]
-        lines += ["  }", "  REPORT(found);" if check else "  (void)found;", "});"]
+        loop = ["for (int64_t j = @JB@; j < @JE@; j++) {", *("  " + line for line in element_loop), "}"]
+        lines += ["  uint32_t found = 0;", *("  " + line for line in self.in_blocks(blocked, "lo", "hi", loop))]
+        lines += ["  REPORT(found);" if check else "  (void)found;", "});"]
         return lines
 
     def item_pass(self, prologue, row_lines, col_lines, element_loop, check, totals, rows, cols,
-                  backward: bool = False) -> list[str]:
+                  backward: bool = False, blocked: dict | None = None) -> list[str]:
         factored = 1 if self.factored else 0
         lines = ["{", "int64_t items_n = 0, parts_n = 0;",
                  f"item_t *items = make_items(nt, shape, {factored}, &items_n, &parts_n);"]
@@ -425,9 +463,11 @@ class _Printer:
         body += ["      " + line for line in col_lines]
         body += ["      " + line for line in element_loop]
         simd = "#pragma omp simd" + (" reduction(| : found)" if check else "")
-        lines += ["    int64_t j0 = lo;", "    for (; j0 + LANES <= hi; j0 += LANES) {", f"      {simd}",
-                  "      for (int l = 0; l < LANES; l++) {", *("  " + line for line in body), "      }", "    }",
-                  "    for (int l = 0; j0 + l < hi; l++) {", *body, "    }"]
+        # (a float16 block is a whole number of LANES long: every element keeps its lane)
+        loop = ["int64_t j0 = @JB@;", "for (; j0 + LANES <= @JE@; j0 += LANES) {", f"  {simd}",
+                "  for (int l = 0; l < LANES; l++) {", *(line[2:] for line in body), "  }", "}",
+                "for (int l = 0; j0 + l < @JE@; l++) {", *(line[4:] for line in body), "}"]
+        lines += ["    " + line for line in self.in_blocks(blocked or {}, "lo", "hi", loop)]
         for q, op in rows:
             lines.append(f"    {{ double acc = {_start(op)}; for (int l = 0; l < LANES; l++) "
                          f"{_combine(op, 'acc', f'row{q}[l]')} T{q}[r] = acc; }}")
@@ -466,7 +506,8 @@ class _Printer:
             value = self.temp(node, index) if id(node) in self.temps else self.between_value(node, {index: index}, [])
             lane = self.lanes.get(role)
             if lane is not None and storage == torch.bfloat16:
-                bits = f"sr_bits({index}, sr_seed({lane // 2}u, t))" + (" >> 16" if lane % 2 else "")
+                bits = f"sr_bits({index}, sr_seed(t))"
+                bits = (f"sr_more({bits}, {lane // 2}u)" if lane // 2 else bits) + (" >> 16" if lane % 2 else "")
                 store = f"f32_to_bf16_stochastic((float)({value}), {bits})"
             else:
                 store = C_STORE[storage].format(value)

@@ -174,22 +174,29 @@ def check_state_dtype(owner: str, value: Any) -> None:
 _U32 = 0xFFFFFFFF
 
 
-def seed(lane: int, step: float) -> int:
-    """The seed of ``random_bits`` for the entries ``lane`` of one update at step ``step``: one hash serves
-    two entries (``lane // 2``), the low 16 bits for the even lane and the high 16 for the odd one
-    (``sr_seed`` in ``_prelude.h``)."""
-    return ((lane // 2 + 1) * 0x27D4EB2F + (int(step) & _U32) * 0x165667B1) & _U32
+def seed(step: float) -> int:
+    """The seed of ``random_bits`` for one update at step ``step`` (``sr_seed`` in ``_prelude.h``)."""
+    return ((int(step) & _U32) * 0x165667B1 + 0x27D4EB2F) & _U32
 
 
 def random_bits(offsets: Tensor, seed_value: int) -> Tensor:
-    """32 random bits per element offset (int64 in, int64 out): the murmur3 finaliser of
-    ``offset·φ + seed`` (``sr_bits`` in ``_prelude.h``)."""
-    x = ((offsets & _U32) * 0x9E3779B1 + seed_value) & _U32
+    """32 random bits per element offset (int64 in, int64 out): the murmur3 finaliser of ``offset + seed``
+    (``sr_bits`` in ``_prelude.h``).  One draw serves every state entry of the element: lanes 0 and 1 take
+    its low and high 16 bits, lanes 2p and 2p+1 those of ``more_bits(bits, p)``."""
+    x = ((offsets & _U32) + seed_value) & _U32
     x ^= x >> 16
     x = (x * 0x85EBCA6B) & _U32
     x ^= x >> 13
     x = (x * 0xC2B2AE35) & _U32
     return x ^ (x >> 16)
+
+
+def more_bits(bits: Tensor, pair: int) -> Tensor:
+    """32 further bits from one draw, for lanes ``2·pair`` and ``2·pair + 1`` (``sr_more`` in ``_prelude.h``)."""
+    x = bits ^ ((pair * 0x9E3779B9) & _U32)
+    x ^= x >> 15
+    x = (x * 0x2C1B3C6D) & _U32
+    return x ^ (x >> 12)
 
 
 def stochastic_bfloat16(value: Tensor, like: Tensor, step: float, lane: int, offset: int = 0) -> Tensor:
@@ -201,7 +208,8 @@ def stochastic_bfloat16(value: Tensor, like: Tensor, step: float, lane: int, off
             like.shape, like.stride())
     else:
         offsets = torch.zeros(like.shape, dtype=torch.int64, device=like.device)
-    noise = (random_bits(offsets, seed(lane, step)) >> (16 * (lane % 2))) & 0xFFFF
+    drawn = random_bits(offsets, seed(step))
+    noise = ((more_bits(drawn, lane // 2) if lane >= 2 else drawn) >> (16 * (lane % 2))) & 0xFFFF
     rounded = ((bits + noise) & 0xFFFF0000).to(torch.int32).view(torch.float32)
     return rounded.masked_fill(torch.isnan(value), math.nan)
 
