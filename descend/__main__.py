@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     lab.add_argument("--only", metavar="NAME[,NAME]", help="run only these experiments")
     lab.add_argument("--out", default="report", help="report folder (default: ./report)")
     lab.add_argument("--seed", type=int, default=0, help="base seed: the runs use seed, seed+1, …")
-    lab.add_argument("--seeds", type=int, help="seeds per experiment (default: 3 quick, 10 full)")
+    lab.add_argument("--seeds", type=int, help="seeds per experiment (default: 10 quick, 20 full)")
     lab.add_argument("--workers", type=int, help="worker processes (default: 2, or 1 on one core)")
     mode = lab.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", default=True, help="short runs (the default)")

@@ -70,7 +70,7 @@ def test_import_descend_does_not_import_dynamo_or_dtensor():
     (["lab", "--seed", "-1"], "--seed -1: a seed is a whole number in [0, 4294967295]"),
     (["lab", "--seed", str(2**64)], f"--seed {2**64}: a seed is a whole number in [0, 4294967295]"),
     (["lab", "--only", "nesterov,gradient-noise", "--seed", "4294967294"],
-     ("--seed 4294967294 with 3 seeds uses the seeds 4294967294 … 4294967296; a seed is a whole number in "
+     ("--seed 4294967294 with 10 seeds uses the seeds 4294967294 … 4294967303; a seed is a whole number in "
       "[0, 4294967295]")),
     (["lab", "--seed", "4294967290", "--seeds", "7"], "--seed 4294967290 with 7 seeds uses the seeds"),
     (["train", "--seed", "-1"], "--seed -1: a seed is a whole number in [0, 4294967295]"),
