@@ -221,7 +221,8 @@ def _loosest(case: dict) -> torch.dtype:
     unrounded value within an update, and round each entry once with the same hashed bits (item 3), so they
     agree to float32 rounding; a bfloat16 tolerance (1e-2) let item 3's 2.5e-4 through."""
     dtypes = {_dtype(case["param_dtype"])} | {_dtype(value) for event, value in case["events"] if event == "to_dtype"}
-    states = {_dtype(case["state_dtype"])} | {_dtype(value) for event, value in case["events"] if event == "state_dtype"}
+    states = {_dtype(case["state_dtype"])}
+    states |= {_dtype(value) for event, value in case["events"] if event == "state_dtype"}
     if states - {None, torch.float64}:
         dtypes.add(torch.float32)
     for dtype in (torch.bfloat16, torch.float16, torch.float32):

@@ -5,9 +5,10 @@ A full step routes every parameter, fits its state to its declaration and checks
 boundary.  When a group ran on generated C kernels alone, its calls are kept (``Bound``): the next step
 re-checks, list by list, everything the full step established (the same parameter objects with a gradient,
 their storage and shape, the gradients' dtypes, shapes and strides, the same state dicts holding the same
-tensors over the same storage, unmodified by anyone else (their version counters), the same plan and options) and then only refreshes the gradients'
-addresses and counts the steps.  Anything else (``model.double()``, a new gradient layout, ``load_state_dict``,
-an edited ``state_dtype``, a sparse gradient) falls back to the full step, which checks it all again.
+tensors over the same storage, dtype and shape, unmodified by anyone else (their version counters), the same
+plan and options) and then only refreshes the gradients' addresses and counts the steps.  Anything else
+(``model.double()``, a new gradient layout, ``load_state_dict``, an edited ``state_dtype``, ``x.data = y`` on a
+gradient or a state entry, a sparse gradient) falls back to the full step, which checks it all again.
 """
 from __future__ import annotations
 
