@@ -183,6 +183,55 @@ def test_item2_the_native_boundary_refuses_a_buffer_the_kernel_was_not_generated
     assert torch.equal(param.detach(), before)
 
 
+# Edits that keep a tensor object and its version counter (``x.data = y`` replaces the storage under the same
+# tensor; torch checks a new ``p.grad`` but not ``p.grad.data = ...``) after the steady-state step has been
+# remembered: each must reach the full step's boundary check, never the kernel with its old addresses.
+REPLACED_STORAGE = r"""
+import json, sys, torch, descend
+how = sys.argv[1]
+def run(fused):
+    param = torch.nn.Parameter(torch.randn(4096, generator=torch.Generator().manual_seed(0)))
+    optimizer = descend.Adam([param], lr=0.01, fused=fused)
+    for step in range(3):
+        param.grad = torch.randn(4096, generator=torch.Generator().manual_seed(step + 1))
+        optimizer.step()
+    param.grad = torch.ones(4096)
+    if how == "state":
+        optimizer.state[param]["exp_avg"].data = torch.zeros(16)
+    elif how == "grad-size":
+        param.grad.data = torch.ones(16)
+    elif how == "grad-dtype":
+        param.grad.data = torch.ones(4096, dtype=torch.float64)
+    before = param.detach().clone()
+    try:
+        optimizer.step()
+        outcome = "stepped"
+    except (RuntimeError, ValueError) as error:
+        outcome = "refused: " + str(error)
+    return outcome, before, param.detach().clone()
+fused, reference = run(None), run(False)
+print("RESULT " + json.dumps(dict(name=how, outcome=fused[0], reference=reference[0],
+      unchanged=bool(torch.equal(fused[1], fused[2])), difference=float((fused[2] - reference[2]).abs().max()))))
+"""
+
+
+@needs_compiler
+@pytest.mark.parametrize("how", ["state", "grad-size", "grad-dtype"])
+def test_item2_storage_replaced_under_the_same_tensor_never_reaches_the_kernel(how):
+    """The remembered kernel call (descend.adapter.fastpath) was keyed on tensor identity and version alone:
+    ``state["exp_avg"].data = torch.zeros(16)`` left the kernel writing 4096 floats through a freed pointer
+    (the process hung or corrupted the heap), ``p.grad.data = torch.ones(16)`` read 4080 floats past the
+    gradient (NaN), a float64 gradient was read as float32 (an update of 1e30)."""
+    result = results_of(run_isolated(REPLACED_STORAGE.replace("sys.argv[1]", repr(how)), timeout=120))[how]
+    if how == "grad-dtype":  # torch would promote it; the full step converts it, as the reference does
+        assert result["outcome"] == result["reference"] == "stepped"
+        assert result["difference"] <= 1e-6, result
+    else:
+        assert result["outcome"].startswith("refused") and "nothing was run" in result["outcome"] or \
+            "shape" in result["outcome"], result
+        assert result["unchanged"], result
+
+
 # --- item 3: one rounding rule -------------------------------------------------------------------------
 
 

@@ -4,10 +4,11 @@ list-wide passes.
 A full step routes every parameter, fits its state to its declaration and checks every buffer at the native
 boundary.  When a group ran on generated C kernels alone, its calls are kept (``Bound``): the next step
 re-checks, list by list, everything the full step established (the same parameter objects with a gradient,
-their storage and shape, the gradients' strides, the same state dicts holding the same tensors, unmodified
-by anyone else (their version counters), the same plan and options) and then only refreshes the gradients'
-addresses and counts the steps.  Anything else (``model.double()``, a new gradient layout, ``load_state_dict``,
-an edited ``state_dtype``, a sparse gradient) falls back to the full step, which checks it all again.
+their storage and shape, the gradients' dtypes, shapes and strides, the same state dicts holding the same
+tensors over the same storage, dtype and shape, unmodified by anyone else (their version counters), the same
+plan and options) and then only refreshes the gradients' addresses and counts the steps.  Anything else
+(``model.double()``, a new gradient layout, ``load_state_dict``, an edited ``state_dtype``, ``x.data = y`` on a
+gradient or a state entry, a sparse gradient) falls back to the full step, which checks it all again.
 """
 from __future__ import annotations
 
@@ -43,11 +44,13 @@ class Bound:
         self.ptrs = [p.data_ptr() for p in self.params]
         self.shapes = [p.shape for p in self.params]
         self.strides = [p.grad.stride() for p in self.params]
+        self.grad_kinds = [(p.grad.dtype, p.grad.shape) for p in self.params]
         self.table = optimizer.state
         self.dicts = [optimizer.state.get(p) for p in self.params]
         self.calls = [cpu.bind(work) for work in works]
         self.entries = [entry for call in self.calls for entry in call.entries]
         self.versions = [entry._version for entry in self.entries]
+        self.storage = [(entry.data_ptr(), entry.dtype, entry.shape) for entry in self.entries]
         self.locations = [location for call in self.calls for location in call.locations]
 
     def current(self, optimizer, group: dict, plan: Plan, options: tuple) -> list[Tensor] | None:
@@ -61,6 +64,8 @@ class Bound:
         if [p.data_ptr() for p in params] != self.ptrs or [p.shape for p in params] != self.shapes:
             return None
         grads = [p.grad for p in params]
+        if [(g.dtype, g.shape) for g in grads] != self.grad_kinds:  # ``p.grad.data = ...`` passes torch's checks
+            return None
         try:
             if [g.stride() for g in grads] != self.strides:
                 return None
@@ -72,6 +77,9 @@ class Bound:
         if not all(map(operator.is_, [d.get(key) for d, key in self.locations], self.entries)):
             return None
         if [entry._version for entry in self.entries] != self.versions:
+            return None
+        # ``entry.data = other`` keeps the tensor and its version counter: the kernel's addresses would be stale
+        if [(entry.data_ptr(), entry.dtype, entry.shape) for entry in self.entries] != self.storage:
             return None
         return [grads[k] for k in self.order]
 
