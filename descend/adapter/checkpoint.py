@@ -18,8 +18,9 @@ from typing import Any
 from torch import Tensor
 
 from ..plan.plan import compile
-from ..plan.state import codec_for, fits, refit
-from .distributed import is_dtensor
+from ..plan.blockwise import scale_key
+from ..plan.state import codec_for, fit, refit_state
+from .distributed import is_dtensor, local
 from .options import LONGSTANDING_HYPERPARAMETERS, flags_as_bools, torch_hyperparameter_names
 from .state import normalise_step, place
 
@@ -176,23 +177,23 @@ class Checkpoints:
                 if not isinstance(entries, dict):
                     continue
                 declared = self._declared(group, param)
-                codec = codec_for(group.get("state_dtype"), param.dtype)
+                codec = codec_for(group.get("state_dtype"), param.dtype, local(param).numel())
+                companions = set()
                 for key, spec in declared.items():
                     value = entries.get(key)
                     if not isinstance(value, Tensor):
                         continue
                     target = place(param, spec)
+                    companions.add(scale_key(key))
                     if is_dtensor(param) or is_dtensor(value):  # FSDP2's state: torch loaded it shard by shard
-                        value = state.get(key, value)
-                        if not fits(spec, value, target, codec):
-                            value = refit(spec, value, target, codec, type(self).__name__)
-                        state[key] = value
-                    else:  # a fresh copy of the checkpoint's own tensor, laid out as declared
-                        state[key] = refit(spec, value, target, codec, type(self).__name__)
+                        fit(spec, None, state, target, codec, type(self).__name__)
+                    else:  # fresh copies of the checkpoint's own tensors (8-bit codes: with their scales), as declared
+                        state.pop(scale_key(key), None)
+                        state.update(refit_state(spec, entries, target, codec, type(self).__name__))
                 for key, value in entries.items():  # kept under another setting (amsgrad on): as it was saved
                     loaded = state.get(key)
-                    if key not in declared and key != "step" and isinstance(value, Tensor) and \
-                            isinstance(loaded, Tensor) and loaded.dtype != value.dtype and not is_dtensor(loaded):
+                    if key not in declared and key not in companions and key != "step" and isinstance(value, Tensor) \
+                            and isinstance(loaded, Tensor) and loaded.dtype != value.dtype and not is_dtensor(loaded):
                         state[key] = value.detach().to(device=loaded.device, copy=True)
         for state in self.state.values():  # entries of parameters the groups do not name (a hook's)
             if isinstance(state, dict):

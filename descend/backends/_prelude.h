@@ -265,4 +265,60 @@ static item_t *make_items(int nt, const int64_t *shape, int factored, int64_t *c
 /* NaN-propagating maximum, as torch.amax. */
 INLINE double max_nan(double a, double b) { return (a > b || a != a) ? a : b; }
 
+
+/* 8-bit block-quantised state (state_dtype="8bit"; descend/plan/blockwise.py defines it in torch ops): a block
+ * of Q8_BLOCK values is Q8_BLOCK codes and one scale, value = map[code] * scale.  Storing takes the block's
+ * absolute maximum (NaN if any value is NaN; at least 1e-12) as its scale, and for each value x / scale the
+ * largest code whose map value is at most it (a branchless binary search over the sorted map), one up when
+ * it is at least half way to the next (half[c] = (map[c+1] - map[c]) * 0.5, half[255] = 0).  The generated
+ * kernel prints the two 256-entry tables. */
+#define Q8_BLOCK 256
+
+INLINE void q8_load(const uint8_t *restrict codes, float scale, const float *restrict map, float *restrict dst,
+                    int64_t n) {
+  for (int64_t k = 0; k < n; k++) dst[k] = map[codes[k]] * scale;
+}
+
+INLINE void q8_store(const float *restrict src, uint8_t *restrict codes, float *restrict scale,
+                     const float *restrict map, const float *restrict half, int64_t n) {
+  float m = 0.0f;
+  for (int64_t k = 0; k < n; k++) {
+    const float a = fabsf(src[k]);
+    m = (m > a || m != m) ? m : a;
+  }
+  if (m < 1e-12f) m = 1e-12f;
+  *scale = m;
+  for (int64_t k = 0; k < n; k++) {
+    const float x = src[k] / m;
+    int c = x >= map[128] ? 128 : 0;
+    c += x >= map[c + 64] ? 64 : 0;
+    c += x >= map[c + 32] ? 32 : 0;
+    c += x >= map[c + 16] ? 16 : 0;
+    c += x >= map[c + 8] ? 8 : 0;
+    c += x >= map[c + 4] ? 4 : 0;
+    c += x >= map[c + 2] ? 2 : 0;
+    c += x >= map[c + 1] ? 1 : 0;
+    c += (c < 255) & (x - map[c] >= half[c]);
+    codes[k] = (uint8_t)c;
+  }
+}
+
+/* FOR_EACH_SLICE, with every thread's share starting and ending on a multiple of `align` elements of the
+ * concatenated tensors (each a whole number of `align` elements long): blocks are never split. */
+#define FOR_EACH_ALIGNED_SLICE(nt, n, threads, align, ...)                                        \
+  do {                                                                                            \
+    int64_t total_ = total_size(nt, n);                                                           \
+    _Pragma("omp parallel num_threads(threads_for(total_, threads))") {                           \
+      int64_t tid_ = omp_get_thread_num(), nth_ = omp_get_num_threads();                          \
+      int64_t begin_ = (total_ / (align)) * tid_ / nth_ * (align);                                \
+      int64_t end_ = (total_ / (align)) * (tid_ + 1) / nth_ * (align);                            \
+      int64_t base_ = 0;                                                                          \
+      for (int i = 0; i < (nt) && base_ < end_; base_ += (n)[i], i++) {                           \
+        int64_t lo = begin_ > base_ ? begin_ - base_ : 0;                                         \
+        int64_t hi = end_ - base_ < (n)[i] ? end_ - base_ : (n)[i];                               \
+        if (lo < hi) { __VA_ARGS__ }                                                              \
+      }                                                                                           \
+    }                                                                                             \
+  } while (0)
+
 #endif

@@ -1,0 +1,106 @@
+"""8-bit block-quantised state (``state_dtype="8bit"``): the codec and its definition in torch ops.
+
+An entry of ``n`` elements (``n`` a multiple of ``BLOCK``, at least ``SMALLEST``) is kept as ``n`` uint8
+codes (laid out like the parameter) and ``n / BLOCK`` float32 scales, one per block of ``BLOCK`` consecutive
+elements in memory order: a value is ``MAP[code] · scale``.  Storing a block takes its absolute maximum (at
+least ``1e-12``) as the scale and each element's nearest code of ``value / scale``: the largest code whose
+map value is at most the quotient, one up when the quotient is at least half way to the next one.  The map
+is bitsandbytes' dynamic quantisation map (Dettmers et al. 2022), signed for entries that take negative
+values (a first moment) and unsigned for the others (``StateSpec.signed``); these are the semantics of
+torchao's ``AdamW8bit``.  Smaller entries, and those of other sizes, stay float32, as torchao keeps them.
+
+In a state dict the codes are the entry itself (``state["exp_avg"]``, uint8) and the scales sit beside it
+under ``scale_key`` (``state["exp_avg_absmax"]``, float32): plain tensors.  The generated C kernels
+dequantise and quantise a block at a time (``q8_load`` / ``q8_store`` in ``_prelude.h``, with the tables
+printed from ``dynamic_map``); they are tested against the functions here, bit for bit.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+
+BLOCK = 256
+SMALLEST = 4096  # fewer elements than this stay float32 (bitsandbytes' and torchao's rule)
+SMALLEST_SCALE = 1e-12  # a block of zeros keeps this scale (its codes are those of 0)
+
+
+@lru_cache(maxsize=2)
+def dynamic_map(signed: bool) -> tuple[float, ...]:
+    """The 256 sorted values of the dynamic map (float32 values): 0, 1 and, for each decade ``10^-6 .. 10^0``,
+    the midpoints of an even split of ``[0.1, 1]`` (``2^i`` of them in decade ``i`` signed, with their
+    negatives, ``2^(i+1)`` unsigned), times the decade."""
+    values = [0.0, 1.0]
+    for i in range(7):
+        count = 2 ** i if signed else 2 ** (i + 1)
+        edges = torch.linspace(0.1, 1, count + 1)  # float32, as bitsandbytes computes the map
+        means = (edges[:-1] + edges[1:]) / 2.0
+        decade = (10 ** (i - 6) * means).tolist()
+        values += decade + ([-v for v in decade] if signed else [])
+    return tuple(torch.tensor(sorted(values), dtype=torch.float32).tolist())
+
+
+@lru_cache(maxsize=8)
+def _table(signed: bool, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The map and its half gaps ``(MAP[c+1] − MAP[c]) · 0.5`` (float32; the last one 0) on ``device``."""
+    values = torch.tensor(dynamic_map(signed), dtype=torch.float32, device=device)
+    half = torch.cat([(values[1:] - values[:-1]) * 0.5, values.new_zeros(1)])
+    return values, half
+
+
+def half_gaps(signed: bool) -> tuple[float, ...]:
+    return tuple(_table(signed, torch.device("cpu"))[1].tolist())
+
+
+def takes(numel: int) -> bool:
+    """Whether an entry of ``numel`` elements is kept in 8 bits."""
+    return numel >= SMALLEST and numel % BLOCK == 0
+
+
+def scale_key(key: str) -> str:
+    """The key of the scales of 8-bit entry ``key``."""
+    return f"{key}_absmax"
+
+
+def flat(tensor: Tensor) -> Tensor:
+    """The elements of a dense tensor (contiguous in some order of its dims) in memory order, as a 1-d view."""
+    return tensor.as_strided((tensor.numel(),), (1,))
+
+
+def quantise(values: Tensor, signed: bool) -> tuple[Tensor, Tensor]:
+    """``values`` (1-d, float32, a whole number of blocks) as codes (uint8) and scales (float32)."""
+    blocks = values.float().reshape(-1, BLOCK)
+    scales = blocks.abs().amax(dim=1).clamp(min=SMALLEST_SCALE)  # NaN stays NaN (its block decodes to NaN)
+    scaled = blocks / scales[:, None]
+    table, half = _table(signed, values.device)
+    below = (torch.searchsorted(table, scaled.contiguous(), right=True) - 1).clamp(min=0)  # largest MAP[c] <= x
+    up = (scaled - table[below]) >= half[below]
+    codes = (below + (up & (below < BLOCK - 1))).to(torch.uint8)
+    return codes.reshape(-1), scales
+
+
+def dequantise(codes: Tensor, scales: Tensor, signed: bool) -> Tensor:
+    """1-d codes and their scales as float32 values."""
+    table, _ = _table(signed, codes.device)
+    return (table[codes.long()].reshape(-1, BLOCK) * scales[:, None]).reshape(-1)
+
+
+def read(codes: Tensor, scales: Tensor, signed: bool) -> Tensor:
+    """The float32 values of an 8-bit entry, laid out like its codes."""
+    out = torch.empty_like(codes, dtype=torch.float32)
+    flat(out).copy_(dequantise(flat(codes), scales, signed))
+    return out
+
+
+def write(codes: Tensor, scales: Tensor, value, signed: bool) -> None:
+    """``codes``, ``scales`` ← ``value`` (a tensor or number broadcast to the entry's shape) quantised."""
+    laid_out = torch.empty_like(codes, dtype=torch.float32)
+    laid_out.copy_(value if isinstance(value, Tensor) else torch.tensor(float(value)))
+    new_codes, new_scales = quantise(flat(laid_out), signed)
+    flat(codes).copy_(new_codes)
+    scales.copy_(new_scales)
+
+
+__all__ = ["BLOCK", "SMALLEST", "dynamic_map", "half_gaps", "takes", "scale_key", "quantise", "dequantise",
+           "read", "write", "flat"]
