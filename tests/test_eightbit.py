@@ -206,6 +206,39 @@ def test_the_c_kernels_quantiser_is_the_torch_definition_bit_for_bit(seed):
             assert torch.equal(optimizer.state[p]["momentum_buffer_absmax"], scales)
 
 
+def with_ones(values: torch.Tensor) -> torch.Tensor:
+    """``values`` in blocks of 255 with a 1 each: every block's scale is 1, its quotients the values."""
+    blocks = max(-(-values.numel() // 255), 16)
+    padded = torch.cat([values, torch.ones(blocks * 255 - values.numel())]).view(blocks, 255)
+    return torch.cat([padded, torch.ones(blocks, 1)], dim=1).reshape(-1)
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_the_c_kernel_rounds_at_every_boundary_of_the_map_as_the_definition(signed):
+    """Quotients on each of the 255 rounding boundaries and one float32 step either side of them."""
+    bounds = blockwise.boundaries(signed)
+    values = torch.cat([bounds, bounds.nextafter(torch.tensor(-2.0)), bounds.nextafter(torch.tensor(2.0))])
+    if signed:  # the first moment: SGD's first step stores the gradient as it is
+        grad = with_ones(values)
+        optimizer_of, key = (lambda ps: descend.SGD(ps, lr=0.1, momentum=0.9, state_dtype="8bit", fused=True)), \
+            "momentum_buffer"
+        stored = grad
+    else:  # a sum of squares: Adagrad's first step stores g·g
+        grad = with_ones(values.clamp(min=0).sqrt())
+        optimizer_of, key = (lambda ps: descend.Adagrad(ps, state_dtype="8bit", fused=True)), "sum"
+        stored = grad * grad
+    p = torch.nn.Parameter(torch.zeros_like(grad))
+    optimizer = optimizer_of([p])
+    p.grad = grad.clone()
+    optimizer.step()
+    codes, scales = blockwise.quantise(stored, signed)
+    assert torch.equal(optimizer.state[p][key + "_absmax"], scales)
+    assert torch.equal(optimizer.state[p][key], codes)
+    if signed:  # each boundary takes the code above it, the float32 below it the code below
+        assert torch.equal(codes.view(-1, 256)[:, :255].reshape(-1)[:255].long(), torch.arange(1, 256))
+        assert torch.equal(codes.view(-1, 256)[:, :255].reshape(-1)[255:510].long(), torch.arange(0, 255))
+
+
 def test_channels_last_blocks_follow_memory_order_on_both_paths():
     shape, layout = (16, 64, 2, 8), torch.channels_last
     p, kernel = trajectory(descend.SGD, dict(lr=0.1, momentum=0.9), True, shape, memory_format=layout)

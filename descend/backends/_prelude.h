@@ -268,40 +268,55 @@ INLINE double max_nan(double a, double b) { return (a > b || a != a) ? a : b; }
 
 /* 8-bit block-quantised state (state_dtype="8bit"; descend/plan/blockwise.py defines it in torch ops): a block
  * of Q8_BLOCK values is Q8_BLOCK codes and one scale, value = map[code] * scale.  Storing takes the block's
- * absolute maximum (NaN if any value is NaN; at least 1e-12) as its scale, and for each value x / scale the
- * largest code whose map value is at most it (a branchless binary search over the sorted map), one up when
- * it is at least half way to the next (half[c] = (map[c+1] - map[c]) * 0.5, half[255] = 0).  The generated
- * kernel prints the two 256-entry tables. */
+ * absolute maximum (NaN if any value is NaN; at least 1e-12) as its scale, and for each quotient x / scale
+ * the nearest code: the code of its cell (sign, exponent, top Q8_CELL_BITS mantissa bits), plus one at or
+ * above the cell's boundary (blockwise.cells).  A kernel with 8-bit state defines the Q8_* constants and
+ * prints the tables before including this file.  The table reads are scalar loops on purpose: vector
+ * gathers are far slower on this project's CPUs (microcode mitigations); the arithmetic around them is
+ * vectorised. */
+#ifdef Q8_CELL_BITS
 #define Q8_BLOCK 256
 
 INLINE void q8_load(const uint8_t *restrict codes, float scale, const float *restrict map, float *restrict dst,
                     int64_t n) {
+#pragma GCC novector
   for (int64_t k = 0; k < n; k++) dst[k] = map[codes[k]] * scale;
 }
 
 INLINE void q8_store(const float *restrict src, uint8_t *restrict codes, float *restrict scale,
-                     const float *restrict map, const float *restrict half, int64_t n) {
+                     const int32_t *restrict start, const float *restrict bound, int64_t n) {
   float m = 0.0f;
+  int nan = 0;
+#pragma omp simd reduction(max : m) reduction(| : nan)
   for (int64_t k = 0; k < n; k++) {
     const float a = fabsf(src[k]);
-    m = (m > a || m != m) ? m : a;
+    m = m > a ? m : a;
+    nan |= a != a;
   }
-  if (m < 1e-12f) m = 1e-12f;
+  if (nan) m = NAN;
+  else if (m < 1e-12f) m = 1e-12f;
   *scale = m;
+  float x[Q8_BLOCK];
+  uint32_t cells[Q8_BLOCK];
+#pragma omp simd
   for (int64_t k = 0; k < n; k++) {
-    const float x = src[k] / m;
-    int c = x >= map[128] ? 128 : 0;
-    c += x >= map[c + 64] ? 64 : 0;
-    c += x >= map[c + 32] ? 32 : 0;
-    c += x >= map[c + 16] ? 16 : 0;
-    c += x >= map[c + 8] ? 8 : 0;
-    c += x >= map[c + 4] ? 4 : 0;
-    c += x >= map[c + 2] ? 2 : 0;
-    c += x >= map[c + 1] ? 1 : 0;
-    c += (c < 255) & (x - map[c] >= half[c]);
-    codes[k] = (uint8_t)c;
+    const float q = src[k] / m;
+    uint32_t bits;
+    memcpy(&bits, &q, sizeof bits);
+    int32_t e = (int32_t)((bits >> 23) & 0xffu) - Q8_TINY_EXPONENT;
+    e = e < 0 ? 0 : e > Q8_EXPONENTS - 1 ? Q8_EXPONENTS - 1 : e;
+    const uint32_t mantissa = e ? (bits >> (23 - Q8_CELL_BITS)) & ((1u << Q8_CELL_BITS) - 1u) : 0u;
+    cells[k] = (((bits >> 31) * Q8_EXPONENTS + (uint32_t)e) << Q8_CELL_BITS) | mantissa;
+    x[k] = q;
+  }
+#pragma GCC novector
+  for (int64_t k = 0; k < n; k++) {
+    const uint32_t cell = cells[k];
+    const float q = x[k];
+    codes[k] = (uint8_t)(q != q ? 0 : start[cell] + (q >= bound[cell]));
   }
 }
+#endif
 
 /* FOR_EACH_SLICE, with every thread's share starting and ending on a multiple of `align` elements of the
  * concatenated tensors (each a whole number of `align` elements long): blocks are never split. */

@@ -413,7 +413,8 @@ class _Printer:
             var = role_var(role)
             if written and role in self.eight_bit:
                 table = self.table(role)
-                lines.append(f"  q8_store(F_{var}, {var} + jb, A_{var} + jb / Q8_BLOCK, {table}, {table}_HALF, je - jb);")
+                lines.append(f"  q8_store(F_{var}, {var} + jb, A_{var} + jb / Q8_BLOCK, {table}_START, {table}_BOUND, "
+                             "je - jb);")
             elif written:
                 lines.append(f"  f16_narrow(F_{var}, {var} + jb, je - jb);")
         return lines + ["}"]
@@ -422,13 +423,20 @@ class _Printer:
         return "Q8_SIGNED" if self.eight_bit[role] else "Q8_UNSIGNED"
 
     def tables(self) -> list[str]:
-        """The 8-bit maps and their half gaps, as C arrays (hexadecimal floats: exact)."""
-        lines = []
+        """The 8-bit constants and tables (before the prelude: its q8_* functions use them); floats in
+        hexadecimal, exact."""
+        if not self.eight_bit:
+            return []
+        lines = ["#include <math.h>", "#include <stdint.h>", f"#define Q8_CELL_BITS {blockwise.CELL_BITS}", f"#define Q8_TINY_EXPONENT {blockwise.TINY_EXPONENT}",
+                 f"#define Q8_EXPONENTS {blockwise.EXPONENTS}"]
         for signed in sorted(set(self.eight_bit.values())):
             name = "Q8_SIGNED" if signed else "Q8_UNSIGNED"
-            for suffix, values in (("", blockwise.dynamic_map(signed)), ("_HALF", blockwise.half_gaps(signed))):
-                lines.append(f"static const float {name}{suffix}[256] = {{" + ", ".join(
-                    f"{float(v).hex()}f" for v in values) + "};")
+            start, bound = blockwise.cells(signed)
+            floats = {"": blockwise.dynamic_map(signed), "_BOUND": bound}
+            for suffix, values in floats.items():
+                lines.append(f"static const float {name}{suffix}[{len(values)}] = {{" + ", ".join(
+                    "INFINITY" if v == float("inf") else f"{float(v).hex()}f" for v in values) + "};")
+            lines.append(f"static const int32_t {name}_START[{len(start)}] = {{" + ",".join(map(str, start)) + "};")
         return lines
 
     def store_line(self, role: str, node: Expr, blocked: dict) -> str:
@@ -580,7 +588,7 @@ class _Printer:
         lines += ["  free(tmp); free(toff); free(sizes);", "  return !bad;", "}"]
         if blocked:
             lines += self.blocks(body_name)
-        return '#include "_prelude.h"\n\n' + "\n".join(self.tables() + lines) + "\n"
+        return "\n".join(self.tables() + ['#include "_prelude.h"', ""] + lines) + "\n"
 
     def blocks(self, body: str) -> list[str]:
         """A kernel of several passes runs each tensor that is a small share of the call's elements (at most a

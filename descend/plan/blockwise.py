@@ -4,7 +4,8 @@ An entry of ``n`` elements (``n`` a multiple of ``BLOCK``, at least ``SMALLEST``
 codes (laid out like the parameter) and ``n / BLOCK`` float32 scales, one per block of ``BLOCK`` consecutive
 elements in memory order: a value is ``MAP[code] · scale``.  Storing a block takes its absolute maximum (at
 least ``1e-12``) as the scale and each element's nearest code of ``value / scale``: the largest code whose
-map value is at most the quotient, one up when the quotient is at least half way to the next one.  The map
+map value is at most the quotient, one up when the quotient is at least half way to the next one (in
+float32: ``x − MAP[c] >= (MAP[c+1] − MAP[c]) · 0.5``; a NaN takes code 0, its block's scale is NaN).  The map
 is bitsandbytes' dynamic quantisation map (Dettmers et al. 2022), signed for entries that take negative
 values (a first moment) and unsigned for the others (``StateSpec.signed``); these are the semantics of
 torchao's ``AdamW8bit``.  Smaller entries, and those of other sizes, stay float32, as torchao keeps them.
@@ -53,6 +54,59 @@ def half_gaps(signed: bool) -> tuple[float, ...]:
     return tuple(_table(signed, torch.device("cpu"))[1].tolist())
 
 
+# --- the kernels' lookup: the code of a quotient from its float32 bits ----------------------------------
+#
+# The nearest-code rule is a step function of the quotient x: the code is the number of boundaries at or
+# below x, one boundary per gap of the map (the smallest float32 that rounds up, under the float32 rule of
+# ``quantise``).  The kernels split [-2, 2] into cells by sign, exponent (|x| < 2^-23 is one cell: it is
+# the code of 0) and the top ``CELL_BITS`` mantissa bits; no cell holds two boundaries, so a cell's code is
+# its first code, plus one at or above its boundary (+inf where it holds none).
+
+CELL_BITS = 8
+TINY_EXPONENT = 127 - 24  # exponents up to this one: |x| < 2^-23
+EXPONENTS = 25  # per sign: the tiny cell's exponent, then 2^-23 .. 2^0
+
+
+def boundaries(signed: bool) -> Tensor:
+    """The 255 float32 boundaries: ``B[c]`` is the least quotient that takes code ``c + 1`` or above."""
+    table, half = _table(signed, torch.device("cpu"))
+    low, high, gap = table[:-1], table[1:], half[:-1]
+    x = (low + gap).clamp(max=high)  # near the boundary; then moved by float32 steps onto it
+    for _ in range(64):
+        below = torch.nextafter(x, low)
+        down = (below > low) & ((below - low) >= gap)
+        up = ~((x - low) >= gap) & (x < high)
+        if not (down.any() or up.any()):
+            break
+        x = torch.where(down, below, torch.where(up, torch.nextafter(x, high), x))
+    return x
+
+
+@lru_cache(maxsize=2)
+def cells(signed: bool) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Each cell's first code and boundary (in the kernels' cell order: sign, exponent, mantissa bits)."""
+    bounds = boundaries(signed)
+    per_sign = EXPONENTS << CELL_BITS
+    index = torch.arange(per_sign, dtype=torch.int64)
+    exponent, mantissa = (index >> CELL_BITS) + TINY_EXPONENT, index & ((1 << CELL_BITS) - 1)
+    first = ((exponent << 23) | (mantissa << (23 - CELL_BITS))).to(torch.int32).view(torch.float32)
+    last = (((exponent << 23) | (mantissa << (23 - CELL_BITS))) + (1 << (23 - CELL_BITS)) - 1).to(
+        torch.int32).view(torch.float32)
+    tiny = index < (1 << CELL_BITS)
+    first = torch.where(tiny, torch.zeros(()), first)
+    last = torch.where(tiny, torch.tensor(2.0 ** -23).nextafter(torch.zeros(())), last)
+    lows, highs = torch.cat([first, -last]), torch.cat([last, -first])  # positive cells, then negative ones
+    lows = torch.where(torch.cat([tiny, tiny]), -highs.abs(), lows)
+    highs = torch.where(torch.cat([tiny, tiny]), highs.abs(), highs)
+    lows, highs = torch.minimum(lows, highs), torch.maximum(lows, highs)
+    start = torch.searchsorted(bounds, lows, right=True)
+    end = torch.searchsorted(bounds, highs, right=True)
+    assert int((end - start).max()) <= 1, "a cell holds two boundaries"
+    inside = bounds[start.clamp(max=bounds.numel() - 1)]
+    bound = torch.where(end > start, inside, torch.tensor(float("inf")))
+    return tuple(start.tolist()), tuple(bound.tolist())
+
+
 def takes(numel: int) -> bool:
     """Whether an entry of ``numel`` elements is kept in 8 bits."""
     return numel >= SMALLEST and numel % BLOCK == 0
@@ -76,7 +130,7 @@ def quantise(values: Tensor, signed: bool) -> tuple[Tensor, Tensor]:
     table, half = _table(signed, values.device)
     below = (torch.searchsorted(table, scaled.contiguous(), right=True) - 1).clamp(min=0)  # largest MAP[c] <= x
     up = (scaled - table[below]) >= half[below]
-    codes = (below + (up & (below < BLOCK - 1))).to(torch.uint8)
+    codes = (below + (up & (below < BLOCK - 1))).masked_fill(scaled.isnan(), 0).to(torch.uint8)
     return codes.reshape(-1), scales
 
 
