@@ -284,7 +284,7 @@ INLINE void q8_load(const uint8_t *restrict codes, float scale, const float *res
 }
 
 INLINE void q8_store(const float *restrict src, uint8_t *restrict codes, float *restrict scale,
-                     const int32_t *restrict start, const float *restrict bound, int64_t n) {
+                     const uint8_t *restrict code, const uint16_t *restrict threshold, int64_t n) {
   float m = 0.0f;
   int nan = 0;
 #pragma omp simd reduction(max : m) reduction(| : nan)
@@ -296,25 +296,21 @@ INLINE void q8_store(const float *restrict src, uint8_t *restrict codes, float *
   if (nan) m = NAN;
   else if (m < 1e-12f) m = 1e-12f;
   *scale = m;
-  float x[Q8_BLOCK];
-  uint32_t cells[Q8_BLOCK];
+  uint32_t cells[Q8_BLOCK], rest[Q8_BLOCK];
 #pragma omp simd
   for (int64_t k = 0; k < n; k++) {
-    const float q = src[k] / m;
+    const float x = src[k] / m;
     uint32_t bits;
-    memcpy(&bits, &q, sizeof bits);
+    memcpy(&bits, &x, sizeof bits);
     int32_t e = (int32_t)((bits >> 23) & 0xffu) - Q8_TINY_EXPONENT;
     e = e < 0 ? 0 : e > Q8_EXPONENTS - 1 ? Q8_EXPONENTS - 1 : e;
-    const uint32_t mantissa = e ? (bits >> (23 - Q8_CELL_BITS)) & ((1u << Q8_CELL_BITS) - 1u) : 0u;
-    cells[k] = (((bits >> 31) * Q8_EXPONENTS + (uint32_t)e) << Q8_CELL_BITS) | mantissa;
-    x[k] = q;
+    const uint32_t sign = bits >> 31, low = bits & Q8_LOW;
+    const uint32_t mantissa = e ? (bits >> Q8_LOW_BITS) & ((1u << Q8_CELL_BITS) - 1u) : 0u;
+    cells[k] = x != x ? Q8_NAN_CELL : (((sign * Q8_EXPONENTS + (uint32_t)e) << Q8_CELL_BITS) | mantissa);
+    rest[k] = sign ? Q8_LOW - low : low;
   }
 #pragma GCC novector
-  for (int64_t k = 0; k < n; k++) {
-    const uint32_t cell = cells[k];
-    const float q = x[k];
-    codes[k] = (uint8_t)(q != q ? 0 : start[cell] + (q >= bound[cell]));
-  }
+  for (int64_t k = 0; k < n; k++) codes[k] = (uint8_t)(code[cells[k]] + (rest[k] >= threshold[cells[k]]));
 }
 #endif
 

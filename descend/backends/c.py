@@ -413,7 +413,7 @@ class _Printer:
             var = role_var(role)
             if written and role in self.eight_bit:
                 table = self.table(role)
-                lines.append(f"  q8_store(F_{var}, {var} + jb, A_{var} + jb / Q8_BLOCK, {table}_START, {table}_BOUND, "
+                lines.append(f"  q8_store(F_{var}, {var} + jb, A_{var} + jb / Q8_BLOCK, {table}_CODE, {table}_THRESHOLD, "
                              "je - jb);")
             elif written:
                 lines.append(f"  f16_narrow(F_{var}, {var} + jb, je - jb);")
@@ -428,15 +428,16 @@ class _Printer:
         if not self.eight_bit:
             return []
         lines = ["#include <math.h>", "#include <stdint.h>", f"#define Q8_CELL_BITS {blockwise.CELL_BITS}", f"#define Q8_TINY_EXPONENT {blockwise.TINY_EXPONENT}",
-                 f"#define Q8_EXPONENTS {blockwise.EXPONENTS}"]
+                 f"#define Q8_EXPONENTS {blockwise.EXPONENTS}", f"#define Q8_LOW_BITS {blockwise.LOW_BITS}",
+                 f"#define Q8_LOW {blockwise.LOW}u", f"#define Q8_NAN_CELL {2 * blockwise.EXPONENTS << blockwise.CELL_BITS}u"]
         for signed in sorted(set(self.eight_bit.values())):
             name = "Q8_SIGNED" if signed else "Q8_UNSIGNED"
-            start, bound = blockwise.cells(signed)
-            floats = {"": blockwise.dynamic_map(signed), "_BOUND": bound}
-            for suffix, values in floats.items():
-                lines.append(f"static const float {name}{suffix}[{len(values)}] = {{" + ", ".join(
-                    "INFINITY" if v == float("inf") else f"{float(v).hex()}f" for v in values) + "};")
-            lines.append(f"static const int32_t {name}_START[{len(start)}] = {{" + ",".join(map(str, start)) + "};")
+            code, threshold = blockwise.cells(signed)
+            lines.append(f"static const float {name}[256] = {{" + ", ".join(
+                f"{float(v).hex()}f" for v in blockwise.dynamic_map(signed)) + "};")
+            lines.append(f"static const uint8_t {name}_CODE[{len(code)}] = {{" + ",".join(map(str, code)) + "};")
+            lines.append(f"static const uint16_t {name}_THRESHOLD[{len(code)}] = {{" + ",".join(map(str, threshold))
+                         + "};")
         return lines
 
     def store_line(self, role: str, node: Expr, blocked: dict) -> str:

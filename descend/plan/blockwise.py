@@ -60,9 +60,11 @@ def half_gaps(signed: bool) -> tuple[float, ...]:
 # below x, one boundary per gap of the map (the smallest float32 that rounds up, under the float32 rule of
 # ``quantise``).  The kernels split [-2, 2] into cells by sign, exponent (|x| < 2^-23 is one cell: it is
 # the code of 0) and the top ``CELL_BITS`` mantissa bits; no cell holds two boundaries, so a cell's code is
-# its first code, plus one at or above its boundary (+inf where it holds none).
+# its first code, plus one at or past its boundary, found from the quotient's remaining bits.
 
-CELL_BITS = 8
+CELL_BITS = 7
+LOW_BITS = 23 - CELL_BITS
+LOW = (1 << LOW_BITS) - 1
 TINY_EXPONENT = 127 - 24  # exponents up to this one: |x| < 2^-23
 EXPONENTS = 25  # per sign: the tiny cell's exponent, then 2^-23 .. 2^0
 
@@ -83,28 +85,33 @@ def boundaries(signed: bool) -> Tensor:
 
 
 @lru_cache(maxsize=2)
-def cells(signed: bool) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    """Each cell's first code and boundary (in the kernels' cell order: sign, exponent, mantissa bits)."""
+def cells(signed: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Each cell's code and threshold, in the kernels' cell order (sign, exponent, mantissa bits): a quotient
+    whose low ``LOW_BITS`` bits ``b`` (``LOW − b`` for a negative one: larger is then nearer 0) reach the
+    threshold takes the cell's code plus one, the others the code (mod 256; a cell without a boundary has
+    the code below its own and threshold 0).  The last cell is NaN's."""
     bounds = boundaries(signed)
     per_sign = EXPONENTS << CELL_BITS
     index = torch.arange(per_sign, dtype=torch.int64)
     exponent, mantissa = (index >> CELL_BITS) + TINY_EXPONENT, index & ((1 << CELL_BITS) - 1)
-    first = ((exponent << 23) | (mantissa << (23 - CELL_BITS))).to(torch.int32).view(torch.float32)
-    last = (((exponent << 23) | (mantissa << (23 - CELL_BITS))) + (1 << (23 - CELL_BITS)) - 1).to(
-        torch.int32).view(torch.float32)
-    tiny = index < (1 << CELL_BITS)
+    first_bits = (exponent << 23) | (mantissa << LOW_BITS)
+    first = first_bits.to(torch.int32).view(torch.float32)
+    last = (first_bits + LOW).to(torch.int32).view(torch.float32)
+    tiny = index < (1 << CELL_BITS)  # |x| < 2^-23, one cell: no boundary is that small
     first = torch.where(tiny, torch.zeros(()), first)
     last = torch.where(tiny, torch.tensor(2.0 ** -23).nextafter(torch.zeros(())), last)
-    lows, highs = torch.cat([first, -last]), torch.cat([last, -first])  # positive cells, then negative ones
-    lows = torch.where(torch.cat([tiny, tiny]), -highs.abs(), lows)
-    highs = torch.where(torch.cat([tiny, tiny]), highs.abs(), highs)
-    lows, highs = torch.minimum(lows, highs), torch.maximum(lows, highs)
+    lows = torch.cat([first, torch.where(tiny, -last, -last)])  # positive cells, then negative ones
+    highs = torch.cat([last, torch.where(tiny, last, -first)])
     start = torch.searchsorted(bounds, lows, right=True)
     end = torch.searchsorted(bounds, highs, right=True)
     assert int((end - start).max()) <= 1, "a cell holds two boundaries"
-    inside = bounds[start.clamp(max=bounds.numel() - 1)]
-    bound = torch.where(end > start, inside, torch.tensor(float("inf")))
-    return tuple(start.tolist()), tuple(bound.tolist())
+    low = bounds[start.clamp(max=bounds.numel() - 1)].view(torch.int32).long() & LOW
+    negative = torch.arange(2 * per_sign) >= per_sign
+    threshold = torch.where(negative, LOW - low, low)
+    held = end > start
+    code = torch.where(held, start, (start - 1) % 256)
+    # and one cell more, for NaN: code 0 (255 + 1)
+    return tuple(code.tolist()) + (255,), tuple(torch.where(held, threshold, 0).tolist()) + (0,)
 
 
 def takes(numel: int) -> bool:
