@@ -405,7 +405,7 @@ class _Printer:
         for role, (read, _) in blocked.items():
             var = role_var(role)
             if read and role in self.eight_bit:
-                lines.append(f"  q8_load({var} + jb, A_{var}[jb / Q8_BLOCK], {self.table(role)}, F_{var}, je - jb);")
+                lines.append(f"  q8_load({var} + jb, A_{var}[jb / Q8_BLOCK], &{self.table(role)}, F_{var}, je - jb);")
             elif read:
                 lines.append(f"  f16_widen({var} + jb, F_{var}, je - jb);")
         lines += ["  " + line for line in loop]
@@ -413,32 +413,50 @@ class _Printer:
             var = role_var(role)
             if written and role in self.eight_bit:
                 table = self.table(role)
-                lines.append(f"  q8_store(F_{var}, {var} + jb, A_{var} + jb / Q8_BLOCK, {table}_CODE, {table}_THRESHOLD, "
-                             "je - jb);")
+                lines.append(f"  q8_store(F_{var}, {var} + jb, A_{var} + jb / Q8_BLOCK, &{table}, je - jb);")
             elif written:
                 lines.append(f"  f16_narrow(F_{var}, {var} + jb, je - jb);")
         return lines + ["}"]
 
     def table(self, role: str) -> str:
-        return "Q8_SIGNED" if self.eight_bit[role] else "Q8_UNSIGNED"
+        return self.table_of(self.eight_bit[role])
 
-    def tables(self) -> list[str]:
-        """The 8-bit constants and tables (before the prelude: its q8_* functions use them); floats in
-        hexadecimal, exact."""
+    def defines(self) -> list[str]:
+        """The 8-bit constants the prelude's q8_* functions read (before it)."""
         if not self.eight_bit:
             return []
-        lines = ["#include <math.h>", "#include <stdint.h>", f"#define Q8_CELL_BITS {blockwise.CELL_BITS}", f"#define Q8_TINY_EXPONENT {blockwise.TINY_EXPONENT}",
-                 f"#define Q8_EXPONENTS {blockwise.EXPONENTS}", f"#define Q8_LOW_BITS {blockwise.LOW_BITS}",
-                 f"#define Q8_LOW {blockwise.LOW}u", f"#define Q8_NAN_CELL {2 * blockwise.EXPONENTS << blockwise.CELL_BITS}u"]
+        return [f"#define Q8_CELL_BITS {blockwise.CELL_BITS}", f"#define Q8_TINY_EXPONENT {blockwise.TINY_EXPONENT}",
+                f"#define Q8_EXPONENTS {blockwise.EXPONENTS}", f"#define Q8_LOW_BITS {blockwise.LOW_BITS}",
+                f"#define Q8_LOW {blockwise.LOW}u", f"#define Q8_NAN_CELL {2 * blockwise.EXPONENTS << blockwise.CELL_BITS}u"]
+
+    def tables(self) -> list[str]:
+        """The maps' tables (floats in hexadecimal: exact) and their ``q8_map_t``, after the prelude."""
+        def array(kind: str, name: str, values, size: int | None = None) -> str:
+            values = list(values) + [0] * ((size or len(values)) - len(values))
+            text = [("INFINITY" if v == math.inf else "(-INFINITY)" if v == -math.inf else f"{float(v).hex()}f")
+                    if kind == "float" else str(int(v)) for v in values]
+            return f"static const {kind} {name}[{len(values)}] = {{" + ",".join(text) + "};"
+
+        lines = []
         for signed in sorted(set(self.eight_bit.values())):
-            name = "Q8_SIGNED" if signed else "Q8_UNSIGNED"
-            code, threshold = blockwise.cells(signed)
-            lines.append(f"static const float {name}[256] = {{" + ", ".join(
-                f"{float(v).hex()}f" for v in blockwise.dynamic_map(signed)) + "};")
-            lines.append(f"static const uint8_t {name}_CODE[{len(code)}] = {{" + ",".join(map(str, code)) + "};")
-            lines.append(f"static const uint16_t {name}_THRESHOLD[{len(code)}] = {{" + ",".join(map(str, threshold))
-                         + "};")
+            name = self.table_of(signed)
+            plan, (code, threshold) = blockwise.decades(signed), blockwise.cells(signed)
+            lines += [array("float", f"{name}_VALUES", blockwise.dynamic_map(signed)),
+                      array("float", f"{name}_BOUNDARY", plan["boundaries"]),
+                      array("float", f"{name}_A", plan["A"], 16), array("float", f"{name}_C", plan["C"], 16),
+                      array("float", f"{name}_DECADE", plan["thresholds"]),
+                      array("int32_t", f"{name}_COUNT", plan["count"], 16),
+                      array("int32_t", f"{name}_BASE", plan["base"], 16),
+                      array("int32_t", f"{name}_NEGATIVE", plan["negative"], 16),
+                      array("uint8_t", f"{name}_CODE", code), array("uint16_t", f"{name}_THRESHOLD", threshold),
+                      f"static const q8_map_t {name} = {{{name}_VALUES, {name}_BOUNDARY, {name}_A, {name}_C, "
+                      f"{name}_DECADE, {name}_COUNT, {name}_BASE, {name}_NEGATIVE, {name}_CODE, {name}_THRESHOLD, "
+                      f"{int(signed)}}};"]
         return lines
+
+    @staticmethod
+    def table_of(signed: bool) -> str:
+        return "Q8_SIGNED" if signed else "Q8_UNSIGNED"
 
     def store_line(self, role: str, node: Expr, blocked: dict) -> str:
         value = self.element_operand(node)
@@ -589,7 +607,7 @@ class _Printer:
         lines += ["  free(tmp); free(toff); free(sizes);", "  return !bad;", "}"]
         if blocked:
             lines += self.blocks(body_name)
-        return "\n".join(self.tables() + ['#include "_prelude.h"', ""] + lines) + "\n"
+        return "\n".join(self.defines() + ['#include "_prelude.h"', ""] + self.tables() + lines) + "\n"
 
     def blocks(self, body: str) -> list[str]:
         """A kernel of several passes runs each tensor that is a small share of the call's elements (at most a

@@ -114,6 +114,49 @@ def cells(signed: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return tuple(code.tolist()) + (255,), tuple(torch.where(held, threshold, 0).tolist()) + (0,)
 
 
+# --- the vector kernels' search: no table gathers --------------------------------------------------
+#
+# Within a decade 10^(d-7) .. 10^(d-6) the map's values are evenly spaced: at positions t = j + 1/2 of
+# t = |x|·A_d − C_d.  The code of the nearest one, or of a neighbour at the decade's edges, is low or
+# low + 1 with low = BASE_d + floor(t − 1/2) (clamped to BASE_d − 1 .. BASE_d + n_d − 1) for x >= 0,
+# NEGATIVE_d − floor(t + 1/2) (clamped to 0 .. n_d subtracted) for x < 0 on the signed map, −1 for x < 0 on
+# the unsigned one; one comparison with boundary low + 1 of [−inf, B_0, .., B_254] decides.  (Checked
+# against ``quantise`` on every boundary and decade edge and their neighbours, and a stride over all
+# float32 in [−1, 1]: tests/test_eightbit.py.)
+
+
+@lru_cache(maxsize=2)
+def decades(signed: bool) -> dict[str, tuple]:
+    """The vector search's per-decade constants (decades 0..6), its decade thresholds and its boundaries."""
+    d = torch.arange(7)
+    count = 2 ** d if signed else 2 ** (d + 1)
+    width = 0.9 / count.double()
+    return {"A": tuple((1.0 / (10.0 ** (d.double() - 6) * width)).float().tolist()),
+            "C": tuple((0.1 / width).float().tolist()),
+            "count": tuple(count.tolist()),
+            "base": tuple(((128 if signed else 0) + count - 1).tolist()),
+            "negative": tuple((127 - count).tolist()) if signed else (0,) * 7,
+            "thresholds": tuple(torch.tensor([10.0 ** (k - 7) for k in range(1, 7)]).float().tolist()),
+            "boundaries": (float("-inf"),) + tuple(boundaries(signed).tolist())}
+
+
+def vector_codes(x: Tensor, signed: bool) -> Tensor:
+    """The vector kernels' search, in torch ops (float32 as the kernels compute): the codes of quotients."""
+    plan = decades(signed)
+    A, C = torch.tensor(plan["A"]), torch.tensor(plan["C"])
+    count, base, negative = (torch.tensor(plan[k]) for k in ("count", "base", "negative"))
+    magnitude = x.abs()
+    d = (magnitude[:, None] >= torch.tensor(plan["thresholds"])).sum(1)
+    t = magnitude * A[d] - C[d]
+    low = base[d] + torch.minimum(torch.floor(t - 0.5).long().clamp(min=-1), count[d] - 1)
+    if signed:
+        low = torch.where(x < 0, negative[d] - torch.minimum(torch.floor(t + 0.5).long().clamp(min=0), count[d]), low)
+    else:
+        low = torch.where(x < 0, -1, low)
+    codes = low + (x >= torch.tensor(plan["boundaries"])[low + 1]).long()
+    return codes.masked_fill(x.isnan(), 0)
+
+
 def takes(numel: int) -> bool:
     """Whether an entry of ``numel`` elements is kept in 8 bits."""
     return numel >= SMALLEST and numel % BLOCK == 0
