@@ -4,6 +4,9 @@ holding plain codes and scales that load back bit for bit and convert to and fro
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -237,6 +240,56 @@ def test_the_c_kernel_rounds_at_every_boundary_of_the_map_as_the_definition(sign
     if signed:  # each boundary takes the code above it, the float32 below it the code below
         assert torch.equal(codes.view(-1, 256)[:, :255].reshape(-1)[:255].long(), torch.arange(1, 256))
         assert torch.equal(codes.view(-1, 256)[:, :255].reshape(-1)[255:510].long(), torch.arange(0, 255))
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_the_vector_search_is_the_nearest_code_everywhere(signed):
+    """The AVX-512 kernels' search (a decade candidate and one boundary), in torch ops: on every boundary, every
+    decade edge and four float32 steps either side, and a stride over all float32 in [-1, 1]."""
+    bounds = blockwise.boundaries(signed)
+    edges = torch.tensor([10.0 ** (k - 7) for k in range(8)])
+    values = [bounds, edges, torch.arange(0, 0x3F800001, 4999, dtype=torch.int64).to(torch.int32).view(torch.float32),
+              torch.tensor([0.0, -0.0, 1.0, -1.0])]
+    for near in (bounds, edges):
+        below, above = near, near
+        for _ in range(4):
+            below, above = below.nextafter(torch.tensor(-2.0)), above.nextafter(torch.tensor(2.0))
+            values += [below, above]
+    x = torch.cat(values)
+    x = torch.cat([x, -x])
+    x = x[x.abs() <= 1]  # (a quotient by the block's absolute maximum)
+    codes, _ = blockwise.quantise(with_ones(x), signed)  # every block's scale 1: its quotients are x
+    assert torch.equal(blockwise.vector_codes(x, signed), codes.view(-1, 256)[:, :255].reshape(-1)[:x.numel()].long())
+    assert blockwise.vector_codes(torch.tensor([float("nan")]), signed).tolist() == [0]
+
+
+PORTABLE_RUN = """
+import sys, torch, descend
+sys.path.insert(0, "tests")
+from descend.backends import build
+from test_eightbit import OPTIMIZERS, trajectory, N
+assert build.support().f16_path() == 0
+torch.save({name: trajectory(cls, kwargs, True, (N,))[1].state_dict() for name, (cls, kwargs) in OPTIMIZERS.items()},
+           sys.argv[1])
+"""
+
+
+def test_the_portable_search_gives_the_vector_kernels_codes(tmp_path):
+    """Without AVX-512 (or with DESCEND_F16=portable) the kernels search a cell table: the same codes."""
+    from descend.backends import build
+
+    if build.support() is None or build.support().f16_path() != 2:
+        pytest.skip("the kernels here use the portable search already")
+    saved = tmp_path / "portable.pt"
+    env = dict(os.environ, DESCEND_F16="portable", PYTHONPATH=os.getcwd())
+    done = subprocess.run([sys.executable, "-c", PORTABLE_RUN, str(saved)], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    portable = torch.load(saved)
+    for name, (cls, kwargs) in OPTIMIZERS.items():
+        ours = trajectory(cls, kwargs, True, (N,))[1].state_dict()["state"][0]
+        theirs = portable[name]["state"][0]
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), name
 
 
 def test_channels_last_blocks_follow_memory_order_on_both_paths():
