@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..plan import blockwise
 from ..plan.formula import COLS, ELEMENT, MATRIX, ROWS, SCALAR, Expr, operands
 from ..plan.schedule import Between, Pass, Schedule, is_element
 from ..plan.trace import Segment
+from . import q8
 
 C_STORAGE = {torch.float32: "float", torch.float64: "double", torch.bfloat16: "uint16_t", torch.float16: "uint16_t",
              torch.uint8: "uint8_t"}  # uint8: 8-bit codes, always read and written a block at a time
@@ -419,44 +419,7 @@ class _Printer:
         return lines + ["}"]
 
     def table(self, role: str) -> str:
-        return self.table_of(self.eight_bit[role])
-
-    def defines(self) -> list[str]:
-        """The 8-bit constants the prelude's q8_* functions read (before it)."""
-        if not self.eight_bit:
-            return []
-        return [f"#define Q8_CELL_BITS {blockwise.CELL_BITS}", f"#define Q8_TINY_EXPONENT {blockwise.TINY_EXPONENT}",
-                f"#define Q8_EXPONENTS {blockwise.EXPONENTS}", f"#define Q8_LOW_BITS {blockwise.LOW_BITS}",
-                f"#define Q8_LOW {blockwise.LOW}u", f"#define Q8_NAN_CELL {2 * blockwise.EXPONENTS << blockwise.CELL_BITS}u"]
-
-    def tables(self) -> list[str]:
-        """The maps' tables (floats in hexadecimal: exact) and their ``q8_map_t``, after the prelude."""
-        def array(kind: str, name: str, values, size: int | None = None) -> str:
-            values = list(values) + [0] * ((size or len(values)) - len(values))
-            text = [("INFINITY" if v == math.inf else "(-INFINITY)" if v == -math.inf else f"{float(v).hex()}f")
-                    if kind == "float" else str(int(v)) for v in values]
-            return f"static const {kind} {name}[{len(values)}] = {{" + ",".join(text) + "};"
-
-        lines = []
-        for signed in sorted(set(self.eight_bit.values())):
-            name = self.table_of(signed)
-            plan, (code, threshold) = blockwise.decades(signed), blockwise.cells(signed)
-            lines += [array("float", f"{name}_VALUES", blockwise.dynamic_map(signed)),
-                      array("float", f"{name}_BOUNDARY", plan["boundaries"]),
-                      array("float", f"{name}_A", plan["A"], 16), array("float", f"{name}_C", plan["C"], 16),
-                      array("float", f"{name}_DECADE", plan["thresholds"]),
-                      array("int32_t", f"{name}_COUNT", plan["count"], 16),
-                      array("int32_t", f"{name}_BASE", plan["base"], 16),
-                      array("int32_t", f"{name}_NEGATIVE", plan["negative"], 16),
-                      array("uint8_t", f"{name}_CODE", code), array("uint16_t", f"{name}_THRESHOLD", threshold),
-                      f"static const q8_map_t {name} = {{{name}_VALUES, {name}_BOUNDARY, {name}_A, {name}_C, "
-                      f"{name}_DECADE, {name}_COUNT, {name}_BASE, {name}_NEGATIVE, {name}_CODE, {name}_THRESHOLD, "
-                      f"{int(signed)}}};"]
-        return lines
-
-    @staticmethod
-    def table_of(signed: bool) -> str:
-        return "Q8_SIGNED" if signed else "Q8_UNSIGNED"
+        return q8.table_name(self.eight_bit[role])
 
     def store_line(self, role: str, node: Expr, blocked: dict) -> str:
         value = self.element_operand(node)
@@ -607,7 +570,8 @@ class _Printer:
         lines += ["  free(tmp); free(toff); free(sizes);", "  return !bad;", "}"]
         if blocked:
             lines += self.blocks(body_name)
-        return "\n".join(self.defines() + ['#include "_prelude.h"', ""] + self.tables() + lines) + "\n"
+        signs = set(self.eight_bit.values())
+        return "\n".join(q8.defines(signs) + ['#include "_prelude.h"', ""] + q8.tables(signs) + lines) + "\n"
 
     def blocks(self, body: str) -> list[str]:
         """A kernel of several passes runs each tensor that is a small share of the call's elements (at most a
