@@ -191,6 +191,14 @@ def scenarios(rank: int, world: int) -> dict:
     train(model, optimizer, rank, world)
     results["fsdp-AdamW-8bit"] = full_params(model)
     results["fsdp-AdamW-8bit-state"] = eightbit_state(optimizer, model[0].weight)
+    saved = optimizer.state_dict()  # a checkpoint of the shards, loaded back into a fresh optimizer
+    resumed = descend.AdamW(model.parameters(), lr=0.01, state_dtype="8bit")
+    resumed.load_state_dict(saved)
+    results["fsdp-AdamW-8bit-resumed-equal"] = all(
+        torch.equal(getattr(v, "to_local", lambda: v)(), getattr(optimizer.state[p][k], "to_local",
+                                                                  lambda: optimizer.state[p][k])())
+        for p in model.parameters() for k, v in resumed.state[p].items())
+    results["fsdp-AdamW-8bit-resumed-state"] = eightbit_state(resumed, model[0].weight)
 
     for policy in ("raise", "skip"):  # a NaN in rank 0's shard only: every rank must decide alike
         model = make_model()

@@ -76,6 +76,8 @@ def test_fsdp2_keeps_8bit_state_per_shard_and_equals_unsharded(two_ranks):
     for r in two_ranks:
         assert r["fsdp-AdamW-8bit-state"]["exp_avg"] == ("DTensor", "torch.uint8", (1024, 8))
         assert r["fsdp-AdamW-8bit-state"]["exp_avg_absmax"] == ("Tensor", "torch.float32", (32,))
+        assert r["fsdp-AdamW-8bit-resumed-state"] == r["fsdp-AdamW-8bit-state"]  # loaded back as it was saved
+        assert r["fsdp-AdamW-8bit-resumed-equal"]
     rank0, rank1 = (r["fsdp-AdamW-8bit"] for r in two_ranks)
     assert all(torch.equal(a, b) for a, b in zip(rank0, rank1))
     model = w.make_eightbit_model()

@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from ..plan.plan import compile
 from ..plan.blockwise import scale_key
-from ..plan.state import check_state_dtype, codec_for, fit, refit_state
+from ..plan.state import check_state_dtype, codec_for, fits_state, refit_state
 from .distributed import is_dtensor, local
 from .options import LONGSTANDING_HYPERPARAMETERS, flags_as_bools, torch_hyperparameter_names
 from .state import normalise_step, place
@@ -211,7 +212,12 @@ class Checkpoints:
                     target = place(param, spec)
                     companions.add(scale_key(key))
                     if is_dtensor(param) or is_dtensor(value):  # FSDP2's state: torch loaded it shard by shard
-                        fit(spec, None, state, target, codec, type(self).__name__)
+                        source, codes = dict(state), value.dtype == torch.uint8
+                        if codes:  # the codes as saved (torch's load made them floats), copied with their scales
+                            source[key], source[scale_key(key)] = value, entries.get(scale_key(key))
+                        if codes or not fits_state(spec, source, target, codec):
+                            state.pop(scale_key(key), None)
+                            state.update(refit_state(spec, source, target, codec, type(self).__name__))
                     else:  # fresh copies of the checkpoint's own tensors (8-bit codes: with their scales), as declared
                         state.pop(scale_key(key), None)
                         state.update(refit_state(spec, entries, target, codec, type(self).__name__))

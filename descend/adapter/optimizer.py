@@ -92,8 +92,8 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
     ``torch.nn.utils.clip_grad_norm_(params, max_grad_norm)`` would clip them, over every group and rank, in
     the step itself; ``last_grad_norm`` holds the norm before clipping (NaN on a skipped step).  ``fused``, ``foreach``: see
     ``descend.adapter.routing``.  ``state_dtype``: how state is stored (``None``: float32 for 16-bit
-    parameters, else their own dtype; ``torch.bfloat16`` with stochastic rounding; ``torch.float16``).
-    All paths give the same numbers up to rounding.
+    parameters, else their own dtype; ``torch.bfloat16`` with stochastic rounding; ``torch.float16``;
+    ``"8bit"``: codes and per-block scales, descend.plan.blockwise).  All paths give the same numbers up to rounding.
 
     ``sparse_gradients`` (a class attribute): True for a class that takes sparse COO gradients only, as
     torch.optim.SparseAdam: it updates the rows each gradient names (descend.adapter.sparse); every other

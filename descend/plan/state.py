@@ -332,17 +332,34 @@ def fits_state(spec: StateSpec, state: dict, param, codec: Codec) -> bool:
     return not codec.blocks or _scales_fit(state.get(blockwise.scale_key(spec.key)), param)
 
 
+def _local(tensor):
+    """This rank's shard of a DTensor (FSDP2), a tensor itself otherwise."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
+def _like(shard: Tensor, param) -> Tensor:
+    """``shard`` as ``param`` holds it: a DTensor of the same mesh and placements where ``param`` is one."""
+    if not hasattr(param, "to_local"):
+        return shard
+    from torch.distributed.tensor import DTensor
+
+    return DTensor.from_local(shard, param.device_mesh, param.placements, run_check=False, shape=param.shape,
+                              stride=param.stride())
+
+
 def _as_float(spec: StateSpec, source: dict, owner: str) -> Tensor:
-    """The value of ``source[spec.key]``: 8-bit codes decoded with the scales beside them."""
+    """The value of ``source[spec.key]``: 8-bit codes decoded with the scales beside them (a shard's codes
+    with that shard's scales)."""
     entry = source[spec.key]
     if not isinstance(entry, Tensor) or entry.dtype != torch.uint8:
         return entry
-    scales = source.get(blockwise.scale_key(spec.key))
-    if not isinstance(scales, Tensor) or scales.numel() * blockwise.BLOCK != entry.numel() or not (
-            entry.is_contiguous() or entry.is_contiguous(memory_format=torch.channels_last)):
-        raise RuntimeError(f"{owner}: state {spec.key!r} holds 8-bit codes ({entry.numel()} of them) without their "
-                           f"{entry.numel() // blockwise.BLOCK} scales in {blockwise.scale_key(spec.key)!r}")
-    return blockwise.read(entry.detach(), scales.detach().float().reshape(-1).to(entry.device), spec.signed)
+    codes, scales = _local(entry), source.get(blockwise.scale_key(spec.key))
+    if not isinstance(scales, Tensor) or scales.numel() * blockwise.BLOCK != codes.numel() or not (
+            codes.is_contiguous() or codes.is_contiguous(memory_format=torch.channels_last)):
+        raise RuntimeError(f"{owner}: state {spec.key!r} holds 8-bit codes ({codes.numel()} of them) without their "
+                           f"{codes.numel() // blockwise.BLOCK} scales in {blockwise.scale_key(spec.key)!r}")
+    decoded = blockwise.read(codes.detach(), _local(scales).detach().float().reshape(-1).to(codes.device), spec.signed)
+    return _like(decoded, entry)
 
 
 def refit_state(spec: StateSpec, source: dict, param, codec: Codec, owner: str) -> dict[str, Tensor]:
@@ -351,20 +368,21 @@ def refit_state(spec: StateSpec, source: dict, param, codec: Codec, owner: str) 
     bit), other values are decoded and stored anew; an entry of another shape is a ``RuntimeError``."""
     codec = codec.of(spec)
     entry = source[spec.key]
-    if codec.blocks:
-        scales = source.get(blockwise.scale_key(spec.key))
-        if isinstance(entry, Tensor) and entry.dtype == torch.uint8 and entry.shape == param.shape and \
-                entry.stride() == param.stride() and isinstance(scales, Tensor) and \
-                scales.numel() * blockwise.BLOCK == _local_numel(param):
-            return {spec.key: torch.empty_like(param, dtype=torch.uint8).copy_(entry.detach()),
-                    blockwise.scale_key(spec.key): torch.empty(scales.numel(), dtype=torch.float32,
-                                                               device=param.device).copy_(scales.detach().reshape(-1))}
-        value = refit(spec, _as_float(spec, source, owner), param, Plain(torch.float32), owner)
-        codes, scales = torch.empty_like(param, dtype=torch.uint8), torch.empty(
-            _local_numel(param) // blockwise.BLOCK, dtype=torch.float32, device=param.device)
-        blockwise.write(codes, scales, value, spec.signed)
-        return {spec.key: codes, blockwise.scale_key(spec.key): scales}
-    return {spec.key: refit(spec, _as_float(spec, source, owner), param, codec, owner)}
+    if not codec.blocks:
+        return {spec.key: refit(spec, _as_float(spec, source, owner), param, codec, owner)}
+    scales, shard = source.get(blockwise.scale_key(spec.key)), _local(param)
+    key, scale_key = spec.key, blockwise.scale_key(spec.key)
+    if isinstance(entry, Tensor) and entry.dtype == torch.uint8 and entry.shape == param.shape and \
+            entry.stride() == param.stride() and isinstance(scales, Tensor) and \
+            scales.numel() * blockwise.BLOCK == shard.numel():
+        codes = torch.empty_like(shard, dtype=torch.uint8).copy_(_local(entry).detach())
+        fresh = torch.empty(scales.numel(), dtype=torch.float32, device=shard.device)
+        return {key: _like(codes, param), scale_key: fresh.copy_(_local(scales).detach().reshape(-1))}
+    value = refit(spec, _local(_as_float(spec, source, owner)), shard, Plain(torch.float32), owner)
+    codes = torch.empty_like(shard, dtype=torch.uint8)
+    scales = torch.empty(shard.numel() // blockwise.BLOCK, dtype=torch.float32, device=shard.device)
+    blockwise.write(codes, scales, value, spec.signed)
+    return {key: _like(codes, param), scale_key: scales}
 
 
 def fit(spec: StateSpec, step, state: dict, param, codec: Codec, owner: str) -> None:
