@@ -322,18 +322,72 @@ def test_the_native_boundary_checks_the_scales():
             cpu.check_buffers(segment, layout, table + [[bad]], [p], False)
 
 
-def test_triton_falls_back_to_the_reference_chain_with_a_reason(monkeypatch):
-    """(Triton kernels for 8-bit state are not written yet: the reference chain runs, and says why.)"""
+@pytest.fixture
+def interpreted(monkeypatch):
+    """Triton's interpreter on CPU tensors (as tests/test_triton.py runs it), with slices of two blocks: a
+    tensor of 17 blocks ends in a masked half slice."""
     from descend.backends import triton
 
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    monkeypatch.setattr(triton, "DEVICE_TYPES", frozenset({"cpu", "cuda"}))
     if not triton.available():
         pytest.skip("triton is not installed")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(triton, "DEVICE_TYPES", frozenset({"cpu", "cuda"}))
+    monkeypatch.setattr(triton, "BLOCK", 512)
+    monkeypatch.setattr(triton, "CHUNK", 1024)
+    launched = []
+    launch = triton.launch
+    monkeypatch.setattr(triton, "launch", lambda kernel, *a, **k: launched.append(kernel.eight_bit) or launch(
+        kernel, *a, **k))
+    return launched
+
+
+@pytest.mark.parametrize("name", ["AdamW", "SGD", "Lion", "RMSprop"])
+def test_the_triton_kernel_keeps_the_reference_paths_codes(name, interpreted):
+    cls, kwargs = OPTIMIZERS[name]
+    results = []
+    for fused in (None, False):
+        torch.manual_seed(1)
+        params = [torch.nn.Parameter(torch.randn(N)), torch.nn.Parameter(torch.randn(17 * 256))]
+        optimizer = cls(params, state_dtype="8bit", fused=fused, **kwargs)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.randn_like(p)
+            optimizer.step()
+        results.append((params, optimizer))
+    assert interpreted and all(interpreted), "the Triton kernel ran with 8-bit roles"
+    (ours, kernel), (theirs, reference) = results
+    for p, q in zip(ours, theirs):
+        for key, value in kernel.state[p].items():
+            if value.dtype == torch.uint8:
+                assert torch.equal(value, reference.state[q][key]), key
+                torch.testing.assert_close(kernel.state[p][key + "_absmax"], reference.state[q][key + "_absmax"],
+                                           rtol=1e-6, atol=0)
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+        if name in ("SGD", "Lion"):
+            assert torch.equal(p, q) and all(torch.equal(v, reference.state[q][k]) for k, v in kernel.state[p].items())
+
+
+def test_the_triton_kernels_quantiser_is_the_torch_definition_at_every_boundary(interpreted):
+    bounds = blockwise.boundaries(True)
+    grad = with_ones(torch.cat([bounds, bounds.nextafter(torch.tensor(-2.0)), bounds.nextafter(torch.tensor(2.0)),
+                                -bounds, torch.tensor([0.0, -0.0])]))
+    p = torch.nn.Parameter(torch.zeros_like(grad))
+    optimizer = descend.SGD([p], lr=0.1, momentum=0.9, state_dtype="8bit")
+    p.grad = grad.clone()
+    optimizer.step()
+    assert interpreted == [(("momentum_buffer", True),)]
+    codes, scales = blockwise.quantise(grad, True)
+    assert torch.equal(optimizer.state[p]["momentum_buffer"], codes)
+    assert torch.equal(optimizer.state[p]["momentum_buffer_absmax"], scales)
+
+
+def test_triton_refuses_8bit_state_with_slices_of_part_blocks(interpreted, monkeypatch):
+    from descend.backends import triton
+
+    monkeypatch.setattr(triton, "BLOCK", 16)
     optimizer = descend.AdamW([torch.nn.Parameter(torch.zeros(1))])
-    group = optimizer.param_groups[0]
-    variant = compile(optimizer.full_chain(optimizer._numbers(group)), False)[0].variant(1)
-    assert triton.reason(variant, torch.zeros(N), Blockwise8bit()) == "state stored as 8bit is not in the Triton kernels"
+    variant = compile(optimizer.full_chain(optimizer._numbers(optimizer.param_groups[0])), False)[0].variant(1)
+    assert "BLOCK" in triton.reason(variant, torch.zeros(N), Blockwise8bit())
 
 
 # --- checkpoints ---------------------------------------------------------------------------------------
