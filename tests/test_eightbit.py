@@ -1,5 +1,5 @@
 """8-bit block-quantised state (``state_dtype="8bit"``): bitsandbytes' dynamic map, absmax per block of 256,
-nearest code; torchao's ``AdamW8bit`` numbers; the C kernels equal to the torch-ops definition; checkpoints
+nearest code; torchao's ``AdamW8bit`` numbers; the C and Triton kernels equal to the torch-ops definition; checkpoints
 holding plain codes and scales that load back bit for bit and convert to and from float32 state."""
 from __future__ import annotations
 

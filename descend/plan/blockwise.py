@@ -11,9 +11,9 @@ values (a first moment) and unsigned for the others (``StateSpec.signed``); thes
 torchao's ``AdamW8bit``.  Smaller entries, and those of other sizes, stay float32, as torchao keeps them.
 
 In a state dict the codes are the entry itself (``state["exp_avg"]``, uint8) and the scales sit beside it
-under ``scale_key`` (``state["exp_avg_absmax"]``, float32): plain tensors.  The generated C kernels
-dequantise and quantise a block at a time (``q8_load`` / ``q8_store`` in ``_prelude.h``, with the tables
-printed from ``dynamic_map``); they are tested against the functions here, bit for bit.
+under ``scale_key`` (``state["exp_avg_absmax"]``, float32): plain tensors.  The generated C kernels dequantise and quantise a block at a time (``q8_load`` / ``q8_store``
+in ``_prelude.h``, with the tables printed from here by descend.backends.q8), the Triton kernels a slice of
+whole blocks at a time; both are tested against the functions here, code for code.
 """
 from __future__ import annotations
 
