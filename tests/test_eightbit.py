@@ -292,6 +292,27 @@ def test_the_portable_search_gives_the_vector_kernels_codes(tmp_path):
         assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), name
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16bit_parameters_with_8bit_state_take_the_reference_paths_numbers(dtype):
+    results = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        p = torch.nn.Parameter(torch.randn(N).to(dtype))
+        optimizer = descend.AdamW([p], state_dtype="8bit", fused=fused)
+        for _ in range(3):
+            p.grad = torch.randn(N).to(dtype)
+            optimizer.step()
+        results.append((p, optimizer.state[p]))
+    (p, ours), (q, theirs) = results
+    assert ours["exp_avg"].dtype == torch.uint8
+    assert torch.equal(p, q) and all(torch.equal(v, theirs[k]) for k, v in ours.items())
+
+
+def test_sparse_gradients_refuse_8bit_state():
+    with pytest.raises(ValueError, match="not for sparse gradients"):
+        descend.SparseAdam([torch.nn.Parameter(torch.zeros(N))], state_dtype="8bit")
+
+
 def test_channels_last_blocks_follow_memory_order_on_both_paths():
     shape, layout = (16, 64, 2, 8), torch.channels_last
     p, kernel = trajectory(descend.SGD, dict(lr=0.1, momentum=0.9), True, shape, memory_format=layout)

@@ -155,6 +155,9 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
         if group["fused"] and group["foreach"]:  # torch's wording first: code may match on it
             raise ValueError(f"{owner}: `fused` and `foreach` cannot be `True` together; pick one")
         check_state_dtype(owner, group.setdefault("state_dtype", None))
+        if self.sparse_gradients and isinstance(group["state_dtype"], str) and group["state_dtype"] == "8bit":
+            raise ValueError(f"{owner}: state_dtype='8bit' is not for sparse gradients: they update single rows, "
+                             "and 8-bit state is stored by blocks of 256 elements")
         if group.setdefault("max_grad_norm", None) is not None:
             check_positive(owner, "max_grad_norm", group["max_grad_norm"])
         if group.get("differentiable"):
