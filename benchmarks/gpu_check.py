@@ -41,6 +41,24 @@ CANDIDATES = {
     "RAdam": (lambda p, **k: descend.RAdam(p, **k), lambda p, **k: torch.optim.RAdam(p, **k), 28),
     "Adafactor": (lambda p, **k: descend.Adafactor(p, **k), lambda p, **k: torch.optim.Adafactor(p, **k), 12),
 }
+
+
+def _bitsandbytes_adamw8bit(params, fused=None, foreach=None, **kwargs):
+    """bitsandbytes' AdamW8bit, in the "torch fused" column of the 8-bit AdamW rows (it has one path)."""
+    if foreach:
+        raise TypeError("bitsandbytes has one path")
+    try:
+        import bitsandbytes
+    except ImportError as error:
+        raise RuntimeError(f"bitsandbytes is not installed: {error}") from error
+    return bitsandbytes.optim.AdamW8bit(params, lr=1e-3, **kwargs)
+
+
+# 8-bit block-quantised state (state_dtype="8bit"): 16 bytes per parameter moved (θ and g in float32, m and v
+# in one byte each, read and written); the kernel check's sizes stay float32 state (under 4,096 elements or
+# not whole blocks of 256) against its float64 reference
+CANDIDATES["AdamW 8-bit"] = (lambda p, **k: descend.AdamW(p, lr=1e-3, state_dtype="8bit", **k),
+                             _bitsandbytes_adamw8bit, 16)
 if hasattr(descend, "Muon"):  # matrices only
     CANDIDATES["Muon"] = (lambda p, **k: descend.Muon(p, **k), lambda p, **k: torch.optim.Muon(p, **k), 12)
 TORCH_PATHS = {"fused": dict(fused=True), "foreach": dict(foreach=True)}
@@ -57,6 +75,8 @@ class Clock:
 
 def shapes_for(name: str, workload: str, smoke: bool) -> list[tuple[int, ...]]:
     """1×16.8M, 49 tensors of 16.8M in all, 1000×256 (matrices for Muon); a few thousand elements in smoke mode."""
+    if smoke and name == "AdamW 8-bit":  # big enough to be kept in 8 bits (whole blocks, at least 4,096)
+        return {"one": [(64, 64)], "49": [(16, 256)] * 2 + [(13,)], "many": [(8, 8)] * 12}[workload]
     if smoke:
         vector = [(16, 13)] if name == "Muon" else [(13,)]
         return {"one": [(64, 48)], "49": [(16, 8)] * 6 + vector, "many": [(8, 8)] * 12}[workload]
@@ -216,6 +236,7 @@ def markdown(report: dict) -> str:
     lines += ["", f"descend's CUDA tests: {test['status']} {test.get('summary', '')}", "", "## Step time", "",
               "| optimizer | workload | params | descend ms | nonfinite=ignore ms | torch fused ms | torch foreach ms "
               "| torch best / descend | GB/s (min bytes) |", "|---|---|---|---|---|---|---|---|---|"]
+    note = "(AdamW 8-bit: the torch fused column is bitsandbytes' AdamW8bit, where it is installed.)"
     for r in report["speed"]:
         if r["status"] != "ok":
             lines.append(f"| {r['name']} | {r['workload']} | | {r['status']} | | | | | |")
@@ -226,7 +247,7 @@ def markdown(report: dict) -> str:
         lines.append(f"| {r['name']} | {r['workload']} | {r['params'] / 1e6:.2f}M | {cell('descend')} | "
                      f"{cell('descend (nonfinite=ignore)')} | {cell('torch fused')} | {cell('torch foreach')} | "
                      f"{ratio} | {r['gb_per_s']:.0f} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", note]) + "\n"
 
 
 def main(argv=None) -> int:

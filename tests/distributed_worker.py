@@ -56,6 +56,17 @@ def train(model, optimizer, rank: int, world: int, steps: int = STEPS, first_ste
         optimizer.step(closure, **step_kwargs)
 
 
+def make_eightbit_model() -> nn.Module:
+    """Matrices whose shards (dim 0 over two ranks) are whole 8-bit blocks: 8,192 and 4,096 elements each."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 2048), nn.Tanh(), nn.Linear(2048, 4))
+
+
+def eightbit_state(optimizer, param) -> dict:
+    return {key: (type(value).__name__, str(value.dtype), tuple(getattr(value, "to_local", lambda: value)().shape))
+            for key, value in optimizer.state[param].items()}
+
+
 def make_muon_model() -> nn.Module:
     """Hidden matrices of 5, 6 and 6 rows: split 3 + 2 and 3 + 3 over two ranks."""
     torch.manual_seed(0)
@@ -173,6 +184,21 @@ def scenarios(rank: int, world: int) -> dict:
             results[f"fsdp-{name}-norm"] = optimizer.last_grad_norm
 
     results.update(fsdp_muon(mesh, rank, world))
+
+    model = make_eightbit_model()  # 8-bit state: blocks of each rank's shard
+    fully_shard(model, mesh=mesh)
+    optimizer = descend.AdamW(model.parameters(), lr=0.01, state_dtype="8bit")
+    train(model, optimizer, rank, world)
+    results["fsdp-AdamW-8bit"] = full_params(model)
+    results["fsdp-AdamW-8bit-state"] = eightbit_state(optimizer, model[0].weight)
+    saved = optimizer.state_dict()  # a checkpoint of the shards, loaded back into a fresh optimizer
+    resumed = descend.AdamW(model.parameters(), lr=0.01, state_dtype="8bit")
+    resumed.load_state_dict(saved)
+    results["fsdp-AdamW-8bit-resumed-equal"] = all(
+        torch.equal(getattr(v, "to_local", lambda: v)(), getattr(optimizer.state[p][k], "to_local",
+                                                                  lambda: optimizer.state[p][k])())
+        for p in model.parameters() for k, v in resumed.state[p].items())
+    results["fsdp-AdamW-8bit-resumed-state"] = eightbit_state(resumed, model[0].weight)
 
     for policy in ("raise", "skip"):  # a NaN in rank 0's shard only: every rank must decide alike
         model = make_model()

@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import descend
 import distributed_worker as w
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch without distributed support")
@@ -67,6 +68,26 @@ def test_fsdp2_sharded_run_equals_unsharded(two_ranks, name):
     rank0, rank1 = (r[f"fsdp-{name}"] for r in two_ranks)
     assert all(torch.equal(a, b) for a, b in zip(rank0, rank1))
     assert_same(rank0, one_process(name), tolerance=2e-6)
+
+
+def test_fsdp2_keeps_8bit_state_per_shard_and_equals_unsharded(two_ranks):
+    """Each rank's shard of a matrix is a whole number of blocks: its codes (a DTensor, like the parameter)
+    and its scales (this rank's blocks) update as the unsharded tensor's do."""
+    for r in two_ranks:
+        assert r["fsdp-AdamW-8bit-state"]["exp_avg"] == ("DTensor", "torch.uint8", (1024, 8))
+        assert r["fsdp-AdamW-8bit-state"]["exp_avg_absmax"] == ("Tensor", "torch.float32", (32,))
+        assert r["fsdp-AdamW-8bit-resumed-state"] == r["fsdp-AdamW-8bit-state"]  # loaded back as it was saved
+        assert r["fsdp-AdamW-8bit-resumed-equal"]
+    rank0, rank1 = (r["fsdp-AdamW-8bit"] for r in two_ranks)
+    assert all(torch.equal(a, b) for a, b in zip(rank0, rank1))
+    model = w.make_eightbit_model()
+    optimizer = descend.AdamW(model.parameters(), lr=0.01, state_dtype="8bit")
+    w.train(model, optimizer, rank=0, world=1)
+    assert optimizer.state[model[0].weight]["exp_avg"].dtype == torch.uint8
+    # the gradients' sums are rounded otherwise across ranks: a moment may take the next code (rarely), which
+    # moves its element by a fraction of the step
+    difference = torch.cat([(a - b).abs().reshape(-1) for a, b in zip(rank0, w.full_params(model))])
+    assert (difference <= 2e-6).double().mean() >= 0.999 and difference.max() <= 1e-3
 
 
 @pytest.mark.parametrize("setting", ["ddp", "zero", "fsdp"])

@@ -23,7 +23,7 @@ def test_the_gpu_check_runs_end_to_end_in_smoke_mode(tmp_path):
     assert report["smoke"] and report["kernels"] and report["speed"]
     assert all(r["status"] == "ok" for r in report["kernels"]), report["kernels"]
     assert {r["name"] for r in report["speed"]} >= {"AdamW", "Adam", "SGD momentum", "Lion", "NAdam", "RAdam",
-                                                    "Adafactor"}
+                                                    "Adafactor", "AdamW 8-bit"}
     assert all(r["status"] == "ok" for r in report["speed"])
     table = (tmp_path / "gpu_check_smoke.md").read_text()
     assert "## Kernels against the reference chain" in table and "## Step time" in table

@@ -15,13 +15,17 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from ..plan.plan import compile
-from ..plan.state import codec_for, fits, refit
-from .distributed import is_dtensor
+from ..plan.blockwise import scale_key
+from ..plan.state import check_state_dtype, codec_for, fits_state, refit_state
+from .distributed import is_dtensor, local
 from .options import LONGSTANDING_HYPERPARAMETERS, flags_as_bools, torch_hyperparameter_names
 from .state import normalise_step, place
+
+AS_KEPT = object()  # state_dict(): the state as the optimizer keeps it
 
 
 class Checkpoints:
@@ -38,9 +42,11 @@ class Checkpoints:
         ``AdamW``'s checkpoints load into ``Adam`` and back, as torch's do."""
         return "descend." + next(c.__name__ for c in cls.__mro__ if "chain" in vars(c))
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, *, state_dtype: Any = AS_KEPT) -> dict[str, Any]:
         """torch's ``state_dict``, with the class that wrote it (``"optimizer"``) and ``skipped_steps``
-        added before the user's post-hooks run; parameters without state are left out, as in torch."""
+        added before the user's post-hooks run; parameters without state are left out, as in torch.
+        ``state_dtype``: the state converted to that storage, and the groups' ``state_dtype`` set to it
+        (``state_dtype=None`` from 8-bit state: float32 entries, a checkpoint torch.optim's class loads)."""
         post_hooks, self._optimizer_state_dict_post_hooks = self._optimizer_state_dict_post_hooks, OrderedDict()
         try:
             state_dict = super().state_dict()
@@ -48,6 +54,8 @@ class Checkpoints:
             self._optimizer_state_dict_post_hooks = post_hooks
         state_dict["state"] = {key: value for key, value in state_dict["state"].items()
                                if not (isinstance(value, dict) and not value)}
+        if state_dtype is not AS_KEPT:
+            self._converted(state_dict, state_dtype)
         state_dict["optimizer"] = self.checkpoint_kind()
         state_dict["skipped_steps"] = self.skipped_steps
         for hook in post_hooks.values():
@@ -55,6 +63,25 @@ class Checkpoints:
             if result is not None:
                 state_dict = result
         return state_dict
+
+    def _converted(self, state_dict: dict[str, Any], state_dtype: Any) -> None:
+        """``state_dict``'s entries stored as ``state_dtype`` says (fresh tensors), its groups set to it."""
+        owner = type(self).__name__
+        check_state_dtype(f"{owner}.state_dict", state_dtype)
+        states = state_dict["state"]
+        for group, saved_group in zip(self.param_groups, state_dict["param_groups"]):
+            saved_group["state_dtype"] = state_dtype
+            for saved, param in zip(saved_group["params"], group["params"]):
+                entries = states.get(saved)
+                if not isinstance(entries, dict):
+                    continue
+                codec = codec_for(state_dtype, param.dtype, local(param).numel())
+                converted = dict(entries)
+                for key, spec in self._declared(group, param).items():
+                    if isinstance(entries.get(key), Tensor):
+                        converted.pop(scale_key(key), None)
+                        converted.update(refit_state(spec, entries, place(param, spec), codec, owner))
+                states[saved] = converted
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's ``load_state_dict``, after checking that the checkpoint fits this optimizer (a
@@ -176,23 +203,28 @@ class Checkpoints:
                 if not isinstance(entries, dict):
                     continue
                 declared = self._declared(group, param)
-                codec = codec_for(group.get("state_dtype"), param.dtype)
+                codec = codec_for(group.get("state_dtype"), param.dtype, local(param).numel())
+                companions = set()
                 for key, spec in declared.items():
                     value = entries.get(key)
                     if not isinstance(value, Tensor):
                         continue
                     target = place(param, spec)
+                    companions.add(scale_key(key))
                     if is_dtensor(param) or is_dtensor(value):  # FSDP2's state: torch loaded it shard by shard
-                        value = state.get(key, value)
-                        if not fits(spec, value, target, codec):
-                            value = refit(spec, value, target, codec, type(self).__name__)
-                        state[key] = value
-                    else:  # a fresh copy of the checkpoint's own tensor, laid out as declared
-                        state[key] = refit(spec, value, target, codec, type(self).__name__)
+                        source, codes = dict(state), value.dtype == torch.uint8
+                        if codes:  # the codes as saved (torch's load made them floats), copied with their scales
+                            source[key], source[scale_key(key)] = value, entries.get(scale_key(key))
+                        if codes or not fits_state(spec, source, target, codec):
+                            state.pop(scale_key(key), None)
+                            state.update(refit_state(spec, source, target, codec, type(self).__name__))
+                    else:  # fresh copies of the checkpoint's own tensors (8-bit codes: with their scales), as declared
+                        state.pop(scale_key(key), None)
+                        state.update(refit_state(spec, entries, target, codec, type(self).__name__))
                 for key, value in entries.items():  # kept under another setting (amsgrad on): as it was saved
                     loaded = state.get(key)
-                    if key not in declared and key != "step" and isinstance(value, Tensor) and \
-                            isinstance(loaded, Tensor) and loaded.dtype != value.dtype and not is_dtensor(loaded):
+                    if key not in declared and key not in companions and key != "step" and isinstance(value, Tensor) \
+                            and isinstance(loaded, Tensor) and loaded.dtype != value.dtype and not is_dtensor(loaded):
                         state[key] = value.detach().to(device=loaded.device, copy=True)
         for state in self.state.values():  # entries of parameters the groups do not name (a hook's)
             if isinstance(state, dict):

@@ -92,8 +92,8 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
     ``torch.nn.utils.clip_grad_norm_(params, max_grad_norm)`` would clip them, over every group and rank, in
     the step itself; ``last_grad_norm`` holds the norm before clipping (NaN on a skipped step).  ``fused``, ``foreach``: see
     ``descend.adapter.routing``.  ``state_dtype``: how state is stored (``None``: float32 for 16-bit
-    parameters, else their own dtype; ``torch.bfloat16`` with stochastic rounding; ``torch.float16``).
-    All paths give the same numbers up to rounding.
+    parameters, else their own dtype; ``torch.bfloat16`` with stochastic rounding; ``torch.float16``;
+    ``"8bit"``: codes and per-block scales, descend.plan.blockwise).  All paths give the same numbers up to rounding.
 
     ``sparse_gradients`` (a class attribute): True for a class that takes sparse COO gradients only, as
     torch.optim.SparseAdam: it updates the rows each gradient names (descend.adapter.sparse); every other
@@ -155,6 +155,9 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
         if group["fused"] and group["foreach"]:  # torch's wording first: code may match on it
             raise ValueError(f"{owner}: `fused` and `foreach` cannot be `True` together; pick one")
         check_state_dtype(owner, group.setdefault("state_dtype", None))
+        if self.sparse_gradients and isinstance(group["state_dtype"], str) and group["state_dtype"] == "8bit":
+            raise ValueError(f"{owner}: state_dtype='8bit' is not for sparse gradients: they update single rows, "
+                             "and 8-bit state is stored by blocks of 256 elements")
         if group.setdefault("max_grad_norm", None) is not None:
             check_positive(owner, "max_grad_norm", group["max_grad_norm"])
         if group.get("differentiable"):

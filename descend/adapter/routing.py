@@ -128,7 +128,7 @@ def route(owner: str, group: dict[str, Any], plan: Plan, params: list[Tensor], s
         if grad.is_complex() or param.is_complex():
             raise TypeError(f"{owner} does not support complex parameters; pass torch.view_as_real(p)")
         variant = plan.variant(param.dim())
-        codec = codec_for(group.get("state_dtype"), param.dtype)
+        codec = codec_for(group.get("state_dtype"), param.dtype, local(param).numel())
         like, like_grad = (param, grad) if not sparse else rows_like(owner, variant, param, grad)
         path = None
         if not reference_only:

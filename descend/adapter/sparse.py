@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
 from ..backends.eager import Work
@@ -31,6 +32,9 @@ def gather(work: Work) -> RowsWork:
     gathered = {spec.key for spec in work.variant.specs if spec.shape == "param"}
     params, grads, states, whole = [], [], [], []
     for param, grad, state in zip(work.params, work.grads, work.states):
+        if any(state[key].dtype == torch.uint8 for key in gathered if key in state):
+            raise ValueError(f"{work.owner}: 8-bit state (stored by blocks of 256) cannot take sparse gradients, "
+                             "which update single rows; use another state_dtype")
         grad = grad.coalesce()
         index = tuple(grad.indices())
         params.append(rows(param, index))

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..backends import build
 from ..plan.plan import Variant
-from ..plan.state import Codec, fits, new_entry, refit
+from ..plan.state import Codec, fit
 from ..steps.base import Transform
 from .distributed import local
 
@@ -60,12 +60,7 @@ def prepare(optimizer, params: Sequence[Tensor], variant: Variant, chain: Sequen
                 continue
             state = table[param] = {}
         for spec, index in zip(specs, owners):
-            entry = state.get(spec.key)
-            target = place(param, spec)
-            if entry is None:
-                state[spec.key] = new_entry(spec, chain[index], target, codec)
-            elif not fits(spec, entry, target, codec):
-                state[spec.key] = refit(spec, entry, target, codec, owner)
+            fit(spec, chain[index], state, place(param, spec), codec, owner)
         if counting and "step" not in state:
             state["step"] = torch.tensor(0.0)
         states.append(state)

@@ -265,4 +265,131 @@ static item_t *make_items(int nt, const int64_t *shape, int factored, int64_t *c
 /* NaN-propagating maximum, as torch.amax. */
 INLINE double max_nan(double a, double b) { return (a > b || a != a) ? a : b; }
 
+
+/* 8-bit block-quantised state (state_dtype="8bit"; descend/plan/blockwise.py defines it in torch ops): a block
+ * of Q8_BLOCK values is Q8_BLOCK codes and one scale, value = map[code] * scale.  Storing takes the block's
+ * absolute maximum (NaN if any value is NaN; at least 1e-12) as its scale, and for each quotient x / scale
+ * the nearest code.  With AVX-512 (F16_PATH 2) the search runs 16 quotients at a time, its 256-entry tables
+ * read by register permutes (no gathers: they are far slower on the CPUs here): a candidate from the
+ * quotient's decade, then one comparison with a boundary (blockwise.vector_codes).  Elsewhere (or with
+ * DESCEND_F16=portable) each quotient's code comes from a cell of its float32 bits (blockwise.cells).  Both
+ * give the codes of blockwise.quantise.  A kernel with 8-bit state defines the Q8_* constants before this
+ * file and its tables (q8_map_t) after it. */
+#ifdef Q8_CELL_BITS
+#define Q8_BLOCK 256
+
+typedef struct {
+  const float *map, *boundary, *a, *c, *decade; /* map[256]; [-inf, B_0..B_254]; per decade (16); thresholds (6) */
+  const int32_t *count, *base, *negative;      /* per decade (16) */
+  const uint8_t *code;                          /* the portable search's cells */
+  const uint16_t *threshold;
+  int is_signed;
+} q8_map_t;
+
+#if F16_PATH == 2
+/* table[index] for a 256-entry float table, 16 lanes. */
+INLINE __m512 q8_lookup(const float *restrict table, __m512i index) {
+  __m512 r[8];
+  for (int q = 0; q < 8; q++)
+    r[q] = _mm512_permutex2var_ps(_mm512_loadu_ps(table + 32 * q), index, _mm512_loadu_ps(table + 32 * q + 16));
+  const __mmask16 m5 = _mm512_test_epi32_mask(index, _mm512_set1_epi32(32));
+  const __mmask16 m6 = _mm512_test_epi32_mask(index, _mm512_set1_epi32(64));
+  const __mmask16 m7 = _mm512_test_epi32_mask(index, _mm512_set1_epi32(128));
+  const __m512 s0 = _mm512_mask_blend_ps(m5, r[0], r[1]), s1 = _mm512_mask_blend_ps(m5, r[2], r[3]);
+  const __m512 s2 = _mm512_mask_blend_ps(m5, r[4], r[5]), s3 = _mm512_mask_blend_ps(m5, r[6], r[7]);
+  return _mm512_mask_blend_ps(m7, _mm512_mask_blend_ps(m6, s0, s1), _mm512_mask_blend_ps(m6, s2, s3));
+}
+#endif
+
+INLINE void q8_load(const uint8_t *restrict codes, float scale, const q8_map_t *q, float *restrict dst, int64_t n) {
+  int64_t k = 0;
+#if F16_PATH == 2
+  const __m512 s = _mm512_set1_ps(scale);
+  for (; k + 16 <= n; k += 16) {
+    const __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + k)));
+    _mm512_storeu_ps(dst + k, _mm512_mul_ps(q8_lookup(q->map, c), s));
+  }
+#endif
+  for (; k < n; k++) dst[k] = q->map[codes[k]] * scale;
+}
+
+/* The portable search: the code of a quotient's cell (sign, exponent, top Q8_CELL_BITS mantissa bits), plus
+ * one where its remaining bits reach the cell's threshold. */
+INLINE uint8_t q8_code(float x, const q8_map_t *q) {
+  uint32_t bits;
+  memcpy(&bits, &x, sizeof bits);
+  int32_t e = (int32_t)((bits >> 23) & 0xffu) - Q8_TINY_EXPONENT;
+  e = e < 0 ? 0 : e > Q8_EXPONENTS - 1 ? Q8_EXPONENTS - 1 : e;
+  const uint32_t sign = bits >> 31, low = bits & Q8_LOW;
+  const uint32_t mantissa = e ? (bits >> Q8_LOW_BITS) & ((1u << Q8_CELL_BITS) - 1u) : 0u;
+  const uint32_t cell = x != x ? Q8_NAN_CELL : (((sign * Q8_EXPONENTS + (uint32_t)e) << Q8_CELL_BITS) | mantissa);
+  return (uint8_t)(q->code[cell] + ((sign ? Q8_LOW - low : low) >= q->threshold[cell]));
+}
+
+INLINE void q8_store(const float *restrict src, uint8_t *restrict codes, float *restrict scale, const q8_map_t *q,
+                     int64_t n) {
+  float m = 0.0f;
+  int nan = 0;
+#pragma omp simd reduction(max : m) reduction(| : nan)
+  for (int64_t k = 0; k < n; k++) {
+    const float a = fabsf(src[k]);
+    m = m > a ? m : a;
+    nan |= a != a;
+  }
+  if (nan) m = NAN;
+  else if (m < 1e-12f) m = 1e-12f;
+  *scale = m;
+  int64_t k = 0;
+#if F16_PATH == 2
+  const __m512 vm = _mm512_set1_ps(m), half = _mm512_set1_ps(0.5f), zero = _mm512_setzero_ps();
+  const __m512i one = _mm512_set1_epi32(1), minus_one = _mm512_set1_epi32(-1), none = _mm512_setzero_si512();
+  const __m512 a = _mm512_loadu_ps(q->a), c = _mm512_loadu_ps(q->c);
+  const __m512i count = _mm512_loadu_si512(q->count), base = _mm512_loadu_si512(q->base);
+  const __m512i negative = _mm512_loadu_si512(q->negative);
+  for (; k + 16 <= n; k += 16) {
+    const __m512 x = _mm512_div_ps(_mm512_loadu_ps(src + k), vm), ax = _mm512_abs_ps(x);
+    __m512i d = none;
+    for (int e = 0; e < 6; e++)
+      d = _mm512_mask_add_epi32(d, _mm512_cmp_ps_mask(ax, _mm512_set1_ps(q->decade[e]), _CMP_GE_OQ), d, one);
+    const __m512 t = _mm512_sub_ps(_mm512_mul_ps(ax, _mm512_permutexvar_ps(d, a)), _mm512_permutexvar_ps(d, c));
+    const __m512i n_d = _mm512_permutexvar_epi32(d, count);
+    __m512i f = _mm512_cvt_roundps_epi32(_mm512_sub_ps(t, half), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    f = _mm512_min_epi32(_mm512_max_epi32(f, minus_one), _mm512_sub_epi32(n_d, one));
+    __m512i low = _mm512_add_epi32(_mm512_permutexvar_epi32(d, base), f);
+    const __mmask16 below_zero = _mm512_cmp_ps_mask(x, zero, _CMP_LT_OQ);
+    if (q->is_signed) {
+      __m512i g = _mm512_cvt_roundps_epi32(_mm512_add_ps(t, half), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+      g = _mm512_min_epi32(_mm512_max_epi32(g, none), n_d);
+      low = _mm512_mask_mov_epi32(low, below_zero, _mm512_sub_epi32(_mm512_permutexvar_epi32(d, negative), g));
+    } else {
+      low = _mm512_mask_mov_epi32(low, below_zero, minus_one);
+    }
+    const __m512 boundary = q8_lookup(q->boundary, _mm512_add_epi32(low, one));
+    __m512i code = _mm512_mask_add_epi32(low, _mm512_cmp_ps_mask(x, boundary, _CMP_GE_OQ), low, one);
+    code = _mm512_mask_mov_epi32(code, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), none);
+    _mm_storeu_si128((__m128i *)(codes + k), _mm512_cvtepi32_epi8(code));
+  }
+#endif
+  for (; k < n; k++) codes[k] = q8_code(src[k] / m, q);
+}
+#endif
+
+/* FOR_EACH_SLICE, with every thread's share starting and ending on a multiple of `align` elements of the
+ * concatenated tensors (each a whole number of `align` elements long): blocks are never split. */
+#define FOR_EACH_ALIGNED_SLICE(nt, n, threads, align, ...)                                        \
+  do {                                                                                            \
+    int64_t total_ = total_size(nt, n);                                                           \
+    _Pragma("omp parallel num_threads(threads_for(total_, threads))") {                           \
+      int64_t tid_ = omp_get_thread_num(), nth_ = omp_get_num_threads();                          \
+      int64_t begin_ = (total_ / (align)) * tid_ / nth_ * (align);                                \
+      int64_t end_ = (total_ / (align)) * (tid_ + 1) / nth_ * (align);                            \
+      int64_t base_ = 0;                                                                          \
+      for (int i = 0; i < (nt) && base_ < end_; base_ += (n)[i], i++) {                           \
+        int64_t lo = begin_ > base_ ? begin_ - base_ : 0;                                         \
+        int64_t hi = end_ - base_ < (n)[i] ? end_ - base_ : (n)[i];                               \
+        if (lo < hi) { __VA_ARGS__ }                                                              \
+      }                                                                                           \
+    }                                                                                             \
+  } while (0)
+
 #endif

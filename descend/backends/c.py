@@ -27,8 +27,10 @@ import torch
 from ..plan.formula import COLS, ELEMENT, MATRIX, ROWS, SCALAR, Expr, operands
 from ..plan.schedule import Between, Pass, Schedule, is_element
 from ..plan.trace import Segment
+from . import q8
 
-C_STORAGE = {torch.float32: "float", torch.float64: "double", torch.bfloat16: "uint16_t", torch.float16: "uint16_t"}
+C_STORAGE = {torch.float32: "float", torch.float64: "double", torch.bfloat16: "uint16_t", torch.float16: "uint16_t",
+             torch.uint8: "uint8_t"}  # uint8: 8-bit codes, always read and written a block at a time
 C_LOAD = {torch.float32: "{}", torch.float64: "{}", torch.bfloat16: "bf16_to_f32({})", torch.float16: "f16_to_f32({})"}
 C_STORE = {torch.float32: "(float)({})", torch.float64: "(double)({})", torch.bfloat16: "f32_to_bf16({})",
            torch.float16: "f32_to_f16((float)({}))"}
@@ -50,6 +52,7 @@ class Layout:
     dtypes: tuple[tuple[str, torch.dtype], ...]
     lanes: tuple[tuple[str, int], ...]
     check_grad: bool
+    blocks: tuple[tuple[str, bool], ...] = ()  # the 8-bit roles (uint8 codes) and whether each is signed
 
     def dtype(self, role: str) -> torch.dtype:
         return dict(self.dtypes)[role]
@@ -113,6 +116,8 @@ class _Printer:
         self.global_names = [name for name, _ in segment.globals]
         self.factored = plan.factored
         self.lanes = dict(layout.lanes)
+        self.eight_bit = dict(layout.blocks)
+        self.width = len(self.roles) + len(self.eight_bit)  # pointers per tensor: the roles, then the 8-bit scales
 
     # --- names ------------------------------------------------------------------------------------
 
@@ -245,8 +250,13 @@ class _Printer:
                 continue
             const = "" if role in written else "const "
             storage = C_STORAGE[self.storage(role)]
-            lines.append(f"{const}{storage} *restrict {role_var(role)} = ({const}{storage} *)ptrs[i * {len(self.roles)} "
+            lines.append(f"{const}{storage} *restrict {role_var(role)} = ({const}{storage} *)ptrs[i * {self.width} "
                          f"+ {k}]; (void){role_var(role)};")
+        for k, role in enumerate(self.eight_bit):
+            if not vector_only:
+                const = "" if role in written else "const "
+                lines.append(f"{const}float *restrict A_{role_var(role)} = ({const}float *)ptrs[i * {self.width} + "
+                             f"{len(self.roles) + k}]; (void)A_{role_var(role)};")
         return lines
 
     # --- element passes ------------------------------------------------------------------------------
@@ -368,35 +378,48 @@ class _Printer:
     # --- float16 roles: widened and narrowed a block at a time (f16_widen / f16_narrow in _prelude.h) ---------
 
     def float16_roles(self, phase: Pass, check: bool) -> dict[str, tuple[bool, bool]]:
-        """The float16 element roles a pass reads or writes: role -> (read, written)."""
+        """The float16 and 8-bit element roles a pass reads or writes: role -> (read, written)."""
         read = {phase.reloads[id(node)] if id(node) in phase.reloads else node.args[0]
                 for node in phase.elements if id(node) in phase.reloads or node.op == "load"}
         read |= {"grad"} if check else set()
         written = {role for role, _ in phase.stores}
         return {role: (role in read, role in written) for role in self.roles if role in read | written
-                and self.segment.axes[role] == ELEMENT and self.storage(role) == torch.float16}
+                and self.segment.axes[role] == ELEMENT and self.storage(role) in (torch.float16, torch.uint8)}
 
     def element_load(self, role: str, blocked: dict) -> str:
         if role in blocked:
             return f"F_{role_var(role)}[j - jb]"
         return C_LOAD[self.storage(role)].format(f"{role_var(role)}[j]")
 
-    @staticmethod
-    def in_blocks(blocked: dict, lo: str, hi: str, loop: list[str]) -> list[str]:
+    def in_blocks(self, blocked: dict, lo: str, hi: str, loop: list[str]) -> list[str]:
         """``loop`` (over ``[@JB@, @JE@)``) for the blocks ``[jb, je)`` of ``[lo, hi)``: the float16 roles it reads
-        are widened into float buffers before it, those it writes narrowed from them after it."""
+        are widened into float buffers before it, those it writes narrowed from them after it; 8-bit roles are
+        decoded and encoded the same way, a quantisation block at a time (``lo`` is then on a block's start)."""
         if not blocked:
             return [line.replace("@JB@", lo).replace("@JE@", hi) for line in loop]
+        size = "Q8_BLOCK" if any(role in self.eight_bit for role in blocked) else "F16_BLOCK"
         loop = [line.replace("@JB@", "jb").replace("@JE@", "je") for line in loop]
-        lines = [f"float F_{role_var(role)}[F16_BLOCK];" for role in blocked]
-        lines += [f"for (int64_t jb = {lo}; jb < {hi}; jb += F16_BLOCK) {{",
-                  f"  const int64_t je = jb + F16_BLOCK < {hi} ? jb + F16_BLOCK : {hi};"]
-        lines += [f"  f16_widen({role_var(role)} + jb, F_{role_var(role)}, je - jb);"
-                  for role, (read, _) in blocked.items() if read]
+        lines = [f"float F_{role_var(role)}[{size}];" for role in blocked]
+        lines += [f"for (int64_t jb = {lo}; jb < {hi}; jb += {size}) {{",
+                  f"  const int64_t je = jb + {size} < {hi} ? jb + {size} : {hi};"]
+        for role, (read, _) in blocked.items():
+            var = role_var(role)
+            if read and role in self.eight_bit:
+                lines.append(f"  q8_load({var} + jb, A_{var}[jb / Q8_BLOCK], &{self.table(role)}, F_{var}, je - jb);")
+            elif read:
+                lines.append(f"  f16_widen({var} + jb, F_{var}, je - jb);")
         lines += ["  " + line for line in loop]
-        lines += [f"  f16_narrow(F_{role_var(role)}, {role_var(role)} + jb, je - jb);"
-                  for role, (_, written) in blocked.items() if written]
+        for role, (_, written) in blocked.items():
+            var = role_var(role)
+            if written and role in self.eight_bit:
+                table = self.table(role)
+                lines.append(f"  q8_store(F_{var}, {var} + jb, A_{var} + jb / Q8_BLOCK, &{table}, je - jb);")
+            elif written:
+                lines.append(f"  f16_narrow(F_{var}, {var} + jb, je - jb);")
         return lines + ["}"]
+
+    def table(self, role: str) -> str:
+        return q8.table_name(self.eight_bit[role])
 
     def store_line(self, role: str, node: Expr, blocked: dict) -> str:
         value = self.element_operand(node)
@@ -410,7 +433,7 @@ class _Printer:
         return f"{role_var(role)}[j] = {C_STORE[storage].format(value)};"
 
     def slice_pass(self, prologue: list[str], element_loop: list[str], check: bool, blocked: dict) -> list[str]:
-        lines = ["FOR_EACH_SLICE(nt, sizes, threads, {"]
+        lines = ["FOR_EACH_ALIGNED_SLICE(nt, sizes, threads, Q8_BLOCK, {" if self.eight_bit else "FOR_EACH_SLICE(nt, sizes, threads, {"]
         lines += ["  " + line for line in self.pointer_lines()]
         lines += ["  const int64_t B = shape[3 * i], N = shape[3 * i + 1], M = shape[3 * i + 2];",
                   "  (void)B; (void)N; (void)M;", "  const double t = steps[i]; (void)t;"]
@@ -547,7 +570,8 @@ class _Printer:
         lines += ["  free(tmp); free(toff); free(sizes);", "  return !bad;", "}"]
         if blocked:
             lines += self.blocks(body_name)
-        return '#include "_prelude.h"\n\n' + "\n".join(lines) + "\n"
+        signs = set(self.eight_bit.values())
+        return "\n".join(q8.defines(signs) + ['#include "_prelude.h"', ""] + q8.tables(signs) + lines) + "\n"
 
     def blocks(self, body: str) -> list[str]:
         """A kernel of several passes runs each tensor that is a small share of the call's elements (at most a
@@ -555,7 +579,7 @@ class _Printer:
         no barrier between the passes, and a pass after the first reads its tensor from the cache rather than
         from memory.  Larger tensors go one at a time, every thread working on each phase.  Either way a
         tensor's numbers are the same bits (its work items, and so its sums, depend on its shape alone)."""
-        per_tensor = {"ptrs": len(self.roles), "shape": 3, "steps": 1, "scalars": len(self.scalar_names),
+        per_tensor = {"ptrs": self.width, "shape": 3, "steps": 1, "scalars": len(self.scalar_names),
                       "results": len(self.plan.results)}
         at = {name: f"{name} + (int64_t)i * {count}" if count else name for name, count in per_tensor.items()}
         call = (f"{body}(1, {at['ptrs']}, {at['shape']}, {at['steps']}, {at['scalars']}, hyper, globals, "

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import replace
 
 import torch
 from torch import Tensor
 
+from ..plan import blockwise
 from ..plan.plan import Variant
 from ..plan.formula import ELEMENT
 from ..plan.schedule import Schedule, schedule
@@ -73,6 +75,9 @@ def program(segment: Segment, plan: Schedule, layout: Layout, kind: str):
     """The compiled function of ``plan`` for ``layout`` (cached); raises ``KernelUnavailable``."""
     key = (id(plan), layout, kind)
     found = _programs.get(key)
+    if found is None and layout.blocks and plan.factored:
+        raise KernelUnavailable("8-bit state in a pass over the rows of matrices (its rows are not whole blocks) "
+                                "is not in the C kernels")
     if found is None:
         name = f"{kind}_{DTYPE_NAMES[layout.param_dtype]}"
         code = source(segment, for_layout(segment, plan, layout) if kind == "update" else plan, layout, name)
@@ -99,10 +104,12 @@ def layouts(variant: Variant, param_dtype: torch.dtype, codec) -> list[Layout | 
         following = variant.pieces[index + 1] if index + 1 < len(variant.pieces) else None
         if following is not None:
             extra[MATRIX_OUTPUT] = following.input_dtype or compute
-        dtypes = tuple((role, param_dtype if role in ("param", "grad") else extra.get(role, codec.dtype))
-                       for role in piece.loads)
+        specs = variant.spec_of
+        dtypes = tuple((role, param_dtype if role in ("param", "grad") else extra.get(role) or (
+            codec.of(specs[role]).dtype if role in specs else codec.dtype)) for role in piece.loads)
+        blocks = tuple((role, specs[role].signed) for role, dtype in dtypes if dtype == torch.uint8)
         found.append(Layout(dtypes, tuple((r, lanes[r]) for r in piece.loads if r in lanes and codec.stochastic),
-                            index == 0))
+                            index == 0, blocks))
     return found
 
 
@@ -115,7 +122,7 @@ def ready(variant: Variant, param_dtype: torch.dtype, codec) -> None:
     for stage, global_stage in enumerate(variant.globals):
         segment = variant.pieces[0]
         layout = layouts(variant, param_dtype, codec)[0]
-        program(segment, global_stage.schedule, Layout(layout.dtypes, layout.lanes, False), f"share{stage}")
+        program(segment, global_stage.schedule, replace(layout, check_grad=False), f"share{stage}")
 
 
 def c_source(variant: Variant, param_dtype: torch.dtype, codec, index: int = 0) -> str:
@@ -150,6 +157,13 @@ def check_buffers(segment: Segment, layout: Layout, table: list[list[Tensor]], p
                 t.is_contiguous() for t in tensors)
         if not fine:
             _refuse(role, dtype, segment.axes[role] == frozenset("bij"), tensors, params, factored, segment)
+    for (role, _), scales in zip(layout.blocks, table[len(segment.loads):]):
+        fine = all(isinstance(s, Tensor) and s.dtype == torch.float32 and s.is_cpu and s.layout == torch.strided
+                   and s.dim() == 1 and s.is_contiguous() and p.numel() % blockwise.BLOCK == 0
+                   and s.numel() * blockwise.BLOCK == p.numel() for s, p in zip(scales, params))
+        if not fine or len(scales) != len(params):
+            raise RuntimeError(f"descend: the scales of the 8-bit {role} buffer are not one float32 per block of "
+                               f"{blockwise.BLOCK} elements of its parameter (contiguous, on the CPU); nothing was run")
 
 
 def _refuse(role, dtype, element, tensors, params, factored, segment) -> None:
@@ -203,7 +217,8 @@ def _arguments(work: Work, segment: Segment, table: list[list[Tensor]], factored
     return build.int64s(addresses), build.int64s(shapes), steps, scalars, hyper, totals, out
 
 
-def _table(work: Work, segment: Segment, first: list[Tensor], scratch: list[Tensor] | None) -> list[list[Tensor]]:
+def _table(work: Work, segment: Segment, layout: Layout, first: list[Tensor], scratch: list[Tensor] | None
+           ) -> list[list[Tensor]]:
     table = []
     for role in segment.loads:
         if role == "param":
@@ -214,6 +229,8 @@ def _table(work: Work, segment: Segment, first: list[Tensor], scratch: list[Tens
             table.append(scratch)
         else:
             table.append([state[role] for state in work.states])
+    for role, _ in layout.blocks:  # the 8-bit roles' scales, after the roles (the kernel's pointers ``A_*``)
+        table.append([state.get(blockwise.scale_key(role)) for state in work.states])
     return table
 
 
@@ -235,7 +252,7 @@ def update(work: Work) -> bool:
         if MATRIX_OUTPUT in piece.loads:  # the u the matrix step takes, in its input dtype
             scratch = [torch.empty_like(p, dtype=layout.dtype(MATRIX_OUTPUT), memory_format=torch.contiguous_format)
                        for p in work.params]
-        table = _table(work, piece, first, scratch)
+        table = _table(work, piece, layout, first, scratch)
         check_buffers(piece, layout, table, work.params, plan.factored)
         function = program(piece, plan, layout, "update")
         arguments = _arguments(work, piece, table, plan.factored, 0)
@@ -252,13 +269,14 @@ class Call:
         segment, plan = work.variant.pieces[0], work.variant.schedules[0]
         self.layout = layouts(work.variant, work.params[0].dtype, work.codec)[0]
         self.function = program(segment, plan, self.layout, "update")
-        self.count, self.width = len(work.params), len(segment.loads)
+        self.count, self.width = len(work.params), len(segment.loads) + len(self.layout.blocks)
         self.work = work
-        table = _table(work, segment, work.grads, None)
+        table = _table(work, segment, self.layout, work.grads, None)
         self.addresses, self.shapes, self.steps, self.scalars, self.hyper, self.totals, self.out = _arguments(
             work, segment, table, plan.factored, 0)
         states = work.states
         roles = [role for role in segment.loads if role not in ("param", "grad")]
+        roles += [blockwise.scale_key(role) for role, _ in self.layout.blocks]
         self.locations = [(state, role) for state in states for role in roles]
         self.counters = work.steps is not None
         if self.counters:
@@ -305,8 +323,8 @@ def contributions(work: Work, stage: int) -> dict[str, float]:
     global_stage = variant.globals[stage]
     plan = global_stage.schedule
     first = layouts(variant, work.params[0].dtype, work.codec)[0]
-    layout = Layout(first.dtypes, first.lanes, False)
-    table = _table(work, segment, work.grads, None)
+    layout = replace(first, check_grad=False)
+    table = _table(work, segment, layout, work.grads, None)
     check_buffers(segment, layout, table, work.params, plan.factored)
     function = program(segment, plan, layout, f"share{stage}")
     arguments = _arguments(work, segment, table, plan.factored, len(global_stage.parts))

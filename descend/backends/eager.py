@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ..plan.formula import ScalarList, TensorList
 from ..plan.plan import Plan, Variant
+from ..plan import blockwise
 from ..plan.state import Codec
 from ..plan.trace import UNDECLARED, global_label
 
@@ -79,10 +80,29 @@ def _declared(key, variant: Variant) -> None:
         raise UndeclaredState(f"state {key!r} is read or assigned, but {UNDECLARED}")
 
 
+def _read(state: dict, key: str, variant: Variant) -> Tensor:
+    """An entry's value: 16-bit state widened to float32, 8-bit codes decoded with their scales."""
+    value = state[key]
+    if value.dtype == torch.uint8:
+        return blockwise.read(value, state[blockwise.scale_key(key)], variant.spec_of[key].signed)
+    return value.float() if value.dtype in SIXTEEN_BIT else value
+
+
+def _store(state: dict, key: str, value, codec: Codec, variant: Variant, t: float, lanes: dict[str, int],
+           offset: int = 0) -> None:
+    target = state[key]
+    if target.dtype == torch.uint8:
+        blockwise.write(target, state[blockwise.scale_key(key)], value, variant.spec_of[key].signed)
+    elif target.dtype == codec.dtype:
+        codec.store(target, value, t, lanes.get(key, 0), offset)
+    else:
+        target.copy_(value)
+
+
 class Overlay(dict):
     """One parameter's state during one update: reads give the current value (16-bit state widened to
-    float32, scalar state as a number), assignments are kept unrounded until ``flush``.  Only the entries
-    the chain declares can be read or assigned (not the step counter, say)."""
+    float32, 8-bit state decoded, scalar state as a number), assignments are kept unrounded until ``flush``.
+    Only the entries the chain declares can be read or assigned (not the step counter, say)."""
 
     def __init__(self, state: dict, variant: Variant):
         super().__init__()
@@ -91,10 +111,9 @@ class Overlay(dict):
 
     def __missing__(self, key):
         _declared(key, self.variant)
-        value = self.state[key]
         if key in self.scalar_keys:
-            return value.item()
-        return value.float() if value.dtype in SIXTEEN_BIT else value
+            return self.state[key].item()
+        return _read(self.state, key, self.variant)
 
     def __setitem__(self, key, value):
         _declared(key, self.variant)
@@ -103,11 +122,7 @@ class Overlay(dict):
 
     def flush(self, codec: Codec, t: float, lanes: dict[str, int], offset: int = 0) -> None:
         for key, value in self.assigned.items():
-            target = self.state[key]
-            if target.dtype == codec.dtype:
-                codec.store(target, value, t, lanes.get(key, 0), offset)
-            else:
-                target.copy_(value)
+            _store(self.state, key, value, codec, self.variant, t, lanes, offset)
         self.assigned.clear()
         super().clear()
 
@@ -124,8 +139,7 @@ class ListOverlay(dict):
         _declared(key, self.variant)
         if key in self.scalar_keys:
             return ScalarList(state[key].item() for state in self.states)
-        values = [state[key] for state in self.states]
-        return TensorList(v.float() if v.dtype in SIXTEEN_BIT else v for v in values)
+        return TensorList(_read(state, key, self.variant) for state in self.states)
 
     def __setitem__(self, key, value):
         _declared(key, self.variant)
@@ -139,9 +153,9 @@ class ListOverlay(dict):
     def flush(self, codec: Codec, steps: list[float], lanes: dict[str, int]) -> None:
         for key, values in self.assigned.items():
             targets = [state[key] for state in self.states]
-            if targets[0].dtype == codec.dtype and codec.stochastic:
-                for target, value, t in zip(targets, values, steps):
-                    codec.store(target, value, t, lanes.get(key, 0))
+            if targets[0].dtype == torch.uint8 or (targets[0].dtype == codec.dtype and codec.stochastic):
+                for state, value, t in zip(self.states, values, steps):
+                    _store(state, key, value, codec, self.variant, t, lanes)
             else:
                 torch._foreach_copy_(targets, list(values))
         self.assigned.clear()
@@ -242,6 +256,9 @@ def _slice(variant: Variant, param: Tensor, grad: Tensor, state: dict, start: in
     for spec in variant.specs:
         if spec.shape == "param" and spec.key in state:
             part[spec.key] = state[spec.key].view(-1)[start:stop]
+            if part[spec.key].dtype == torch.uint8:  # and its scales (a slice is a whole number of blocks)
+                scales = blockwise.scale_key(spec.key)
+                part[scales] = state[scales][start // blockwise.BLOCK:-(-stop // blockwise.BLOCK)]
     return param.view(-1)[start:stop], grad.view(-1)[start:stop], part
 
 
@@ -349,6 +366,8 @@ class _Stacked(dict):
         self.states = states
 
     def __missing__(self, key):
+        if any(state[key].dtype == torch.uint8 for state in self.states):
+            raise ValueError(f"state {key!r} is kept in 8 bits, and a matrix step reads it; use another state_dtype")
         value = torch.stack([state[key] for state in self.states])
         self[key] = value
         return value

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..plan import blockwise
 from ..plan.formula import Expr, NotTraceable, operands
 from ..plan.plan import Variant
 from ..plan.schedule import Schedule
@@ -65,6 +66,8 @@ NUM_WARPS = 4
 DEVICE_TYPES = frozenset({"cuda"})  # where the driver sends parameters to these kernels (tests add "cpu")
 TL_DTYPES = {torch.float32: "tl.float32", torch.float64: "tl.float64", torch.bfloat16: "tl.bfloat16",
              torch.float16: "tl.float16"}
+TL_STORAGE = {**TL_DTYPES, torch.uint8: "tl.uint8"}  # uint8: 8-bit codes (state_dtype="8bit")
+Q8_TABLES = {True: 0, False: 512}  # offsets in the 8-bit tables: a map (256), then [-inf, its 255 boundaries]
 
 error: str | None = None  # why the last kernel could not be had, when one could not
 _lock = threading.RLock()
@@ -141,7 +144,7 @@ def kernel_name(param_dtype: torch.dtype, state_dtype: torch.dtype) -> str:
 
 
 def triton_source(segment: Segment, plan: Schedule, param_dtype: torch.dtype, state_dtype: torch.dtype,
-                  dtypes: dict[str, torch.dtype] | None = None) -> tuple[str, list[Column]]:
+                  dtypes: dict[str, torch.dtype] | None = None, eight_bit: tuple = ()) -> tuple[str, list[Column]]:
     """The Triton module of a single-pass ``segment`` (``plan`` its schedule) for parameters (and gradients)
     of ``param_dtype`` and state of ``state_dtype`` (``dtypes``: other roles' own, a matrix step's input and
     output), and the per-tensor scalar columns its kernel reads.  A segment after a matrix step reads no
@@ -150,8 +153,14 @@ def triton_source(segment: Segment, plan: Schedule, param_dtype: torch.dtype, st
     The module defines one kernel, ``chain_<p>_<s>(pointers, sizes, chunk_tensor, chunk_start, scalars,
     found, K, NK, BLOCK, CHUNK, ALIGN)`` (the last five ``tl.constexpr``).  Its element loop is printed
     twice, without masks for the full slices and with them for the tail: no helper functions, which the
-    interpreter would re-patch on every call."""
+    interpreter would re-patch on every call.
+
+    ``eight_bit``: the 8-bit roles (uint8 codes) and whether each is signed.  Their scales' pointers follow the
+    roles', the maps and boundaries are the ``q8`` argument (``Q8_TABLES``); a ``BLOCK`` is whole blocks of
+    256, each decoded on load and, on store, scaled by its absolute maximum and coded by a binary search of
+    the boundaries (the count of those at or below the quotient: blockwise.quantise's code)."""
     real = compute_dtype(param_dtype)
+    signs = dict(eight_bit)
     real_tl = TL_DTYPES[real]
     roles = segment.loads
     (final,) = plan.passes
@@ -180,7 +189,13 @@ def triton_source(segment: Segment, plan: Schedule, param_dtype: torch.dtype, st
             lines = [f"p{var} = tl.multiple_of({var} + j, ALIGN)" for var in role_vars]
         for index, expr in enumerate(final.elements):
             var = f"x{index}"
-            if expr.op == "load":
+            if expr.op == "load" and expr.args[0] in signs:
+                role = role_var(expr.args[0])
+                table = Q8_TABLES[signs[expr.args[0]]]
+                lines.append(f"c{var} = {load.format('p' + role).replace('other=0.0', 'other=0')}.to(tl.int32)")
+                scale = f"tl.load(A{role} + j // 256, mask=m, other=0.0)" if masked else f"tl.load(A{role} + j // 256)"
+                lines.append(f"{var} = tl.load(q8 + {table} + c{var}) * {scale}")
+            elif expr.op == "load":
                 lines.append(f"{var} = {load.format('p' + role_var(expr.args[0]))}.to({real_tl})")
             elif expr.op == "div" and expr.args[1].scalar:  # x / s = x · (1/s), the reciprocal once per tensor
                 lines.append(f"{var} = {operand(expr.args[0])} * {column(expr.args[1], True)}")
@@ -199,6 +214,9 @@ def triton_source(segment: Segment, plan: Schedule, param_dtype: torch.dtype, st
         if grad_name is not None:
             lines.append(f"found = tl.maximum(found, tl.where(tl.abs({grad_name}) <= {largest}, 0, 1))")
         for k, (role, expr) in enumerate(final.stores):
+            if role in signs:
+                lines += eight_bit_store(k, role, operand(expr), masked)
+                continue
             if storage[role] == torch.bfloat16 and real == torch.float32:  # rounded to nearest, ties to even,
                 bits = f"b{k}"  # written out: the interpreter's own conversion truncates
                 lines.append(f"{bits} = {operand(expr)}.to(tl.uint32, bitcast=True)")
@@ -207,6 +225,29 @@ def triton_source(segment: Segment, plan: Schedule, param_dtype: torch.dtype, st
             else:
                 value = f"{operand(expr)}.to({TL_DTYPES[storage[role]]})"
             lines.append(store.format("p" + role_var(role), value))
+        return lines
+
+    def eight_bit_store(k: int, role: str, value: str, masked: bool) -> list[str]:
+        var, blocks, boundaries = role_var(role), "BLOCK // 256", Q8_TABLES[signs[role]] + 256
+        inside = " & m" if masked else ""
+        lines = [f"v{k} = {value}",
+                 f"a{k} = tl.where((v{k} == v{k}){inside}, tl.abs(v{k}), 0.0)",
+                 f"n{k} = tl.where((v{k} != v{k}){inside}, 1.0, 0.0)"]
+        # each block's maximum by halving (builtins only: the interpreter may run with triton imported before it)
+        for width in (128, 64, 32, 16, 8, 4, 2, 1):
+            for x in (f"a{k}", f"n{k}"):
+                lines += [f"{x}l, {x}h = tl.split(tl.reshape({x}, [{blocks}, {width}, 2]))",
+                          f"{x} = tl.maximum({x}l, {x}h)"]
+        lines += [f"s{k} = tl.where(tl.reshape(n{k}, [{blocks}]) > 0, float('nan'), "
+                  f"tl.maximum(tl.reshape(a{k}, [{blocks}]), 1e-12))",
+                  f"e{k} = tl.reshape(tl.broadcast_to(tl.reshape(s{k}, [{blocks}, 1]), [{blocks}, 256]), [BLOCK])",
+                  f"q{k} = tl.div_rn(v{k}, e{k})",
+                  f"c{k} = tl.full([BLOCK], 0, tl.int32)"]
+        lines += [f"c{k} = tl.where(tl.load(q8 + {boundaries} + c{k} + {step}) <= q{k}, c{k} + {step}, c{k})"
+                  for step in (128, 64, 32, 16, 8, 4, 2, 1)]
+        mask = ", mask=m" if masked else ""
+        lines += [f"tl.store(p{var}, c{k}.to(tl.uint8){mask})",
+                  f"tl.store(A{var} + j // 256, e{k}, mask=(j % 256 == 0){inside})"]
         return lines
 
     storage = {role: param_dtype if role in ("param", "grad") else (dtypes or {}).get(role, state_dtype)
@@ -222,14 +263,16 @@ def triton_source(segment: Segment, plan: Schedule, param_dtype: torch.dtype, st
         "",
         "",
         "@triton.jit",
-        f"def {name}(pointers, sizes, chunk_tensor, chunk_start, scalars, found_flag,",
+        f"def {name}(pointers, sizes, chunk_tensor, chunk_start, scalars, found_flag,{' q8,' if signs else ''}",
         "        K: tl.constexpr, NK: tl.constexpr, BLOCK: tl.constexpr, CHUNK: tl.constexpr, ALIGN: tl.constexpr):",
         "    chunk = tl.program_id(0)",
         "    i = tl.load(chunk_tensor + chunk)  # the tensor this program updates",
         "    start = tl.multiple_of(tl.load(chunk_start + chunk), BLOCK)",
         "    end = tl.minimum(start + CHUNK, tl.load(sizes + i))",
-            *(f"    {var} = tl.load(pointers + i * K + {k}).to(tl.pointer_type({TL_DTYPES[storage[role]]}))"
+            *(f"    {var} = tl.load(pointers + i * K + {k}).to(tl.pointer_type({TL_STORAGE[storage[role]]}))"
           for k, (var, role) in enumerate(zip(role_vars, roles))),
+        *(f"    A{role_var(role)} = tl.load(pointers + i * K + {len(roles) + q}).to(tl.pointer_type(tl.float32))"
+          for q, (role, _) in enumerate(eight_bit)),
         *(f"    k{c} = tl.load(scalars + i * NK + {c})" for c in range(len(columns))),
         "    found = tl.full([BLOCK], 0, tl.int32)",
         "    full = start + (end - start) // BLOCK * BLOCK",
@@ -323,6 +366,7 @@ class Kernel:
     state_dtype: torch.dtype
     tried: set  # devices where a trial launch compiled and ran it
     dtypes: dict = field(default_factory=dict)  # the storage of the roles of a matrix step's input and output
+    eight_bit: tuple = ()  # the 8-bit roles and whether each is signed
 
     def dtype(self, role: str) -> torch.dtype:
         return self.param_dtype if role in ("param", "grad") else self.dtypes.get(role, self.state_dtype)
@@ -418,17 +462,32 @@ def reason(variant: Variant, param: Tensor, codec: Codec) -> str | None:
     if not runs(variant):
         return "the Triton kernels run elementwise segments of one pass each (this chain has statistics of whole " \
                "tensors or a global reduction)"
-    if codec.stochastic or codec.dtype not in TL_DTYPES:
+    if codec.stochastic or (codec.dtype not in TL_DTYPES and not codec.blocks):
         return f"state stored as {codec} is not in the Triton kernels"
+    if codec.blocks and (BLOCK % blockwise.BLOCK or BLOCK & (BLOCK - 1)):
+        return f"8-bit state needs the Triton kernels' BLOCK ({BLOCK}) a power of two of whole blocks of 256"
     for piece, plan, dtypes in zip(variant.pieces, variant.schedules, segment_dtypes(variant, param.dtype)):
-        if dtypes is not None and kernel(piece, plan, param.dtype, codec.dtype,
-                                         param.device if param.device.type != "cpu" else None, dtypes) is None:
+        if dtypes is None:
+            continue
+        state_dtype, dtypes, eight_bit = storage(variant, piece, codec, dtypes)
+        if kernel(piece, plan, param.dtype, state_dtype, param.device if param.device.type != "cpu" else None, dtypes,
+                  eight_bit) is None:
             return f"the Triton kernel could not be had: {error}"
     return None
 
 
+def storage(variant: Variant, piece: Segment, codec: Codec, dtypes: dict | None) -> tuple[torch.dtype, dict, tuple]:
+    """A segment's kernel storage under ``codec``: the state dtype, the roles' own dtypes, the 8-bit roles."""
+    if not codec.blocks:
+        return codec.dtype, dtypes, ()
+    specs = variant.spec_of
+    eight_bit = tuple((role, specs[role].signed) for role in piece.loads if role in specs and codec.of(specs[role]).blocks)
+    return torch.float32, {**(dtypes or {}), **{role: torch.uint8 for role, _ in eight_bit}}, eight_bit
+
+
 def kernel(segment: Segment, plan: Schedule, param_dtype: torch.dtype, state_dtype: torch.dtype,
-           device: torch.device | None = None, dtypes: dict[str, torch.dtype] | None = None) -> Kernel | None:
+           device: torch.device | None = None, dtypes: dict[str, torch.dtype] | None = None,
+           eight_bit: tuple = ()) -> Kernel | None:
     """The generated Triton kernel of a single-pass segment for these dtypes (cached per process, and its
     source on disk); None when it cannot be had (``error`` says why; a warning says so once).  With a
     ``device`` other than the CPU, the first call there also compiles and runs it once on scratch tensors,
@@ -436,15 +495,15 @@ def kernel(segment: Segment, plan: Schedule, param_dtype: torch.dtype, state_dty
     if not available():
         return None
     dtypes = dict(dtypes or {})
-    key = (id(plan), param_dtype, state_dtype, tuple(sorted(dtypes.items(), key=str)), interpreting())
+    key = (id(plan), param_dtype, state_dtype, tuple(sorted(dtypes.items(), key=str)), interpreting(), eight_bit)
     with _lock:
         if key not in _kernels:
             found = None
             try:
-                source, columns = triton_source(segment, plan, param_dtype, state_dtype, dtypes)
+                source, columns = triton_source(segment, plan, param_dtype, state_dtype, dtypes, eight_bit)
                 module, path = _import(source, kernel_name(param_dtype, state_dtype))
                 found = Kernel(segment, plan, getattr(module, kernel_name(param_dtype, state_dtype)), columns, path,
-                               param_dtype, state_dtype, set(), dtypes)
+                               param_dtype, state_dtype, set(), dtypes, eight_bit)
             except Exception as exc:  # noqa: BLE001 - any failure means: no kernel, the reference path runs
                 _unavailable(f"could not generate a Triton kernel: {type(exc).__name__}: {exc}")
             _kernels[key] = found
@@ -463,9 +522,11 @@ def _trial(kernel: Kernel, device: torch.device) -> None:
     """One launch on scratch tensors of ``BLOCK + 3`` elements (a full slice and a tail): Triton compiles
     on first launch, so this is where a compiler error shows."""
     roles = kernel.segment.loads
-    n = BLOCK + 3
+    n = BLOCK if kernel.eight_bit else BLOCK + 3  # (8-bit state: whole blocks)
     tensors = [torch.zeros(n, dtype=kernel.dtype(role), device=device) for role in roles]
     state = dict(zip(roles, tensors))
+    state.update({blockwise.scale_key(role): torch.ones(n // blockwise.BLOCK, device=device)
+                  for role, _ in kernel.eight_bit})
     prepared = [[1.0] * len(kernel.segment.scalars)] if kernel.segment.scalars else None
     hyper_count = max((e.args[0] + 1 for e in kernel.segment.order if e.op == "hyper"), default=0)
     found = launch(kernel, [state["param"]], [state[kernel.segment.first]], [state], [1.0], prepared,
@@ -525,13 +586,14 @@ def launch(kernel: Kernel, params: Sequence[Tensor], grads: Sequence[Tensor], st
     first, extra = kernel.segment.first, extra or {}
     by_role = [params if role == "param" else grads if role == first else extra[role] if role in extra
                else [state[role] for state in states] for role in roles]
+    by_role += [_scales(role, states, params) for role, _ in kernel.eight_bit]
     addresses = [address for row in zip(*([t.data_ptr() for t in tensors] for tensors in by_role))
                  for address in row]  # tensor by tensor, role by role
     sizes = [param.numel() for param in params]
     found = torch.zeros(1, dtype=torch.int32, device=device)
     if not any(sizes):
         return found
-    pointers, size_table, chunk_tensor, chunk_start, align = _layout(addresses, sizes, len(roles), device)
+    pointers, size_table, chunk_tensor, chunk_start, align = _layout(addresses, sizes, len(by_role), device)
     real = compute_dtype(kernel.param_dtype)
     shapes = [_matrices(param) for param in params]
     table = scalar_table(kernel.segment, kernel.columns, steps, prepared, hyper, totals, sizes, shapes, real)
@@ -540,10 +602,35 @@ def launch(kernel: Kernel, params: Sequence[Tensor], grads: Sequence[Tensor], st
     scalars = _to_device(table.astype(np.float64 if real == torch.float64 else np.float32), device)
     with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():  # triton launches
         kernel.function[(len(chunk_tensor),)](  # on the current device: make it the tensors' one
-            pointers, size_table, chunk_tensor, chunk_start, scalars, found,
-            K=len(roles), NK=max(1, len(kernel.columns)), BLOCK=BLOCK, CHUNK=CHUNK, ALIGN=align,
+            pointers, size_table, chunk_tensor, chunk_start, scalars, found, *([_tables(device)] if kernel.eight_bit else []),
+            K=len(by_role), NK=max(1, len(kernel.columns)), BLOCK=BLOCK, CHUNK=CHUNK, ALIGN=align,
             num_warps=NUM_WARPS)
     return found
+
+
+def _scales(role: str, states: Sequence[dict], params: Sequence[Tensor]) -> list[Tensor]:
+    """The scales of an 8-bit role, checked: one float32 per block of 256 of its parameter, contiguous, beside it."""
+    scales = [state.get(blockwise.scale_key(role)) for state in states]
+    for scale, param in zip(scales, params):
+        if not isinstance(scale, Tensor) or scale.dtype != torch.float32 or scale.device != param.device or \
+                not scale.is_contiguous() or scale.numel() * blockwise.BLOCK != param.numel():
+            raise RuntimeError(f"descend: the scales of the 8-bit {role} buffer are not one float32 per block of "
+                               f"{blockwise.BLOCK} elements of its parameter (contiguous, on its device); nothing was run")
+    return scales
+
+
+_q8_tables: dict[str, Tensor] = {}
+
+
+def _tables(device: torch.device) -> Tensor:
+    """The 8-bit maps and their boundaries (``Q8_TABLES``), float32 on ``device``."""
+    key = str(device)
+    if key not in _q8_tables:
+        values = []
+        for signed in (True, False):
+            values += list(blockwise.dynamic_map(signed)) + list(blockwise.decades(signed)["boundaries"])
+        _q8_tables[key] = torch.tensor(values, dtype=torch.float32, device=device)
+    return _q8_tables[key]
 
 
 def _matrices(param: Tensor) -> tuple[int, int, int]:
@@ -571,7 +658,8 @@ def update(work) -> Tensor:
             first = [u.contiguous() for u in eager._matrix_by_shape(scratch, values, work.states, next(matrix_steps),
                                                                      steps)]
             continue
-        found = kernel(piece, plan, params[0].dtype, work.codec.dtype, params[0].device, dtypes)
+        state_dtype, dtypes, eight_bit = storage(variant, piece, work.codec, dtypes)
+        found = kernel(piece, plan, params[0].dtype, state_dtype, params[0].device, dtypes, eight_bit)
         if found is None:
             raise RuntimeError(f"descend: no Triton kernel for this chain: {error}")
         extra = {}

@@ -154,10 +154,10 @@ class ScheduleFree(ChainOptimizer):
         buckets: dict[tuple, list] = {}
         for param in params:
             variant = plan.variant(param.dim())
-            codec = codec_for(group.get("state_dtype"), param.dtype)
+            codec = codec_for(group.get("state_dtype"), param.dtype, local(param).numel())
             state, spec = self.state[param], variant.spec_of["z"]
-            if not fits(spec, state["z"], place(param, spec), codec):  # after model.double(), a checkpoint
-                state["z"] = refit(spec, state["z"], place(param, spec), codec, owner)
+            if not fits(spec, state["z"], place(param, spec), codec.of(spec)):  # after model.double(), a checkpoint
+                state["z"] = refit(spec, state["z"], place(param, spec), codec.of(spec), owner)
             path = self._switch_path(group, variant, param, state["z"], codec)
             key = (path, id(variant), param.device, param.dtype, codec)
             buckets.setdefault(key, [variant, codec, []])[2].append(param)

@@ -6,7 +6,8 @@ the initial value, and which storage applies.  Checkpoints, state conversion, ``
 paths' buffer checks all read this one table.
 
 The storage of an entry that follows the group's ``state_dtype`` is a ``Codec``: float32 / float64 as they
-are, bfloat16 with stochastic or nearest rounding, float16.  Within one update, later steps read the value
+are, bfloat16 with stochastic or nearest rounding, float16, 8-bit block-quantised codes with per-block scales
+(``Blockwise8bit``: descend.plan.blockwise).  Within one update, later steps read the value
 an earlier step computed, unrounded; the codec rounds once, when the update stores it (the same rule on
 every path).
 """
@@ -18,6 +19,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from . import blockwise
 
 SHAPES = ("param", "rows", "cols", "scalar")
 RESERVED_KEYS = frozenset({"param", "grad", "step"})  # roles of the kernels, and the step counter
@@ -78,6 +81,11 @@ class Codec:
 
     dtype: torch.dtype  # the storage dtype
     stochastic = False  # whether storing draws random bits (then every parameter keeps a step counter)
+    blocks = False  # whether an entry is codes with per-block scales beside it (Blockwise8bit)
+
+    def of(self, spec: StateSpec) -> Codec:
+        """The codec of one entry: this one, for every entry that follows ``state_dtype``."""
+        return self
 
     def compute_dtype(self, param_dtype: torch.dtype) -> torch.dtype:
         return torch.float64 if self.dtype == torch.float64 or param_dtype == torch.float64 else torch.float32
@@ -143,11 +151,36 @@ class Float16(Codec):
         return "float16"
 
 
-def codec_for(state_dtype: Any, param_dtype: torch.dtype) -> Codec:
-    """The codec of a group's ``state_dtype`` for a parameter of ``param_dtype``: None keeps float32/float64
-    parameters' own dtype and float32 for 16-bit ones (their moments would lose most of their bits)."""
+class Blockwise8bit(Codec):
+    """8-bit block-quantised state (``state_dtype="8bit"``; descend.plan.blockwise): the entries shaped like
+    the parameter are codes (uint8) with one float32 scale per block of 256 beside them (``scale_key``); the
+    others (row and column statistics, scalars, schedule-free's copy of the parameter) stay float32.  A
+    parameter whose entries would be under 4,096 elements or not a whole number of blocks keeps float32
+    state (``codec_for`` decides, from its element count: its shard's under FSDP2)."""
+
+    dtype = torch.uint8
+    blocks = True
+
+    def of(self, spec: StateSpec) -> Codec:
+        if spec.shape == "param" and spec.storage == "state" and spec.init != "param":
+            return self
+        return Plain(torch.float32)
+
+    def __repr__(self):
+        return "8bit"
+
+
+def codec_for(state_dtype: Any, param_dtype: torch.dtype, numel: int | None = None) -> Codec:
+    """The codec of a group's ``state_dtype`` for a parameter of ``param_dtype`` (and ``numel`` elements, where
+    the codec depends on it): None keeps float32/float64 parameters' own dtype and float32 for 16-bit ones
+    (their moments would lose most of their bits); ``"8bit"`` keeps float64 parameters' state float64 and
+    that of parameters too small to quantise (``blockwise.takes``) float32."""
     if isinstance(state_dtype, Codec):
         return state_dtype
+    if isinstance(state_dtype, str) and state_dtype == "8bit":
+        if param_dtype == torch.float64:
+            return Plain(torch.float64)
+        return Blockwise8bit() if numel is None or blockwise.takes(numel) else Plain(torch.float32)
     if state_dtype is None:
         return Plain(torch.float32 if param_dtype in (torch.bfloat16, torch.float16) else param_dtype)
     if state_dtype in (torch.float32, torch.float64):
@@ -159,14 +192,14 @@ def codec_for(state_dtype: Any, param_dtype: torch.dtype) -> Codec:
     raise ValueError(f"unknown state_dtype {state_dtype!r}")
 
 
-STATE_DTYPES = (None, torch.float32, torch.float64, torch.bfloat16, torch.float16)
+STATE_DTYPES = (None, torch.float32, torch.float64, torch.bfloat16, torch.float16, "8bit")
 
 
 def check_state_dtype(owner: str, value: Any) -> None:
-    if isinstance(value, Codec) or value in STATE_DTYPES:
+    if isinstance(value, Codec) or any(value is d or (type(value) is type(d) and value == d) for d in STATE_DTYPES):
         return
     raise ValueError(f"{owner}: state_dtype must be None, torch.float32, torch.float64, torch.bfloat16, "
-                     f"torch.float16 or a descend codec, got {value!r}")
+                     f"torch.float16, \"8bit\" or a descend codec, got {value!r}")
 
 
 # --- stochastic rounding ---------------------------------------------------------------------------
@@ -263,3 +296,101 @@ def refit(spec: StateSpec, entry: Tensor, param: Tensor, codec: Codec, owner: st
     fixed = torch.empty_like(param, dtype=codec.dtype) if spec.shape == "param" else torch.empty(
         expected, dtype=codec.dtype, device=param.device)
     return fixed.copy_(entry.detach())
+
+
+# --- entries with companions (8-bit codes and their scales) ------------------------------------------
+
+
+def _local_numel(param) -> int:
+    """The element count of this rank's shard of ``param`` (its own under no sharding): blocks are the shard's."""
+    return param.to_local().numel() if hasattr(param, "to_local") else param.numel()
+
+
+def made(spec: StateSpec, step, param, codec: Codec) -> dict[str, Tensor]:
+    """The fresh entries of ``spec`` for ``param``: ``{key: entry}``, and its scales for an 8-bit entry."""
+    codec = codec.of(spec)
+    if not codec.blocks:
+        return {spec.key: new_entry(spec, step, param, codec)}
+    one = torch.full((blockwise.BLOCK,), spec.initial_value(step), dtype=torch.float32)
+    codes, scales = blockwise.quantise(one, spec.signed)
+    return {spec.key: torch.full_like(param, int(codes[0]), dtype=torch.uint8, memory_format=torch.preserve_format),
+            blockwise.scale_key(spec.key): torch.full((_local_numel(param) // blockwise.BLOCK,), float(scales[0]),
+                                                      dtype=torch.float32, device=param.device)}
+
+
+def _scales_fit(scales: Any, param) -> bool:
+    return (isinstance(scales, Tensor) and scales.dtype == torch.float32 and scales.device == param.device
+            and scales.dim() == 1 and scales.is_contiguous()
+            and scales.numel() * blockwise.BLOCK == _local_numel(param))
+
+
+def fits_state(spec: StateSpec, state: dict, param, codec: Codec) -> bool:
+    """Whether ``state`` holds ``spec``'s entries as ``codec`` stores them for ``param`` (see ``fits``)."""
+    codec = codec.of(spec)
+    if not fits(spec, state.get(spec.key), param, codec):
+        return False
+    return not codec.blocks or _scales_fit(state.get(blockwise.scale_key(spec.key)), param)
+
+
+def _local(tensor):
+    """This rank's shard of a DTensor (FSDP2), a tensor itself otherwise."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
+def _like(shard: Tensor, param) -> Tensor:
+    """``shard`` as ``param`` holds it: a DTensor of the same mesh and placements where ``param`` is one."""
+    if not hasattr(param, "to_local"):
+        return shard
+    from torch.distributed.tensor import DTensor
+
+    return DTensor.from_local(shard, param.device_mesh, param.placements, run_check=False, shape=param.shape,
+                              stride=param.stride())
+
+
+def _as_float(spec: StateSpec, source: dict, owner: str) -> Tensor:
+    """The value of ``source[spec.key]``: 8-bit codes decoded with the scales beside them (a shard's codes
+    with that shard's scales)."""
+    entry = source[spec.key]
+    if not isinstance(entry, Tensor) or entry.dtype != torch.uint8:
+        return entry
+    codes, scales = _local(entry), source.get(blockwise.scale_key(spec.key))
+    if not isinstance(scales, Tensor) or scales.numel() * blockwise.BLOCK != codes.numel() or not (
+            codes.is_contiguous() or codes.is_contiguous(memory_format=torch.channels_last)):
+        raise RuntimeError(f"{owner}: state {spec.key!r} holds 8-bit codes ({codes.numel()} of them) without their "
+                           f"{codes.numel() // blockwise.BLOCK} scales in {blockwise.scale_key(spec.key)!r}")
+    decoded = blockwise.read(codes.detach(), _local(scales).detach().float().reshape(-1).to(codes.device), spec.signed)
+    return _like(decoded, entry)
+
+
+def refit_state(spec: StateSpec, source: dict, param, codec: Codec, owner: str) -> dict[str, Tensor]:
+    """``source``'s entries of ``spec`` (a state or a checkpoint's, 8-bit or not) converted to what
+    ``fits_state`` asks: 8-bit codes laid out as asked are copied as they are (a checkpoint loads back bit for
+    bit), other values are decoded and stored anew; an entry of another shape is a ``RuntimeError``."""
+    codec = codec.of(spec)
+    entry = source[spec.key]
+    if not codec.blocks:
+        return {spec.key: refit(spec, _as_float(spec, source, owner), param, codec, owner)}
+    scales, shard = source.get(blockwise.scale_key(spec.key)), _local(param)
+    key, scale_key = spec.key, blockwise.scale_key(spec.key)
+    if isinstance(entry, Tensor) and entry.dtype == torch.uint8 and entry.shape == param.shape and \
+            entry.stride() == param.stride() and isinstance(scales, Tensor) and \
+            scales.numel() * blockwise.BLOCK == shard.numel():
+        codes = torch.empty_like(shard, dtype=torch.uint8).copy_(_local(entry).detach())
+        fresh = torch.empty(scales.numel(), dtype=torch.float32, device=shard.device)
+        return {key: _like(codes, param), scale_key: fresh.copy_(_local(scales).detach().reshape(-1))}
+    value = refit(spec, _local(_as_float(spec, source, owner)), shard, Plain(torch.float32), owner)
+    codes = torch.empty_like(shard, dtype=torch.uint8)
+    scales = torch.empty(shard.numel() // blockwise.BLOCK, dtype=torch.float32, device=shard.device)
+    blockwise.write(codes, scales, value, spec.signed)
+    return {key: _like(codes, param), scale_key: scales}
+
+
+def fit(spec: StateSpec, step, state: dict, param, codec: Codec, owner: str) -> None:
+    """``state``'s entries of ``spec`` made when missing and converted when they do not fit (the scales of
+    an entry no longer kept in 8 bits dropped)."""
+    if state.get(spec.key) is None:
+        state.update(made(spec, step, param, codec))
+    elif not fits_state(spec, state, param, codec):
+        state.update(refit_state(spec, state, param, codec, owner))
+    if not codec.of(spec).blocks:
+        state.pop(blockwise.scale_key(spec.key), None)
