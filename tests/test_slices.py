@@ -1,0 +1,99 @@
+"""The reference chain on a big parameter, slice by slice, with its temporaries in recycled buffers
+(descend.backends.recycle): the same bits as on the whole tensor, and temporaries of a few slices."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import descend
+from descend.backends import eager
+from test_fused import CONFIGS
+
+MORE = {
+    "lamb": (descend.LAMB, dict(lr=0.01, weight_decay=0.1)),
+    "lars": (descend.LARS, dict(lr=0.01, momentum=0.9)),
+    "sgd-schedulefree": (descend.SGDScheduleFree, dict(lr=0.05, warmup_steps=2)),
+    "adamw-schedulefree": (descend.AdamWScheduleFree, dict(lr=0.01, warmup_steps=2, weight_decay=0.1)),
+}
+SHAPE = (37, 29)  # 1073 elements: ten slices of 100 and a last one of 73
+
+
+def run(cls, kwargs, slice_elements, monkeypatch, dtype=torch.float32, steps=4, **flags):
+    monkeypatch.setattr(eager, "SLICE_ELEMENTS", slice_elements)
+    param = torch.nn.Parameter(torch.randn(SHAPE, generator=torch.Generator().manual_seed(0)).to(dtype))
+    optimizer = cls([param], fused=False, **kwargs, **flags)
+    if hasattr(optimizer, "train"):  # schedule-free: the training sequence
+        optimizer.train()
+    for step in range(steps):
+        param.grad = torch.randn(SHAPE, generator=torch.Generator().manual_seed(step + 1)).to(dtype)
+        optimizer.step()
+    return [param.detach()] + [v for _, v in sorted(optimizer.state[param].items()) if isinstance(v, torch.Tensor)]
+
+
+@pytest.mark.parametrize("name", list(CONFIGS) + list(MORE))
+def test_a_sliced_step_in_recycled_buffers_gives_the_whole_tensors_bits(name, monkeypatch):
+    cls, kwargs = {**CONFIGS, **MORE}[name]
+    whole, sliced = run(cls, kwargs, 1 << 20, monkeypatch), run(cls, kwargs, 100, monkeypatch)
+    assert len(whole) == len(sliced)
+    for a, b in zip(whole, sliced):
+        assert torch.equal(a, b) and torch.equal(a.signbit(), b.signbit()), name
+
+
+@pytest.mark.parametrize("dtype, state_dtype", [(torch.bfloat16, None), (torch.float16, None),
+                                                (torch.float32, torch.bfloat16), (torch.float64, None)])
+@pytest.mark.parametrize("name", ["adam-l2-amsgrad", "rmsprop-centered-momentum", "nadam", "radam", "lion"])
+def test_sliced_16_bit_and_float64_steps_keep_their_bits(name, dtype, state_dtype, monkeypatch):
+    cls, kwargs = CONFIGS[name]
+    flags = dict(state_dtype=state_dtype)
+    whole = run(cls, kwargs, 1 << 20, monkeypatch, dtype, **flags)
+    sliced = run(cls, kwargs, 100, monkeypatch, dtype, **flags)
+    for a, b in zip(whole, sliced):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("name", ["adam", "momentum-velocity"])
+def test_the_list_path_takes_big_parameters_slice_by_slice_to_the_same_bits(name, monkeypatch):
+    cls, kwargs = CONFIGS[name]
+    listed = run(cls, kwargs, 100, monkeypatch, foreach=True)
+    for a, b in zip(listed, run(cls, kwargs, 1 << 20, monkeypatch, foreach=False)):
+        assert torch.equal(a, b), name
+
+
+class Allocations(TorchDispatchMode):
+    """Counts the bytes of the tensors aten ops make (not views, not in-place or ``out=`` results)."""
+
+    def __init__(self):
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        given = {t.untyped_storage().data_ptr() for t in torch.utils._pytree.tree_leaves((args, kwargs))
+                 if isinstance(t, torch.Tensor)}
+        for out in torch.utils._pytree.tree_leaves(result):
+            if isinstance(out, torch.Tensor) and out.untyped_storage().data_ptr() not in given:
+                self.bytes += out.untyped_storage().nbytes()
+        return result
+
+
+@pytest.mark.parametrize("cls, kwargs", [(descend.Adam, dict(weight_decay=0.1, amsgrad=True)),
+                                         (descend.SGD, dict(momentum=0.9, nesterov=True)),
+                                         (descend.RMSprop, dict(centered=True, momentum=0.5))])
+@pytest.mark.parametrize("foreach", [False, True])
+def test_a_reference_step_on_a_big_parameter_allocates_a_few_slices_not_the_parameter(cls, kwargs, foreach,
+                                                                                      monkeypatch):
+    """A parameter of 64 slices: every tensor one step makes, added up, is at most 8 slices' worth (an
+    eighth of the parameter; a chain on the whole tensor, or one allocating per slice, makes several
+    parameter-sized temporaries)."""
+    monkeypatch.setattr(eager, "SLICE_ELEMENTS", 1 << 16)
+    elements = 64 << 16
+    param = torch.nn.Parameter(torch.zeros(elements))
+    param.grad = torch.full((elements,), 0.5)
+    optimizer = cls([param], lr=1e-3, fused=False, foreach=foreach, **kwargs)
+    optimizer.step()  # makes the state
+    with Allocations() as counted:
+        optimizer.step()
+    assert counted.bytes <= 8 * 4 << 16, counted.bytes / (4 << 16)
+    assert torch.isfinite(param).all() and param[0] < 0
