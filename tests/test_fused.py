@@ -126,9 +126,9 @@ def test_mixed_group_fuses_what_it_can_and_runs_the_rest_on_the_reference_path()
         fused_calls.append([p.dtype for p in work.params])
         return real_fused(work)
 
-    def spy_update(work, foreach):
+    def spy_update(work, foreach, **flags):
         reference_calls.extend(tuple(p.shape) for p in work.params)
-        return real_update(work, foreach)
+        return real_update(work, foreach, **flags)
 
     with mock.patch.object(cpu, "update", spy_fused), mock.patch.object(eager, "update", spy_update):
         optimizer.step()

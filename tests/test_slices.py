@@ -97,3 +97,26 @@ def test_a_reference_step_on_a_big_parameter_allocates_a_few_slices_not_the_para
         optimizer.step()
     assert counted.bytes <= 8 * 4 << 16, counted.bytes / (4 << 16)
     assert torch.isfinite(param).all() and param[0] < 0
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("where", [0, 150, 1072])
+def test_a_nan_in_any_slice_of_a_big_gradient_raises_after_the_step(foreach, where, monkeypatch):
+    """The gradient of a sliced parameter is checked slice by slice: a NaN in the first, a middle or the
+    last (short) slice raises FloatingPointError, after the step, as on the whole tensor."""
+    monkeypatch.setattr(eager, "SLICE_ELEMENTS", 100)
+    param = torch.nn.Parameter(torch.zeros(SHAPE))
+    small = torch.nn.Parameter(torch.zeros(3))
+    param.grad, small.grad = torch.ones(SHAPE), torch.ones(3)
+    param.grad.view(-1)[where] = float("nan")
+    optimizer = descend.Adam([param, small], fused=False, foreach=foreach)
+    with pytest.raises(FloatingPointError):
+        optimizer.step()
+    assert torch.isnan(param.view(-1)[where]) and (small < 0).all()  # applied, then raised
+    param.grad.view(-1)[where] = 1.0
+    small.grad[1] = float("inf")
+    with pytest.raises(FloatingPointError):
+        optimizer.step()
+    fresh = torch.nn.Parameter(torch.zeros(SHAPE))
+    fresh.grad = torch.ones(SHAPE)
+    descend.Adam([fresh], fused=False, foreach=foreach).step()  # finite: no error
