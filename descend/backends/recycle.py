@@ -6,8 +6,9 @@ freed (glibc trims the top of its heap and unmaps big blocks), so every slice pa
 temporaries in again, and the faults cost more than the arithmetic.  ``Recycling`` runs the slices of one
 tensor: the n-th elementwise operation of a slice writes its result (``out=``) into the buffer the n-th
 operation of the slice before wrote, the same torch op on the same operands, so the bits are those of
-the allocating call.  An operation that does not fit (another shape or dtype, a reduction, a view, an op
-without an ``out=`` form) runs as it would without the mode.
+the allocating call.  The integer arithmetic of stochastic rounding (``descend.plan.state.stochastic_bfloat16``)
+is recycled the same way.  An operation that does not fit (another shape, mixed dtypes, a reduction, a view,
+an op without an ``out=`` form) runs as it would without the mode.
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-SIXTEEN_BIT = (torch.bfloat16, torch.float16)
 _storage_uses = torch._C._storage_Use_Count
 
 
@@ -34,20 +34,25 @@ def _reciprocal_times(out: Tensor, x: Tensor, other) -> Tensor:
 
 # the functions a formula's arithmetic reaches (operators arrive as the Tensor methods they call), and how
 # each writes into a given buffer; every one is elementwise, its result of its operands' shape and dtype
-_ELEMENTWISE: dict[Callable, Callable] = {}
+_FLOATING: dict[Callable, Callable] = {}
 for _name in ("add", "sub", "mul", "div", "maximum", "minimum", "pow", "sqrt", "neg", "abs", "sign", "exp", "log",
               "reciprocal"):
-    _ELEMENTWISE[getattr(torch, _name)] = _ELEMENTWISE[getattr(Tensor, _name)] = _into(getattr(torch, _name))
-_ELEMENTWISE[Tensor.__rtruediv__] = _reciprocal_times
-_ELEMENTWISE[torch.lerp] = _into(torch.lerp)
+    _FLOATING[getattr(torch, _name)] = _FLOATING[getattr(Tensor, _name)] = _into(getattr(torch, _name))
+_FLOATING[Tensor.__rtruediv__] = _reciprocal_times
+_FLOATING[torch.lerp] = _into(torch.lerp)
+# integer ops with integer operands give integers of the same dtype (stochastic rounding's hash)
+_INTEGER: dict[Callable, Callable] = {Tensor.add: _into(torch.add), Tensor.mul: _into(torch.mul),
+                                      Tensor.__and__: _into(torch.bitwise_and), Tensor.__xor__: _into(torch.bitwise_xor),
+                                      Tensor.__rshift__: _into(torch.bitwise_right_shift)}
 _KWARGS = frozenset({"alpha"})  # torch.add(c, b, alpha=a): a fused multiply-add (descend.plan.formula.fma)
 
 
 class Recycling(TorchFunctionMode):
     """The flat slices of one tensor, of at most ``numel`` elements each, computed in ``dtype`` on ``device``:
-    call ``next_slice(n)`` before each (``n`` its elements).  An op's result goes into a buffer nothing
-    holds any more (no Python reference but the pool's, no view of its memory), else into a new one: a
-    slice needs as many buffers as it has results alive at once, and the next slice takes them over."""
+    call ``next_slice(n)`` before each (``n`` its elements).  An op's result goes into a buffer (of its
+    dtype) nothing holds any more (no Python reference but the pool's, no view of its memory), else into a
+    new one: a slice needs as many buffers as it has results alive at once, and the next slice takes them
+    over."""
 
     def __init__(self, numel: int, dtype: torch.dtype, device: torch.device):
         super().__init__()
@@ -64,50 +69,76 @@ class Recycling(TorchFunctionMode):
         kwargs = kwargs or {}
         if torch.is_grad_enabled():  # out= takes no part in autograd; a step runs under no_grad
             return func(*args, **kwargs)
-        if func is Tensor.clone and not kwargs and self._operands(args):
-            return self._buffer().copy_(args[0])
-        if func is Tensor.float and not kwargs and len(args) == 1 and self._widened(args[0]):
-            return self._buffer().copy_(args[0])
-        if func is torch.where and not kwargs and len(args) == 3 and self._condition(args[0]) \
-                and self._operands(args[1:], tensors=True):
-            return torch.where(*args, out=self._buffer())
-        into = _ELEMENTWISE.get(func)
-        if into is not None and kwargs.keys() <= _KWARGS and self._operands(args):
-            return into(self._buffer(), *args, **kwargs)
-        return func(*args, **kwargs)
+        recycled = self._recycled(func, args, kwargs)
+        return func(*args, **kwargs) if recycled is None else recycled
 
-    def _buffer(self) -> Tensor:
+    def _recycled(self, func, args, kwargs):
+        if func is Tensor.clone and not kwargs and len(args) == 1 and self._slice_of(args[0]):
+            return self._buffer(args[0].dtype).copy_(args[0])
+        if func in (Tensor.float, Tensor.to) and not kwargs and self._slice_of(args[0]):
+            dtype = torch.float32 if func is Tensor.float else args[1] if len(args) == 2 else None
+            # a conversion is a copy into a tensor of the new dtype (to the same dtype it is no copy at all)
+            if isinstance(dtype, torch.dtype) and dtype != args[0].dtype and (dtype, args[0].dtype) in _CONVERSIONS:
+                return self._buffer(dtype).copy_(args[0])
+            return None
+        if func is torch.where and not kwargs and len(args) == 3 and self._slice_of(args[0], torch.bool):
+            dtype = self._operands(args[1:], tensors=True)
+            return None if dtype is None else torch.where(*args, out=self._buffer(dtype))
+        if func is torch.isnan and not kwargs and len(args) == 1 and self._slice_of(args[0]) \
+                and args[0].dtype.is_floating_point:
+            return torch.ne(args[0], args[0], out=self._buffer(torch.bool))  # isnan(x) is x ≠ x
+        if func is Tensor.masked_fill and not kwargs and len(args) == 3 and self._slice_of(args[0]) \
+                and self._slice_of(args[1], torch.bool) and isinstance(args[2], Real):
+            return self._buffer(args[0].dtype).copy_(args[0]).masked_fill_(args[1], args[2])
+        if func is torch.arange and len(args) == 2 and all(type(a) is int for a in args) \
+                and args[1] - args[0] == self.shape[0] and kwargs.get("device") in (None, self.device) \
+                and kwargs.get("dtype") in (torch.int64, torch.int32) and kwargs.keys() <= {"dtype", "device"}:
+            return torch.arange(*args, out=self._buffer(kwargs["dtype"]))
+        if kwargs.keys() <= _KWARGS:
+            dtype = self._operands(args)
+            table = _FLOATING if dtype is not None and dtype.is_floating_point else _INTEGER
+            into = table.get(func) if dtype is not None else None
+            if into is not None and (not kwargs or dtype.is_floating_point):
+                return into(self._buffer(dtype), *args, **kwargs)
+        return None
+
+    def _buffer(self, dtype: torch.dtype) -> Tensor:
         for buffer in self.buffers:
             # held by nothing but this list (and this loop, and getrefcount's argument), and its memory by no
             # other tensor (a view); _storage_Use_Count counts the storage object untyped_storage() makes
-            if sys.getrefcount(buffer) == 3 and _storage_uses(buffer.untyped_storage()._cdata) == 2:
+            if buffer.dtype == dtype and sys.getrefcount(buffer) == 3 \
+                    and _storage_uses(buffer.untyped_storage()._cdata) == 2:
                 break
         else:
-            buffer = torch.empty(self.numel, dtype=self.dtype, device=self.device)
+            buffer = torch.empty(self.numel, dtype=dtype, device=self.device)
             self.buffers.append(buffer)
         return buffer if self.shape[0] == self.numel else buffer[:self.shape[0]]
-    def _operands(self, args, tensors: bool = False) -> bool:
-        """Whether the result of an elementwise op on ``args`` is a tensor of the slice's shape and dtype: its
-        tensors are of that dtype and device, each of the slice's shape or a single number (0-dim), at least
-        one of the slice's shape; its other operands are real numbers (none for ``tensors``: ``where``'s
-        ``out=`` form takes tensors only)."""
-        whole = False
+
+    def _operands(self, args, tensors: bool = False) -> torch.dtype | None:
+        """The dtype of the result of an elementwise op on ``args`` when it is a tensor of the slice's shape
+        (else None): its tensors are all of one floating or integer dtype (not bool) and of the device, each
+        of the slice's shape or a single number (0-dim), at least one of the slice's shape; its other
+        operands are numbers of that kind (none for ``tensors``: ``where``'s ``out=`` form takes tensors)."""
+        dtype, whole = None, False
         for arg in args:
             if isinstance(arg, Tensor):
-                if arg.dtype != self.dtype or arg.device != self.device:
-                    return False
+                if arg.device != self.device or arg.dtype == torch.bool or dtype not in (None, arg.dtype):
+                    return None
+                dtype = arg.dtype
                 if arg.shape == self.shape:
                     whole = True
                 elif arg.dim():
-                    return False
-            elif tensors or not isinstance(arg, Real):
-                return False
-        return whole
+                    return None
+            elif tensors or not isinstance(arg, Real) or isinstance(arg, bool):
+                return None
+        if not whole or any(isinstance(a, float) for a in args) and not dtype.is_floating_point:
+            return None
+        return dtype
 
-    def _condition(self, arg) -> bool:
-        return isinstance(arg, Tensor) and arg.dtype == torch.bool and arg.device == self.device and \
-            arg.shape == self.shape
+    def _slice_of(self, arg, dtype: torch.dtype | None = None) -> bool:
+        return isinstance(arg, Tensor) and arg.device == self.device and arg.shape == self.shape and \
+            (dtype is None or arg.dtype == dtype)
 
-    def _widened(self, arg) -> bool:
-        return isinstance(arg, Tensor) and arg.dtype in SIXTEEN_BIT and self.dtype == torch.float32 and \
-            arg.device == self.device and arg.shape == self.shape
+
+_CONVERSIONS = {(torch.float32, torch.bfloat16), (torch.float32, torch.float16), (torch.int64, torch.int32),
+                (torch.int32, torch.int64)}  # (to, from): the widening of 16-bit state, stochastic rounding's
