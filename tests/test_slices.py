@@ -8,6 +8,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import descend
 from descend.backends import eager
+from descend.backends.recycle import Recycling
 from test_fused import CONFIGS
 
 MORE = {
@@ -121,3 +122,21 @@ def test_a_nan_in_any_slice_of_a_big_gradient_raises_after_the_step(foreach, whe
     fresh = torch.nn.Parameter(torch.zeros(SHAPE))
     fresh.grad = torch.ones(SHAPE)
     descend.Adam([fresh], fused=False, foreach=foreach).step()  # finite: no error
+
+
+def test_recycled_buffers_are_taken_only_when_nothing_holds_them():
+    """A result kept past its slice, or a view of one, keeps its memory: the next results go elsewhere."""
+    x = torch.arange(8.0)
+    with torch.no_grad(), Recycling(8, torch.float32, x.device) as buffers:
+        buffers.next_slice(8)
+        kept = x * 2.0
+        view = (x + 1.0)[2:]
+        dropped = x - 1.0
+        del dropped
+        buffers.next_slice(8)
+        results = [x * 3.0, x * 4.0]  # the first takes the dropped one's buffer, the second a new one
+        assert len(buffers.buffers) == 4
+        buffers.next_slice(5)  # a last, shorter slice: views of the buffers
+        assert (x[:5] * 5.0).shape == (5,)
+    assert kept.tolist() == [2.0 * i for i in range(8)] and view.tolist() == [3.0 + i for i in range(6)]
+    assert results[0].tolist() == [3.0 * i for i in range(8)] and results[1].tolist() == [4.0 * i for i in range(8)]

@@ -104,9 +104,9 @@ class Recycling(TorchFunctionMode):
 
     def _buffer(self, dtype: torch.dtype) -> Tensor:
         for buffer in self.buffers:
-            # held by nothing but this list (and this loop, and getrefcount's argument), and its memory by no
-            # other tensor (a view); _storage_Use_Count counts the storage object untyped_storage() makes
-            if buffer.dtype == dtype and sys.getrefcount(buffer) == 3 \
+            # held by nothing but this list (the count _UNHELD), and its memory by no other tensor (a view);
+            # _storage_Use_Count counts the storage object untyped_storage() makes
+            if buffer.dtype == dtype and sys.getrefcount(buffer) == _UNHELD \
                     and _storage_uses(buffer.untyped_storage()._cdata) == 2:
                 break
         else:
@@ -142,3 +142,15 @@ class Recycling(TorchFunctionMode):
 
 _CONVERSIONS = {(torch.float32, torch.bfloat16), (torch.float32, torch.float16), (torch.int64, torch.int32),
                 (torch.int32, torch.int64)}  # (to, from): the widening of 16-bit state, stochastic rounding's
+
+
+def _unheld() -> int:
+    """``sys.getrefcount`` of a tensor held by a list alone, read in a loop over the list as ``_buffer`` reads
+    it (the list's reference, the loop's, the argument's: 3 on CPython 3.11); measured, not assumed, as an
+    interpreter may count the loop's reference or not, and any other holder adds one to it."""
+    buffers = [torch.empty(0)]
+    for buffer in buffers:
+        return sys.getrefcount(buffer)
+
+
+_UNHELD = _unheld()
