@@ -126,9 +126,9 @@ def test_mixed_group_fuses_what_it_can_and_runs_the_rest_on_the_reference_path()
         fused_calls.append([p.dtype for p in work.params])
         return real_fused(work)
 
-    def spy_update(work, foreach, **flags):
+    def spy_update(work, foreach):
         reference_calls.extend(tuple(p.shape) for p in work.params)
-        return real_update(work, foreach, **flags)
+        return real_update(work, foreach)
 
     with mock.patch.object(cpu, "update", spy_fused), mock.patch.object(eager, "update", spy_update):
         optimizer.step()

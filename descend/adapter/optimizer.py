@@ -28,7 +28,7 @@ from .checkpoint import Checkpoints
 from .distributed import agreed, all_ranks, is_dtensor, local, sharded_group, shards_of, sum_over_ranks, \
     sum_shares_over_ranks, zero_redundancy_group
 from .fastpath import Bound, bindable, options_of
-from .finite import all_finite, check_nonfinite_policy
+from .finite import all_finite, check_nonfinite_policy, locally_finite
 from .options import boolean_options, flags_as_bools, group_numbers
 from . import sparse
 from .routing import Bucket, route
@@ -238,8 +238,9 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
             elif bucket.path == "triton":
                 flags.append(triton.update(work))
             else:
-                eager.update(work, foreach=bucket.path == "foreach", check=self.nonfinite == "raise")
-                finite = work.finite is not False and finite
+                if self.nonfinite == "raise":
+                    finite = locally_finite(work.grads) and finite
+                eager.update(work, foreach=bucket.path == "foreach")
             if bucket.sparse:
                 sparse.scatter(work)
             finish(work)

@@ -51,7 +51,6 @@ class Work:
     owner: str = "descend"
     dtensors: list | None = None  # FSDP2: the DTensor parameter where params[i] is its shard, else None
     origin: list[dict] | None = None  # FSDP2: the state as the optimizer keeps it (DTensor entries)
-    finite: bool | None = None  # update(check=True): whether every gradient held finite numbers only
 
     @property
     def maximize(self) -> bool:
@@ -182,17 +181,8 @@ def _finish(param: Tensor, u: Tensor, chain: Sequence) -> None:
         param.add_(u)
 
 
-def update(work: Work, foreach: bool, check: bool = False) -> None:
-    """The update of every tensor of ``work`` (``foreach``: on lists, in chunks).  ``check``: sets
-    ``work.finite``, whether no gradient holds NaN or ±inf; a gradient updated slice by slice is read
-    slice by slice, just before the update reads that slice (it is in cache then), the others in one pass."""
-    if check:
-        from ..adapter.finite import locally_finite
-
-        sliced = _slice_alone if foreach else _takes_slices
-        work.finite = locally_finite([g for i, g in enumerate(work.grads) if not sliced(work, i)])
-    else:
-        work.finite = None
+def update(work: Work, foreach: bool) -> None:
+    """The update of every tensor of ``work`` (``foreach``: on lists, in chunks)."""
     if foreach:
         _update_lists(work)
         return
@@ -225,28 +215,14 @@ def _update_one(work: Work, i: int) -> None:
     param, grad, state = work.params[i], work.grads[i], work.states[i]
     if param.numel() == 0:
         return  # nothing to update (and a mean over no elements would put NaN into state)
-    if _takes_slices(work, i):
+    if param.numel() > SLICE_ELEMENTS and _sliceable(work.variant, param, grad, state):
         dtype = torch.float32 if param.dtype in SIXTEEN_BIT else param.dtype
-        if work.finite is not None:
-            from ..adapter.finite import locally_finite
         with Recycling(SLICE_ELEMENTS, dtype, param.device) as buffers:
             for start in range(0, param.numel(), SLICE_ELEMENTS):
                 buffers.next_slice(min(SLICE_ELEMENTS, param.numel() - start))
-                value, gradient, part = _slice(work.variant, param, grad, state, start)
-                if work.finite is not None:
-                    work.finite = locally_finite([gradient]) and work.finite
-                _run(work, value, gradient, part, work.t(i), start)
+                _run(work, *_slice(work.variant, param, grad, state, start), work.t(i), start)
         return
     _run(work, param, grad, state, work.t(i))
-
-
-def _takes_slices(work: Work, i: int) -> bool:
-    """Whether ``_update_one`` runs tensor ``i`` slice by slice."""
-    param = work.params[i]
-    if param.numel() <= SLICE_ELEMENTS or work.dtensors is not None and work.dtensors[i] is not None \
-            and needs_full(work.variant):
-        return False
-    return _sliceable(work.variant, param, work.grads[i], work.states[i])
 
 
 SLICE_ELEMENTS = 1 << 18  # an elementwise chain runs big tensors slice by slice, in buffers kept (recycle.py)
@@ -414,8 +390,9 @@ def _slice_alone(work: Work, i: int) -> bool:
     temporaries those of a slice, not of the tensor): on the CPU a ``_foreach_*`` op on these dtypes is the
     per-tensor op, the numbers are the same."""
     param = work.params[i]
-    return param.is_cpu and param.dtype in (torch.float32, torch.float64) \
-        and (work.dtensors is None or work.dtensors[i] is None) and _takes_slices(work, i)
+    return param.numel() > SLICE_ELEMENTS and param.is_cpu and param.dtype in (torch.float32, torch.float64) \
+        and (work.dtensors is None or work.dtensors[i] is None) \
+        and _sliceable(work.variant, param, work.grads[i], work.states[i])
 
 
 def _update_chunk(work: Work, indices: list[int]) -> None:

@@ -67,7 +67,7 @@ class Recycling(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if torch.is_grad_enabled():  # out= takes no part in autograd; a step runs under no_grad
+        if func not in _RECYCLED or torch.is_grad_enabled():  # out= takes no part in autograd (steps: no_grad)
             return func(*args, **kwargs)
         recycled = self._recycled(func, args, kwargs)
         return func(*args, **kwargs) if recycled is None else recycled
@@ -131,7 +131,7 @@ class Recycling(TorchFunctionMode):
                     return None
             elif tensors or not isinstance(arg, Real) or isinstance(arg, bool):
                 return None
-        if not whole or any(isinstance(a, float) for a in args) and not dtype.is_floating_point:
+        if not whole or not dtype.is_floating_point and any(isinstance(a, float) for a in args):
             return None
         return dtype
 
@@ -142,6 +142,9 @@ class Recycling(TorchFunctionMode):
 
 _CONVERSIONS = {(torch.float32, torch.bfloat16), (torch.float32, torch.float16), (torch.int64, torch.int32),
                 (torch.int32, torch.int64)}  # (to, from): the widening of 16-bit state, stochastic rounding's
+
+_RECYCLED = frozenset(_FLOATING) | frozenset(_INTEGER) | {Tensor.clone, Tensor.float, Tensor.to, torch.where, torch.isnan,
+                                                         Tensor.masked_fill, torch.arange}
 
 
 def _unheld() -> int:
