@@ -127,7 +127,7 @@ def test_a_nan_in_any_slice_of_a_big_gradient_raises_after_the_step(foreach, whe
 def test_recycled_buffers_are_taken_only_when_nothing_holds_them():
     """A result kept past its slice, or a view of one, keeps its memory: the next results go elsewhere."""
     x = torch.arange(8.0)
-    with torch.no_grad(), Recycling(8, torch.float32, x.device) as buffers:
+    with torch.no_grad(), Recycling(8, x.device) as buffers:
         buffers.next_slice(8)
         kept = x * 2.0
         view = (x + 1.0)[2:]

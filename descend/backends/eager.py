@@ -216,8 +216,7 @@ def _update_one(work: Work, i: int) -> None:
     if param.numel() == 0:
         return  # nothing to update (and a mean over no elements would put NaN into state)
     if param.numel() > SLICE_ELEMENTS and _sliceable(work.variant, param, grad, state):
-        dtype = torch.float32 if param.dtype in SIXTEEN_BIT else param.dtype
-        with Recycling(SLICE_ELEMENTS, dtype, param.device) as buffers:
+        with Recycling(SLICE_ELEMENTS, param.device) as buffers:
             for start in range(0, param.numel(), SLICE_ELEMENTS):
                 buffers.next_slice(min(SLICE_ELEMENTS, param.numel() - start))
                 _run(work, *_slice(work.variant, param, grad, state, start), work.t(i), start)

@@ -4,9 +4,9 @@ A formula's arithmetic makes a new tensor per operation.  On slices of a big ten
 few hundred KiB to a few MiB, which the C allocator maps fresh and returns to the system when they are
 freed (glibc trims the top of its heap and unmaps big blocks), so every slice page-faults its
 temporaries in again, and the faults cost more than the arithmetic.  ``Recycling`` runs the slices of one
-tensor: the n-th elementwise operation of a slice writes its result (``out=``) into the buffer the n-th
-operation of the slice before wrote, the same torch op on the same operands, so the bits are those of
-the allocating call.  The integer arithmetic of stochastic rounding (``descend.plan.state.stochastic_bfloat16``)
+tensor: an elementwise operation writes its result (``out=``) into a buffer of an earlier result that
+nothing holds any more (of this slice or the one before), the same torch op on the same operands, so the
+bits are those of the allocating call.  The integer arithmetic of stochastic rounding (``descend.plan.state.stochastic_bfloat16``)
 is recycled the same way.  An operation that does not fit (another shape, mixed dtypes, a reduction, a view,
 an op without an ``out=`` form) runs as it would without the mode.
 """
@@ -48,15 +48,15 @@ _KWARGS = frozenset({"alpha"})  # torch.add(c, b, alpha=a): a fused multiply-add
 
 
 class Recycling(TorchFunctionMode):
-    """The flat slices of one tensor, of at most ``numel`` elements each, computed in ``dtype`` on ``device``:
-    call ``next_slice(n)`` before each (``n`` its elements).  An op's result goes into a buffer (of its
+    """The flat slices of one tensor on ``device``, of at most ``numel`` elements each: call ``next_slice(n)``
+    before each (``n`` its elements).  An op's result goes into a buffer (of its
     dtype) nothing holds any more (no Python reference but the pool's, no view of its memory), else into a
     new one: a slice needs as many buffers as it has results alive at once, and the next slice takes them
     over."""
 
-    def __init__(self, numel: int, dtype: torch.dtype, device: torch.device):
+    def __init__(self, numel: int, device: torch.device):
         super().__init__()
-        self.numel, self.dtype, self.device = numel, dtype, device
+        self.numel, self.device = numel, device
         self.shape = torch.Size((numel,))
         self.buffers: list[Tensor] = []
 
