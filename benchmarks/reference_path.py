@@ -7,7 +7,8 @@ state), each optimizer steps ``--repeats`` times.  Each configuration runs in a 
 pages do not count for another, and the configurations take turns, ``--rounds`` times (interleaved: a
 slower minute of this shared machine falls on all of them): the table gives the median step time and the peak
 of the resident set above what the process held just before the timed steps, as a multiple of the
-parameter's size (a sampling thread reads ``/proc/self/statm`` every millisecond).  descend's
+parameter's size (a sampling thread reads ``/proc/self/statm`` every millisecond), and the minor page faults
+per step (pages the allocator mapped fresh: a temporary of the parameter's size is ``elements / 1024`` of them).  descend's
 ``fused=False`` is the reference chain one tensor at a time, ``fused=False, foreach=True`` the reference
 chain on torch's ``_foreach_*`` lists, the default the generated C kernel; torch's for-loop is
 ``foreach=False``.  Ratios: torch's for-loop time / each row's time (above 1: faster than torch's loop).
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -57,14 +59,16 @@ def one(library: str, name: str, kwargs: dict, elements: int, repeats: int, thre
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    times = []
+    times, faults = [], resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(repeats):
         start = time.perf_counter()
         optimizer.step()
         times.append(time.perf_counter() - start)
     running[0] = False
     sampler.join()
-    return dict(seconds=statistics.median(times), peak_over_param=max(0, peak[0] - base) / (4 * elements))
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / repeats
+    return dict(seconds=statistics.median(times), peak_over_param=max(0, peak[0] - base) / (4 * elements),
+                faults=faults)
 
 
 def main(argv=None) -> None:
@@ -81,7 +85,8 @@ def main(argv=None) -> None:
         return
     print(f"one float32 parameter of {args.elements:,} elements, {args.threads} threads, median over {args.rounds} "
           f"interleaved rounds of {args.repeats} steps, each configuration in a fresh process")
-    print(f"{'optimizer':<6} {'path':<36} {'s/step':>8} {'torch loop / this':>18} {'peak RSS / param':>17}")
+    print(f"{'optimizer':<6} {'path':<36} {'s/step':>8} {'torch loop / this':>18} {'peak RSS / param':>17} "
+          f"{'faults/step':>12}")
     for name in OPTIMIZERS:
         measured: dict[str, list[dict]] = {label: [] for label in CONFIGS}
         for _ in range(args.rounds):
@@ -95,14 +100,16 @@ def main(argv=None) -> None:
                     continue
                 measured[label].append(json.loads(done.stdout))
         rows = {label: dict(seconds=statistics.median(r["seconds"] for r in runs),
-                            peak_over_param=max(r["peak_over_param"] for r in runs)) if runs else None
+                            peak_over_param=max(r["peak_over_param"] for r in runs),
+                            faults=statistics.median(r["faults"] for r in runs)) if runs else None
                 for label, runs in measured.items()}
         loop = rows.get("torch for-loop")
         for label, row in rows.items():
             if row is None:
                 continue
             ratio = f"{loop['seconds'] / row['seconds']:.2f}×" if loop else "—"
-            print(f"{name:<6} {label:<36} {row['seconds']:>8.3f} {ratio:>18} {row['peak_over_param']:>16.2f}×")
+            print(f"{name:<6} {label:<36} {row['seconds']:>8.3f} {ratio:>18} {row['peak_over_param']:>16.2f}× "
+                  f"{row['faults']:>12,.0f}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from ..plan.plan import Plan, Variant
 from ..plan import blockwise
 from ..plan.state import Codec
 from ..plan.trace import UNDECLARED, global_label
+from .recycle import Recycling
 
 SIXTEEN_BIT = (torch.bfloat16, torch.float16)
 CHUNK_ELEMENTS = 1 << 20  # lists go in chunks of max(largest tensor, this) elements: bounded temporaries
@@ -229,13 +230,15 @@ def _update_one(work: Work, i: int) -> None:
     if param.numel() == 0:
         return  # nothing to update (and a mean over no elements would put NaN into state)
     if param.numel() > SLICE_ELEMENTS and _sliceable(work.variant, param, grad, state):
-        for start in range(0, param.numel(), SLICE_ELEMENTS):
-            _run(work, *_slice(work.variant, param, grad, state, start), work.t(i), start)
+        with Recycling(SLICE_ELEMENTS, param.device) as buffers:
+            for start in range(0, param.numel(), SLICE_ELEMENTS):
+                buffers.next_slice(min(SLICE_ELEMENTS, param.numel() - start))
+                _run(work, *_slice(work.variant, param, grad, state, start), work.t(i), start)
         return
     _run(work, param, grad, state, work.t(i))
 
 
-SLICE_ELEMENTS = 1 << 20  # an elementwise chain runs big tensors slice by slice: temporaries of one slice
+SLICE_ELEMENTS = 1 << 18  # an elementwise chain runs big tensors slice by slice, in buffers kept (recycle.py)
 
 
 def _sliceable(variant: Variant, param: Tensor, grad: Tensor, state: dict) -> bool:
@@ -380,8 +383,13 @@ _warned_steps: set[str] = set()
 
 def _update_lists(work: Work) -> None:
     """The update on lists of tensors, in chunks of at most ``max(largest, CHUNK_ELEMENTS)`` elements, so
-    that the temporaries of a big model stay as small as on the one-tensor path."""
+    that the temporaries of a big model stay as small as on the one-tensor path; a big CPU tensor of an
+    elementwise chain takes the one-tensor path, slice by slice (``_slice_alone``)."""
     indices = [i for i, p in enumerate(work.params) if p.numel()]
+    sliced = [i for i in indices if _slice_alone(work, i)]
+    for i in sliced:
+        _update_one(work, i)
+    indices = [i for i in indices if i not in sliced]
     if not indices:
         return
     largest = max(CHUNK_ELEMENTS, *(work.params[i].numel() for i in indices))
@@ -393,6 +401,16 @@ def _update_lists(work: Work) -> None:
         if i is not None:
             chunk.append(i)
             size += work.params[i].numel()
+
+
+def _slice_alone(work: Work, i: int) -> bool:
+    """Whether a big CPU float32 or float64 tensor of a list leaves it for the one-tensor path, slice by slice (its
+    temporaries those of a slice, not of the tensor): on the CPU a ``_foreach_*`` op on these dtypes is the
+    per-tensor op, the numbers are the same."""
+    param = work.params[i]
+    return param.numel() > SLICE_ELEMENTS and param.is_cpu and param.dtype in (torch.float32, torch.float64) \
+        and (work.dtensors is None or work.dtensors[i] is None) \
+        and _sliceable(work.variant, param, work.grads[i], work.states[i])
 
 
 def _update_chunk(work: Work, indices: list[int]) -> None:
