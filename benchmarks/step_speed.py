@@ -231,9 +231,8 @@ def gpu_main(args) -> None:
     ]
     section = "\n".join(lines) + "\n"
     print(section)
-    if args.output:  # the CPU sections stay; an earlier GPU section (always the last one) is replaced
-        kept = args.output.read_text().split("\n" + title)[0].rstrip("\n") + "\n\n" if args.output.exists() else ""
-        args.output.write_text(kept + section)
+    if args.output:  # the CPU sections and every other benchmark's stay; an earlier GPU section is replaced
+        write_sections(args.output, "", [(title, section[len(title):].strip("\n").split("\n"))])
 
 
 SIXTEEN_BIT = {  # torch's fused CPU path takes bfloat16 for these
@@ -418,7 +417,20 @@ def main(argv=None):
     text = "\n".join(header + [line for title, rows in sections for line in ["", title, "", *rows]]) + "\n"
     print(text)
     if args.output:
-        args.output.write_text(text)
+        write_sections(args.output, "\n".join(header), sections)
+
+
+def write_sections(path: Path, header: str, sections: list[tuple[str, list[str]]]) -> None:
+    """Writes ``sections`` into the Markdown file ``path``: a section of the same title is replaced where it
+    stands, the others are appended, and every other section of the file (the other benchmarks' tables)
+    is kept as it was.  ``header`` replaces the text before the first section, unless it is empty."""
+    old = path.read_text() if path.exists() else ""
+    preamble, *parts = old.split("\n## ")
+    kept = [("## " + part.split("\n", 1)[0], part.split("\n", 1)[1] if "\n" in part else "") for part in parts]
+    new = {title: "\n" + "\n".join(rows).strip("\n") + "\n" for title, rows in sections}
+    body = [(title, new.pop(title, text)) for title, text in kept] + list(new.items())
+    text = (header or preamble).rstrip("\n") + "\n" + "".join(f"\n{title}\n{text.rstrip()}\n" for title, text in body)
+    path.write_text(text)
 
 
 if __name__ == "__main__":
