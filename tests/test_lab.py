@@ -260,6 +260,34 @@ def test_no_string_is_an_f_string_that_lost_its_f():
                 assert leftover is None or _formatted(tree, node), f"{path.name}:{node.lineno}: {leftover.group()}"
 
 
+INTERNAL_NAME = re.compile(r"\bseed[ _-]?0\d\d\b")  # the course material's file names, not a citation
+
+
+def _docstrings(tree) -> set[int]:
+    return {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and node.body
+            and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+
+
+def test_no_text_the_reader_sees_names_a_course_file():
+    """Claim ids, summaries, captions, figure titles and legends cite the course by its documents ("the assignment's
+    answer", "lecture notes, Fig. 4.1"), never by the lab's file names ("seed 000"); docstrings may."""
+    assert not [c for c in CLAIMS if INTERNAL_NAME.search(c)]
+    for path in sorted(p for pattern in MEASURING for p in (ROOT / "descend" / "lab").glob(pattern)):
+        tree = ast.parse(path.read_text())
+        skip = _docstrings(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
+                assert not INTERNAL_NAME.search(node.value), f"{path.name}:{node.lineno}: {node.value!r}"
+
+
+def test_the_internal_name_check_finds_a_legend_but_not_a_docstring():
+    tree = ast.parse('"""As seed 002 writes it."""\nlabel = "g/(1-β) (seed 000\'s answer)"\n')
+    found = [node for node in ast.walk(tree) if isinstance(node, ast.Constant) and id(node) not in _docstrings(tree)
+             and INTERNAL_NAME.search(node.value)]
+    assert [node.lineno for node in found] == [2]
+
+
 def test_the_leftover_check_finds_the_bug_the_issue_reported():
     source = 'SPARSE_RATE = 0.01\ntext = (f"{1:.3f} and " "Random sparse gradients (rate {SPARSE_RATE}): " f"{2}")\n'
     tree = ast.parse(source)
@@ -408,6 +436,26 @@ def test_fast_experiments_measure_every_claim_and_caption_every_figure(tmp_path,
     quiet = Context(figure_dir=tmp_path / "none", progress=False, name=name, figures_wanted=False)
     (tmp_path / "none").mkdir()
     assert EXPERIMENTS[name].run(quiet).effects == result.effects and not list((tmp_path / "none").iterdir())
+
+
+def test_the_dropout_figure_gives_each_bar_and_curve_its_own_colour(tmp_path, monkeypatch):
+    """Four meanings side by side (scaled, mask only, no dropout, dropout p): four colours. The report had the two
+    test-loss curves and the mask-only bars in one purple."""
+    from matplotlib import colors
+    from matplotlib import pyplot as plt
+
+    from descend.lab.experiments import dropout
+
+    saved = {}
+    context = Context(figure_dir=tmp_path, progress=False, name="dropout")
+    monkeypatch.setattr(context, "save", lambda figure, stem, caption="", **_: saved.setdefault(stem, figure))
+    runs = {p: {"curve": [1.0, 0.5], "train_loss": 0.03, "test_loss": 0.25} for p in (0.0, 0.2)}
+    dropout.draw(context, {p: 1.0 for p in dropout.RATES}, {p: 1 - p for p in dropout.RATES}, runs, 50)
+    left, right = saved["dropout"].axes
+    bars = [colors.to_hex(container[0].get_facecolor()) for container in left.containers]
+    curves = [colors.to_hex(line.get_color()) for line in right.get_lines()]
+    plt.close(saved["dropout"])
+    assert len(bars) == 2 and len(curves) == 2 and len(set(bars + curves)) == 4, (bars, curves)
 
 
 # --- the command ----------------------------------------------------------------------------------------------
