@@ -438,24 +438,66 @@ def test_fast_experiments_measure_every_claim_and_caption_every_figure(tmp_path,
     assert EXPERIMENTS[name].run(quiet).effects == result.effects and not list((tmp_path / "none").iterdir())
 
 
+def legend_colours(figure) -> dict[str, set[str]]:
+    """What each legend entry of a figure names (style.key: "Adam (lr 0.1)" is "adam") -> the colours it wears."""
+    from matplotlib import colors
+
+    worn: dict[str, set[str]] = {}
+    for axis in figure.axes:
+        legend = axis.get_legend()
+        for handle, text in zip(legend.legend_handles if legend else [], legend.get_texts() if legend else []):
+            colour = handle.get_facecolor() if hasattr(handle, "get_facecolor") and not hasattr(handle, "get_color") \
+                else handle.get_color()
+            worn.setdefault(style.key(text.get_text()), set()).add(colors.to_hex(colour))
+    return worn
+
+
+def one_meaning_per_colour(figure) -> None:
+    worn = legend_colours(figure)
+    owners: dict[str, str] = {}
+    for meaning, colours in worn.items():
+        assert len(colours) == 1, (meaning, colours)
+        other = owners.setdefault(next(iter(colours)), meaning)
+        assert other == meaning, f"{other!r} and {meaning!r} share {next(iter(colours))}"
+
+
+def drawn(monkeypatch, tmp_path, name, draw, **context_fields):
+    saved = []
+    context = Context(figure_dir=tmp_path, progress=False, name=name, **context_fields)
+    monkeypatch.setattr(context, "save", lambda figure, stem, caption="", **_: saved.append(figure))
+    draw(context)
+    return saved
+
+
 def test_the_dropout_figure_gives_each_bar_and_curve_its_own_colour(tmp_path, monkeypatch):
     """Four meanings side by side (scaled, mask only, no dropout, dropout p): four colours. The report had the two
     test-loss curves and the mask-only bars in one purple."""
-    from matplotlib import colors
     from matplotlib import pyplot as plt
 
     from descend.lab.experiments import dropout
 
-    saved = {}
-    context = Context(figure_dir=tmp_path, progress=False, name="dropout")
-    monkeypatch.setattr(context, "save", lambda figure, stem, caption="", **_: saved.setdefault(stem, figure))
     runs = {p: {"curve": [1.0, 0.5], "train_loss": 0.03, "test_loss": 0.25} for p in (0.0, 0.2)}
-    dropout.draw(context, {p: 1.0 for p in dropout.RATES}, {p: 1 - p for p in dropout.RATES}, runs, 50)
-    left, right = saved["dropout"].axes
-    bars = [colors.to_hex(container[0].get_facecolor()) for container in left.containers]
-    curves = [colors.to_hex(line.get_color()) for line in right.get_lines()]
-    plt.close(saved["dropout"])
-    assert len(bars) == 2 and len(curves) == 2 and len(set(bars + curves)) == 4, (bars, curves)
+    [figure] = drawn(monkeypatch, tmp_path, "dropout", lambda ctx: dropout.draw(
+        ctx, {p: 1.0 for p in dropout.RATES}, {p: 1 - p for p in dropout.RATES}, runs, 50))
+    one_meaning_per_colour(figure)
+    assert len(legend_colours(figure)) == 4
+    plt.close(figure)
+
+
+def test_the_initialization_figure_gives_the_tanh_network_its_own_colour(tmp_path, monkeypatch):
+    """The report drew √(2/n) with ReLU and 1/√n with tanh in one tan colour in the same panel."""
+    from matplotlib import pyplot as plt
+
+    from descend.lab.experiments import initialization as init
+
+    stds = {**{name: [1.0] * init.DEPTH for name in init.INITS}, "1/√n, tanh": [1.0] * init.DEPTH}
+    grads = {name: [1.0] * (init.DEPTH + 1) for name in init.INITS}
+    tuned = {name: {"best": {"lr": 0.1}} for name in init.INITS}
+    [figure] = drawn(monkeypatch, tmp_path, "initialization", lambda ctx: init.draw(
+        ctx, stds, grads, {name: [1.0, 0.5] for name in init.INITS}), tuned=tuned)
+    one_meaning_per_colour(figure)
+    assert len(legend_colours(figure)) == len(init.INITS) + 1
+    plt.close(figure)
 
 
 # --- the command ----------------------------------------------------------------------------------------------
