@@ -42,7 +42,7 @@ CLAIMS = [
                       "b = −v/α)",
           criterion="b(1−μ)/g between 0.99 and 1.01", threshold=(0.99, 1.01), direction="between", scale="ratio",
           deterministic=True),
-    Claim(id="assignment-answer-ema-is-g-over-one-minus-beta", source=f"{ASSIGNMENT}, answer to (a) i",
+    Claim(id="answer-ema-is-g-over-one-minus-beta", source=f"{ASSIGNMENT}, answer to (a) i",
           statement="This trick uses the exponential weighted average, the m calculated by this formula is "
                     "approximately equal to gradient/(1−β₁).",
           quote="paraphrase", kind="worked check",
@@ -137,7 +137,7 @@ def run(ctx: Context) -> Result:
     effects = {
         "momentum-ema-form-stays-at-gradient": ema,
         "momentum-velocity-form-grows": velocity * (1 - BETA),
-        "assignment-answer-ema-is-g-over-one-minus-beta": adam_m * (1 - BETA),
+        "answer-ema-is-g-over-one-minus-beta": adam_m * (1 - BETA),
         "momentum-lowers-update-variance": variance_ratio,
         "momentum-accelerates-on-rosenbrock": acceleration,
     }
