@@ -260,6 +260,34 @@ def test_no_string_is_an_f_string_that_lost_its_f():
                 assert leftover is None or _formatted(tree, node), f"{path.name}:{node.lineno}: {leftover.group()}"
 
 
+INTERNAL_NAME = re.compile(r"\bseed[ _-]?0\d\d\b")  # the course material's file names, not a citation
+
+
+def _docstrings(tree) -> set[int]:
+    return {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and node.body
+            and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+
+
+def test_no_text_the_reader_sees_names_a_course_file():
+    """Claim ids, summaries, captions, figure titles and legends cite the course by its documents ("the assignment's
+    answer", "lecture notes, Fig. 4.1"), never by the lab's file names ("seed 000"); docstrings may."""
+    assert not [c for c in CLAIMS if INTERNAL_NAME.search(c)]
+    for path in sorted(p for pattern in MEASURING for p in (ROOT / "descend" / "lab").glob(pattern)):
+        tree = ast.parse(path.read_text())
+        skip = _docstrings(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
+                assert not INTERNAL_NAME.search(node.value), f"{path.name}:{node.lineno}: {node.value!r}"
+
+
+def test_the_internal_name_check_finds_a_legend_but_not_a_docstring():
+    tree = ast.parse('"""As seed 002 writes it."""\nlabel = "g/(1-β) (seed 000\'s answer)"\n')
+    found = [node for node in ast.walk(tree) if isinstance(node, ast.Constant) and id(node) not in _docstrings(tree)
+             and INTERNAL_NAME.search(node.value)]
+    assert [node.lineno for node in found] == [2]
+
+
 def test_the_leftover_check_finds_the_bug_the_issue_reported():
     source = 'SPARSE_RATE = 0.01\ntext = (f"{1:.3f} and " "Random sparse gradients (rate {SPARSE_RATE}): " f"{2}")\n'
     tree = ast.parse(source)
@@ -408,6 +436,68 @@ def test_fast_experiments_measure_every_claim_and_caption_every_figure(tmp_path,
     quiet = Context(figure_dir=tmp_path / "none", progress=False, name=name, figures_wanted=False)
     (tmp_path / "none").mkdir()
     assert EXPERIMENTS[name].run(quiet).effects == result.effects and not list((tmp_path / "none").iterdir())
+
+
+def legend_colours(figure) -> dict[str, set[str]]:
+    """What each legend entry of a figure names (style.key: "Adam (lr 0.1)" is "adam") -> the colours it wears."""
+    from matplotlib import colors
+
+    worn: dict[str, set[str]] = {}
+    for axis in figure.axes:
+        legend = axis.get_legend()
+        for handle, text in zip(legend.legend_handles if legend else [], legend.get_texts() if legend else []):
+            colour = handle.get_facecolor() if hasattr(handle, "get_facecolor") and not hasattr(handle, "get_color") \
+                else handle.get_color()
+            worn.setdefault(style.key(text.get_text()), set()).add(colors.to_hex(colour))
+    return worn
+
+
+def one_meaning_per_colour(figure) -> None:
+    worn = legend_colours(figure)
+    owners: dict[str, str] = {}
+    for meaning, colours in worn.items():
+        assert len(colours) == 1, (meaning, colours)
+        other = owners.setdefault(next(iter(colours)), meaning)
+        assert other == meaning, f"{other!r} and {meaning!r} share {next(iter(colours))}"
+
+
+def drawn(monkeypatch, tmp_path, name, draw, **context_fields):
+    saved = []
+    context = Context(figure_dir=tmp_path, progress=False, name=name, **context_fields)
+    monkeypatch.setattr(context, "save", lambda figure, stem, caption="", **_: saved.append(figure))
+    draw(context)
+    return saved
+
+
+def test_the_dropout_figure_gives_each_bar_and_curve_its_own_colour(tmp_path, monkeypatch):
+    """Four meanings side by side (scaled, mask only, no dropout, dropout p): four colours. The report had the two
+    test-loss curves and the mask-only bars in one purple."""
+    from matplotlib import pyplot as plt
+
+    from descend.lab.experiments import dropout
+
+    runs = {p: {"curve": [1.0, 0.5], "train_loss": 0.03, "test_loss": 0.25} for p in (0.0, 0.2)}
+    [figure] = drawn(monkeypatch, tmp_path, "dropout", lambda ctx: dropout.draw(
+        ctx, {p: 1.0 for p in dropout.RATES}, {p: 1 - p for p in dropout.RATES}, runs, 50))
+    one_meaning_per_colour(figure)
+    assert len(legend_colours(figure)) == 4
+    plt.close(figure)
+
+
+def test_the_initialization_figure_gives_the_tanh_network_its_own_colour(tmp_path, monkeypatch):
+    """The report drew √(2/n) with ReLU and 1/√n with tanh in one tan colour in the same panel."""
+    from matplotlib import pyplot as plt
+
+    from descend.lab.experiments import initialization as init
+
+    stds = {**{name: [1.0] * init.DEPTH for name in init.INITS}, "1/√n, tanh": [1.0] * init.DEPTH}
+    grads = {name: [1.0] * (init.DEPTH + 1) for name in init.INITS}
+    tuned = {name: {"best": {"lr": 0.1}} for name in init.INITS}
+    [figure] = drawn(monkeypatch, tmp_path, "initialization", lambda ctx: init.draw(
+        ctx, stds, grads, {name: [1.0, 0.5] for name in init.INITS}), tuned=tuned)
+    one_meaning_per_colour(figure)
+    assert len(legend_colours(figure)) == len(init.INITS) + 1
+    plt.close(figure)
 
 
 # --- the command ----------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ CLAIMS = [
                       "relative to the largest |θ_1 − θ_0| (descend.Adam, default ε = 1e-8, logistic regression on digits)",
           criterion="relative difference < 0.01", threshold=0.01, direction="<", scale="nonnegative",
           deterministic=True),
-    Claim(id="seed-000-smaller-gradient-larger-update", source=f"{ASSIGNMENT}, answer to (a) ii",
+    Claim(id="answer-smaller-gradient-larger-update", source=f"{ASSIGNMENT}, answer to (a) ii",
           statement="v is obtained by the exponential weighted average of the square of gradient, so the parameter "
                     "with smaller gradient will get smaller v value, which will get larger update.",
           quote="verbatim", kind="worked check",
@@ -215,7 +215,7 @@ def run(ctx: Context) -> Result:
     rare = {name: sparse_regression(ctx.seed, name, ctx.tuned[name]["best"]["lr"], steps) for name in SPARSE_GRIDS}
     rare_ratio = rare["SGD"][0] / rare["Adam"][0]
     effects = {"adam-invariant-to-gradient-scale": worst["Adam"],
-               "seed-000-smaller-gradient-larger-update": sizes["update_ratio_small_over_large"],
+               "answer-smaller-gradient-larger-update": sizes["update_ratio_small_over_large"],
                "adam-sparse-step-bounded": sparse["largest_over_bound"],
                "adam-snr-falls-near-optimum": snr_ratio,
                "adam-works-with-sparse-gradients": rare_ratio}
@@ -236,7 +236,7 @@ def run(ctx: Context) -> Result:
         f"{ctx.tuned['SGD']['best']['lr']:g}, Adam lr {ctx.tuned['Adam']['best']['lr']:g}).")
     notes = {"adam-invariant-to-gradient-scale": f"ε = 1e-8 is not negligible beside √v̂ for pixels that are "
              f"almost always 0; with ε = 1e-12 the gap is {worst['Adam, eps 1e-12']:.1e}",
-             "seed-000-smaller-gradient-larger-update": "the smaller gradient gets the larger rate α/(√v̂+ε), but "
+             "answer-smaller-gradient-larger-update": "the smaller gradient gets the larger rate α/(√v̂+ε), but "
              "m̂/√v̂ is ±1 for both: equal updates"}
     numbers = {"rescaling_relative_difference": worst, "gradient_sizes": {k: v for k, v in sizes.items()
                                                                          if k not in ("moves", "rates")},
@@ -276,7 +276,7 @@ def draw(ctx: Context, snr, update, invariance, sizes, sparse, spike, rare) -> N
              "its travel at the default ε = 1e-8, not with ε = 1e-12 (SGD's moves completely). Middle: the answer's "
              "'smaller gradient, larger update' holds for the rate, not for the step. Right: random sparse steps stay "
              "under the bound; a burst of two or three gradients after a long silence does not.",
-             claims=["adam-invariant-to-gradient-scale", "seed-000-smaller-gradient-larger-update",
+             claims=["adam-invariant-to-gradient-scale", "answer-smaller-gradient-larger-update",
                      "adam-sparse-step-bounded"])
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.4))
     steps = np.arange(1, len(snr) + 1)

@@ -53,7 +53,7 @@ CLAIMS = [
                       "descend.Adagrad's, each at its best lr of a grid widened until the best is inside",
           criterion="ratio > 2 (much worse)", threshold=2.0, direction=">", scale="ratio",
           compares=("AdaGrad", "AdaGrad without √")),
-    Claim(id="seed-001-rmsprop-without-square-root", source=f"{PREPARATION}, answer to question 3 (its formula)",
+    Claim(id="answer-rmsprop-without-square-root", source=f"{PREPARATION}, answer to question 3 (its formula)",
           statement="RMSprop's update is w_t = w_(t−1) − η/E[g²]_t · ∂L/∂w, with E[g²]_t = βE[g²]_(t−1) + "
                     "(1 − β)(∂L/∂w)² (the answer's formula, without the square root its own text names).",
           quote="paraphrase",
@@ -208,7 +208,7 @@ def run(ctx: Context) -> Result:
     effects = {"adagrad-steep-coordinate-smaller-rate": adagrad_ratio,
                "rmsprop-steep-coordinate-smaller-rate": rmsprop_ratio,
                "adagrad-square-root-matters": loss["AdaGrad without √"] / loss["AdaGrad"],
-               "seed-001-rmsprop-without-square-root": loss["RMSprop as in the answer (no √)"] / loss["RMSprop"],
+               "answer-rmsprop-without-square-root": loss["RMSprop as in the answer (no √)"] / loss["RMSprop"],
                "rmsprop-typical-gamma-0999": loss["RMSprop, γ = 0.999"] / loss["RMSprop"],
                "adadelta-step-has-units-of-gradient": exponents["Adadelta"][last],
                "adadelta-step-carries-units-of-theta": exponents["Adadelta"][last],

@@ -9,7 +9,7 @@ from torch import nn
 
 import descend
 
-from .. import data, tuning
+from .. import data, style, tuning
 from ..claims import QUIZ, Claim
 from ..core import Context, Result
 
@@ -169,13 +169,14 @@ def run(ctx: Context) -> Result:
 
 def draw(ctx: Context, stds: dict, grads: dict, curves: dict) -> None:
     figure, axes = plt.subplots(1, 3, figsize=(16, 4.3))
+    colours = style.distinct([*INITS, *stds])  # the tanh network never wears a ReLU init's colour
     for name, values in stds.items():
         axes[0].semilogy(range(1, DEPTH + 1), [max(s, 1e-30) for s in values], "o-" if "tanh" not in name else "s--",
-                         label=name, color=ctx.color(name))
+                         label=name, color=colours[name])
     for name in INITS:
         axes[1].semilogy(range(1, DEPTH + 2), [max(g, 1e-30) for g in grads[name]], "o-", label=name,
-                         color=ctx.color(name))
-        axes[2].plot(curves[name], label=f"{name} (lr {ctx.tuned[name]['best']['lr']:g})", color=ctx.color(name))
+                         color=colours[name])
+        axes[2].plot(curves[name], label=f"{name} (lr {ctx.tuned[name]['best']['lr']:g})", color=colours[name])
     axes[0].set_title("activation std per hidden layer (ReLU, and 1/√n with tanh)"), axes[0].set_xlabel("hidden layer")
     axes[0].set_ylabel("standard deviation of activations (log)")
     axes[1].set_title("gradient norm per layer at init (ReLU)"), axes[1].set_xlabel("linear layer")

@@ -42,7 +42,7 @@ CLAIMS = [
                       "b = −v/α)",
           criterion="b(1−μ)/g between 0.99 and 1.01", threshold=(0.99, 1.01), direction="between", scale="ratio",
           deterministic=True),
-    Claim(id="seed-000-ema-is-g-over-one-minus-beta", source=f"{ASSIGNMENT}, answer to (a) i",
+    Claim(id="answer-ema-is-g-over-one-minus-beta", source=f"{ASSIGNMENT}, answer to (a) i",
           statement="This trick uses the exponential weighted average, the m calculated by this formula is "
                     "approximately equal to gradient/(1−β₁).",
           quote="paraphrase", kind="worked check",
@@ -137,7 +137,7 @@ def run(ctx: Context) -> Result:
     effects = {
         "momentum-ema-form-stays-at-gradient": ema,
         "momentum-velocity-form-grows": velocity * (1 - BETA),
-        "seed-000-ema-is-g-over-one-minus-beta": adam_m * (1 - BETA),
+        "answer-ema-is-g-over-one-minus-beta": adam_m * (1 - BETA),
         "momentum-lowers-update-variance": variance_ratio,
         "momentum-accelerates-on-rosenbrock": acceleration,
     }
@@ -152,7 +152,7 @@ def run(ctx: Context) -> Result:
                  "with the batch, the EMA momentum update varies far less.", claims=["momentum-lowers-update-variance"])
     summary = (f"Under a constant gradient g = 1 the EMA buffer settles at {ema:.4f} (= g) and the velocity buffer at "
                f"{velocity:.3f} (= g/(1−β)); Adam's m settles at {adam_m:.4f}, so m(1−β₁)/g = {adam_m * (1 - BETA):.2f}, "
-               "not 1: seed 000's answer confuses the EMA with the velocity form — its own sum "
+               "not 1: the assignment's answer confuses the EMA with the velocity form — its own sum "
                "Σ 0.1·0.9ⁱ·g has weights adding up to 1, not 10. "
                f"Update variance with momentum / without: {variance_ratio:.3f} (independent noise predicts "
                f"(1−β)/(1+β) = {(1 - BETA) / (1 + BETA):.3f}). Rosenbrock after {steps} steps with α = 0.001/(1−β), "
@@ -169,11 +169,11 @@ def draw(ctx: Context, paths, distances, histories, steps: int) -> None:
     t = np.arange(1, 41)
     colours = style.distinct([*paths, *histories])  # the β's of the middle panel never share a colour with a form
     labels = {"EMA form": "SGD EMA form: v → g", "velocity form": "SGD velocity form: b → g/(1−β)",
-              "Adam's m": "Adam's m (seed 000's EMA)"}
+              "Adam's m": "Adam's m (the answer's EMA)"}
     for (name, history), marker in zip(histories.items(), "osx"):
         left.plot(t, history[:40], marker=marker, color=ctx.color("Adam") if name == "Adam's m" else colours[name],
                   markersize=4, linewidth=1, label=labels[name])
-    left.axhline(1 / (1 - BETA), color="gray", linestyle=":", label="g/(1−β) (seed 000's answer)")
+    left.axhline(1 / (1 - BETA), color="gray", linestyle=":", label="g/(1−β) (the assignment's answer)")
     left.set_xlabel("step t"), left.set_ylabel("measured buffer / g (dimensionless)")
     left.set_title(f"constant gradient g, β = {BETA}"), left.legend(fontsize=8)
 
@@ -183,7 +183,7 @@ def draw(ctx: Context, paths, distances, histories, steps: int) -> None:
         middle.plot(path[:, 0], path[:, 1], color=ctx.color(label), linewidth=width, label=label)
     middle.plot(1, 1, "k*", markersize=12)
     middle.set_xlabel("θ₁"), middle.set_ylabel("θ₂"), middle.legend(fontsize=8)
-    middle.set_title("Rosenbrock, α = 0.001/(1−β) (seed 002, Fig. 4.1)")
+    middle.set_title("Rosenbrock, α = 0.001/(1−β) (lecture notes, Fig. 4.1)")
     for label, d in distances.items():
         right.semilogy(d, color=ctx.color(label), label=label)
     right.set_xlabel("step"), right.set_ylabel("distance to the minimum (1, 1)"), right.legend(fontsize=8)
