@@ -105,8 +105,9 @@ class _Printer:
     def __init__(self, segment: Segment, plan: Schedule, layout: Layout, name: str):
         self.segment, self.plan, self.layout, self.name = segment, plan, layout, name
         self.real = "double" if compute_dtype(layout.param_dtype) == torch.float64 else "float"
-        self.order = segment.order
-        self.ids = {id(node): index for index, node in enumerate(self.order)}
+        self.ids = {id(node): index for index, node in enumerate(segment.order)}
+        for node in plan.order:  # nodes the schedule made (regrouped sums) are numbered after the segment's
+            self.ids.setdefault(id(node), len(self.ids))
         self.temps = {id(node): q for q, node in enumerate(plan.temporaries)}
         self.roles = segment.loads
         self.scalar_names = segment.scalars
@@ -270,45 +271,80 @@ class _Printer:
 
     def pass_lines(self, phase: Pass, check: bool) -> list[str]:
         real = self.real
-        # the non-element values the element loop reads directly: scalars (per tensor), rows and per-matrix
-        # values (per row), columns (per element)
+        walks = [phase] + ([phase.tail] if phase.tail is not None else [])
+        # scalars (per tensor) the element loops read, cast once per tensor
+        scalars: dict[int, Expr] = {}
+        reciprocals = {}  # x / s with s per tensor: x · (1/s), the reciprocal once per tensor
+        for walk in walks:
+            for node in self.walk_operands(walk).values():
+                if node.axes == SCALAR:
+                    scalars[id(node)] = node
+            for node in walk.elements:
+                if id(node) not in walk.reloads and node.op == "div" and node.args[1].scalar:
+                    reciprocals.setdefault(id(node.args[1]), node.args[1])
+        prologue, seen = [], set()
+        for walk in walks:
+            for node in walk.prologue:
+                if id(node) not in seen:
+                    seen.add(id(node))
+                    prologue.append(f"const double d{self.n(node)} = "
+                                    f"{_op(node.op, [self.scalar_double(a) for a in operands(node)], 'double', real)};")
+        casts, cast = [], set()
+        for walk in walks:
+            for node in walk.operands:
+                if id(node) in scalars and id(node) not in cast:
+                    cast.add(id(node))
+                    casts.append(f"const {real} k{self.n(node)} = ({real})({self.scalar_double(node)});")
+        casts += [f"const {real} q{self.n(node)} = ({real})(1.0 / {self.scalar_double(node)});"
+                  for node in reciprocals.values()]
+        reciprocal_names = {key: f"q{self.n(node)}" for key, node in reciprocals.items()}
+        blocked = self.float16_roles(phase, check)
+        main = self.walk_lines(phase, check, blocked, reciprocal_names)
+        stored = [role for walk in walks for role, _ in walk.stores]
+        pairs = sorted({self.lanes[role] // 2 for role in stored
+                        if role in self.lanes and self.storage(role) == torch.bfloat16})
+        seeds = ["const uint32_t seed = sr_seed(t);"] * bool(pairs)
+        if not self.factored and not phase.reductions:
+            return self.slice_pass(prologue + seeds + casts, main["loop"], check, blocked)
+        tail = None
+        if phase.tail is not None:
+            tail = self.walk_lines(phase.tail, False, self.float16_roles(phase.tail, False), reciprocal_names)
+        # a pass that another pass over the same data follows (one that does not write the parameter) walks
+        # its items last to first, so that it ends where the next pass begins, in the cache
+        backward = "param" not in stored
+        return self.item_pass(prologue + seeds + casts, main, phase.row_nodes, tail, check, backward)
+
+    def walk_operands(self, walk: Pass) -> dict[int, Expr]:
+        """The non-element values a walk's element loop reads directly."""
         direct: dict[int, Expr] = {}
-        computed = [node for node in phase.elements if id(node) not in phase.reloads]
-        for node in computed:
-            for operand in operands(node):
-                if not is_element(operand):
-                    direct[id(operand)] = operand
-        for _, node in phase.stores:
+        for node in walk.elements:
+            if id(node) not in walk.reloads:
+                for operand in operands(node):
+                    if not is_element(operand):
+                        direct[id(operand)] = operand
+        for _, node in walk.stores:
             if not is_element(node):
                 direct[id(node)] = node
-        used = [node for node in phase.operands if id(node) in direct]
-        prologue = [f"const double d{self.n(node)} = "
-                    f"{_op(node.op, [self.scalar_double(a) for a in operands(node)], 'double', self.real)};"
-                    for node in phase.prologue]
-        casts = [f"const {real} k{self.n(node)} = ({real})({self.scalar_double(node)});"
-                 for node in used if node.axes == SCALAR]
-        reciprocals = {}  # x / s with s per tensor: x · (1/s), the reciprocal once per tensor
-        for node in computed:
-            if node.op == "div" and node.args[1].scalar and id(node.args[1]) not in reciprocals:
-                reciprocals[id(node.args[1])] = f"q{self.n(node.args[1])}"
-                casts.append(f"const {real} q{self.n(node.args[1])} = ({real})(1.0 / "
-                             f"{self.scalar_double(node.args[1])});")
+        return direct
+
+    def walk_lines(self, walk: Pass, check: bool, blocked: dict, reciprocals: dict) -> dict:
+        """One walk over the elements (a pass, or its tail): the per-row and per-column values it reads
+        (``rows``, ``cols``: lines), its element loop (``loop``), its reductions (``totals``, ``row_sums``,
+        ``col_sums``: (temporary, op)) and the float16 roles it blocks (``blocked``)."""
+        real = self.real
+        direct = self.walk_operands(walk)
+        used = [node for node in walk.operands if id(node) in direct]
         row_lines = [f"const {real} w{self.n(node)} = ({real})({self.row_value(node)});"
                      for node in used if node.axes in (ROWS, MATRIX)]
         col_lines = [f"const {real} c{self.n(node)} = ({real})({self.col_value(node)});"
                      for node in used if node.axes == COLS]
         body = []
-        grad_loaded = False
-        blocked = self.float16_roles(phase, check)
-        for node in phase.elements:
+        for node in walk.elements:
             var = f"x{self.n(node)}"
-            if id(node) in phase.reloads:  # stored by an earlier pass, exactly as computed
-                role = phase.reloads[id(node)]
-                body.append(f"const {real} {var} = {self.element_load(role, blocked)};")
+            if id(node) in walk.reloads:  # stored by an earlier pass, exactly as computed
+                body.append(f"const {real} {var} = {self.element_load(walk.reloads[id(node)], blocked)};")
             elif node.op == "load":
-                role = node.args[0]
-                grad_loaded = grad_loaded or role == "grad"
-                body.append(f"const {real} {var} = {self.element_load(role, blocked)};")
+                body.append(f"const {real} {var} = {self.element_load(node.args[0], blocked)};")
             elif node.op == "div" and id(node.args[1]) in reciprocals:
                 body.append(f"const {real} {var} = ({self.element_operand(node.args[0])} * "
                             f"{reciprocals[id(node.args[1])]});")
@@ -317,37 +353,30 @@ class _Printer:
         if check:
             grad = self.element_load("grad", blocked)
             body.insert(0, f"found |= nonfinite_{'f64' if real == 'double' else 'f32'}(({real}){grad});")
-        accumulate, row_accumulators, total_accumulators, col_accumulators = [], [], [], []
-        for node in phase.reductions:
+        accumulate, rows, totals, cols = [], [], [], []
+        for node in walk.reductions:
             q = self.temps[id(node)]
             value = f"(double){self.element_operand(node.args[0])}"
             add = "{acc} += {v};" if node.op == "sum" else "{acc} = max_nan({acc}, {v});"
             if node.axes == SCALAR:
-                total_accumulators.append((q, node.op))
+                totals.append((q, node.op))
                 accumulate.append(add.format(acc=f"tot{q}[l]", v=value))
             elif node.axes == ROWS:
-                row_accumulators.append((q, node.op))
+                rows.append((q, node.op))
                 accumulate.append(add.format(acc=f"row{q}[l]", v=value))
             elif node.axes == COLS:
-                col_accumulators.append((q, node.op))
+                cols.append((q, node.op))
                 accumulate.append(add.format(acc=f"colp{q}[b * M + c]", v=value))
             else:
                 raise ValueError(f"an element reduction to {sorted(node.axes)}")
-        stores = [self.store_line(role, node, blocked) for role, node in phase.stores]
-        pairs = sorted({self.lanes[role] // 2 for role, _ in phase.stores
+        stores = [self.store_line(role, node, blocked) for role, node in walk.stores]
+        pairs = sorted({self.lanes[role] // 2 for role, _ in walk.stores
                         if role in self.lanes and self.storage(role) == torch.bfloat16})
         # one hash per element, shared by all its entries (sr_more derives lanes 2 and up from it)
         hashes = ["const uint32_t h0 = sr_bits(j, seed);"] * bool(pairs)
         hashes += [f"const uint32_t h{p} = sr_more(h0, {p}u);" for p in pairs if p]
-        seeds = ["const uint32_t seed = sr_seed(t);"] * bool(pairs)
-        element_loop = hashes + body + accumulate + stores
-        if not self.factored and not phase.reductions:
-            return self.slice_pass(prologue + seeds + casts, element_loop, check, blocked)
-        # a pass that another pass over the same data follows (one that does not write the parameter) walks
-        # its items last to first, so that it ends where the next pass begins, in the cache
-        backward = not any(role == "param" for role, _ in phase.stores)
-        return self.item_pass(prologue + seeds + casts, row_lines, col_lines, element_loop, check,
-                              total_accumulators, row_accumulators, col_accumulators, backward, blocked)
+        return dict(rows=row_lines, cols=col_lines, loop=hashes + body + accumulate + stores, totals=totals,
+                    row_sums=rows, col_sums=cols, blocked=blocked)
 
     def row_value(self, node: Expr) -> str:
         index = {"b": "b", "r": "r"}
@@ -421,9 +450,38 @@ class _Printer:
         lines += ["  REPORT(found);" if check else "  (void)found;", "});"]
         return lines
 
-    def item_pass(self, prologue, row_lines, col_lines, element_loop, check, totals, rows, cols,
-                  backward: bool = False, blocked: dict | None = None) -> list[str]:
+    def lane_loop(self, walk: dict, check: bool) -> list[str]:
+        """A walk's element loop over the row ``[lo, hi)``, LANES elements at a time."""
+        # Element j adds into lane (j − lo) mod LANES, whatever the alignment of the data: the sums are the same
+        # bits on every run, and the lanes vectorise.
+        body = ["      const int64_t j = j0 + l; const int64_t c = j - lo; (void)c;"]
+        body += ["      " + line for line in walk["cols"]]
+        body += ["      " + line for line in walk["loop"]]
+        simd = "#pragma omp simd" + (" reduction(| : found)" if check else "")
+        # (a float16 block is a whole number of LANES long: every element keeps its lane)
+        loop = ["int64_t j0 = @JB@;", "for (; j0 + LANES <= @JE@; j0 += LANES) {", f"  {simd}",
+                "  for (int l = 0; l < LANES; l++) {", *(line[2:] for line in body), "  }", "}",
+                "for (int l = 0; j0 + l < @JE@; l++) {", *(line[4:] for line in body), "}"]
+        return self.in_blocks(walk["blocked"], "lo", "hi", loop)
+
+    def row_walk(self, walk: dict, check: bool) -> list[str]:
+        """A walk over row r: its per-row values, column-partial pointers and row accumulators, the element
+        loop, and the row sums finished."""
+        lines = [f"double *restrict colp{q} = items[it].part >= 0 ? colpart{q} + items[it].part - b * M : T{q};"
+                 for q, _ in walk["col_sums"]]
+        lines += walk["rows"]
+        lines += [f"double row{q}[LANES]; for (int l = 0; l < LANES; l++) row{q}[l] = {_start(op)};"
+                  for q, op in walk["row_sums"]]
+        lines += self.lane_loop(walk, check)
+        lines += [f"{{ double acc = {_start(op)}; for (int l = 0; l < LANES; l++) "
+                  f"{_combine(op, 'acc', f'row{q}[l]')} T{q}[r] = acc; }}" for q, op in walk["row_sums"]]
+        return lines
+
+    def item_pass(self, prologue, main, row_nodes, tail, check, backward: bool = False) -> list[str]:
         factored = 1 if self.factored else 0
+        walks = [main] + ([tail] if tail is not None else [])
+        totals = [total for walk in walks for total in walk["totals"]]
+        cols = [col for walk in walks for col in walk["col_sums"]]
         lines = ["{", "int64_t items_n = 0, parts_n = 0;",
                  f"item_t *items = make_items(nt, shape, {factored}, &items_n, &parts_n);"]
         for q, _ in totals:
@@ -452,25 +510,13 @@ class _Printer:
                   "  for (int64_t r = items[it].r0; r < items[it].r1; r++) {",
                   "    const int64_t lo = r * W, hi = lo + W < n ? lo + W : n;",
                   f"    const int64_t b = {'r / N' if self.factored else '0'}; (void)b;"]
-        for q, _ in cols:
-            lines.append(f"    double *restrict colp{q} = items[it].part >= 0 ? colpart{q} + items[it].part - b * M : T{q};")
-        lines += ["    " + line for line in row_lines]
-        for q, op in rows:
-            lines.append(f"    double row{q}[LANES]; for (int l = 0; l < LANES; l++) row{q}[l] = {_start(op)};")
-        # Element j adds into lane (j − lo) mod LANES, whatever the alignment of the data: the sums are the same
-        # bits on every run, and the lanes vectorise.
-        body = ["      const int64_t j = j0 + l; const int64_t c = j - lo; (void)c;"]
-        body += ["      " + line for line in col_lines]
-        body += ["      " + line for line in element_loop]
-        simd = "#pragma omp simd" + (" reduction(| : found)" if check else "")
-        # (a float16 block is a whole number of LANES long: every element keeps its lane)
-        loop = ["int64_t j0 = @JB@;", "for (; j0 + LANES <= @JE@; j0 += LANES) {", f"  {simd}",
-                "  for (int l = 0; l < LANES; l++) {", *(line[2:] for line in body), "  }", "}",
-                "for (int l = 0; j0 + l < @JE@; l++) {", *(line[4:] for line in body), "}"]
-        lines += ["    " + line for line in self.in_blocks(blocked or {}, "lo", "hi", loop)]
-        for q, op in rows:
-            lines.append(f"    {{ double acc = {_start(op)}; for (int l = 0; l < LANES; l++) "
-                         f"{_combine(op, 'acc', f'row{q}[l]')} T{q}[r] = acc; }}")
+        lines += ["    " + line for line in self.row_walk(main, check)]
+        # the row's own values, from its sums just finished; then the tail walks the row again (in the cache)
+        lines += [f"    T{self.temps[id(node)]}[r] = "
+                  f"{_op(node.op, [self.between_value(a, {'b': 'b', 'r': 'r'}, []) for a in operands(node)], 'double', self.real)};"
+                  for node in row_nodes]
+        if tail is not None:
+            lines += ["    {", *("      " + line for line in self.row_walk(tail, False)), "    }"]
         lines.append("  }")
         for q, op in totals:
             lines.append(f"  {{ double acc = {_start(op)}; for (int l = 0; l < LANES; l++) "
