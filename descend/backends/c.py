@@ -214,8 +214,9 @@ class _Printer:
         elif result == SCALAR:
             extent, index = _extent(source), {MATRIX: "b", ROWS: "r", COLS: "q"}[source]
             div = {MATRIX: "1", ROWS: "N", COLS: "M"}[source]
+            matrix = "" if source == MATRIX else f"const int64_t b = {index} / {div}; (void)b; "  # (b is the index)
             loop = (f"{{ double acc = {start}; for (int64_t {index} = 0; {index} < {extent}; {index}++) {{ "
-                    f"const int64_t b = {index} / {div}; (void)b; " + combine.format(
+                    + matrix + combine.format(
                         self.between_value(operand, {"b": "b", index: index}, [])) + f" }} T{q}[0] = acc; }}")
         else:
             raise ValueError(f"a reduction from {sorted(source)} to {sorted(result)}")
