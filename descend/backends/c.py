@@ -114,6 +114,7 @@ class _Printer:
         self.global_names = [name for name, _ in segment.globals]
         self.factored = plan.factored
         self.lanes = dict(layout.lanes)
+        self.hoisted: dict[int, str] = {}  # id(node) -> the name a per-tensor number is held in (hoist)
 
     # --- names ------------------------------------------------------------------------------------
 
@@ -153,6 +154,8 @@ class _Printer:
         """``node`` as a double expression inside a loop over the axes in ``index`` (b, r: a row, q: a column)."""
         if node.op in ("const", "hyper", "scalar"):
             return self.leaf(node)
+        if id(node) in self.hoisted:
+            return self.hoisted[id(node)]
         if id(node) in self.temps:
             return self.temp(node, self.vector_index(node.axes, index))
         if node.op == "load":  # vector state
@@ -161,6 +164,31 @@ class _Printer:
             return f"(double){C_LOAD[self.storage(role)].format(f'{role_var(role)}[{position}]')}"
         args = [self.between_value(a, index, lines) for a in operands(node)]
         return _op(node.op, args, "double", self.real)
+
+    def hoist(self, nodes) -> list[str]:
+        """The per-tensor numbers inside the vector expressions of ``nodes`` (``1 − t^c`` in a loop over the
+        rows), computed once per tensor before the loops: ``const double s<n> = …;`` lines, which
+        ``between_value`` then reads (until ``self.hoisted`` is cleared, where their scope ends)."""
+        found, seen = [], set()
+
+        def visit(node):
+            if id(node) in seen or id(node) in self.temps or node.op in ("const", "hyper", "scalar", "load"):
+                return
+            seen.add(id(node))
+            for operand in operands(node):
+                visit(operand)
+            if node.scalar:
+                found.append(node)
+
+        for node in nodes:
+            for operand in operands(node):
+                visit(operand)
+        lines = []
+        for node in found:  # operands first
+            args = [self.between_value(a, {}, []) for a in operands(node)]
+            lines.append(f"const double s{self.n(node)} = {_op(node.op, args, 'double', self.real)};")
+            self.hoisted[id(node)] = f"s{self.n(node)}"
+        return lines
 
     @staticmethod
     def vector_index(axes: frozenset, index: dict[str, str]) -> str:
@@ -175,7 +203,7 @@ class _Printer:
         raise ValueError("an element value in a between-phase")
 
     def between(self, phase: Between) -> list[str]:
-        body: list[str] = []
+        body: list[str] = self.hoist(phase.nodes)
         for node in phase.nodes:
             q = self.temps[id(node)]
             if node.op in ("sum", "amax"):  # a reduction of a vector
@@ -196,6 +224,7 @@ class _Printer:
             else:
                 body.append(f"for (int64_t q = 0; q < B * M; q++) {{ const int64_t b = q / M; (void)b; "
                             f"T{q}[q] = {value({'b': 'b', 'q': 'q'})}; }}")
+        self.hoisted.clear()
         return self.per_tensor(body, parallel=True)
 
     def vector_reduction(self, node: Expr, q: int) -> list[str]:
@@ -457,8 +486,8 @@ class _Printer:
         # bits on every run, and the lanes vectorise.
         body = ["      const int64_t j = j0 + l; const int64_t c = j - lo; (void)c;"]
         body += ["      " + line for line in walk["cols"]]
-        body += ["      " + line for line in walk["loop"]]
-        simd = "#pragma omp simd" + (" reduction(| : found)" if check else "")
+        body += ["      " + line.replace("found |= ", "seen[l] |= ") for line in walk["loop"]]
+        simd = "#pragma omp simd"
         # (a float16 block is a whole number of LANES long: every element keeps its lane)
         loop = ["int64_t j0 = @JB@;", "for (; j0 + LANES <= @JE@; j0 += LANES) {", f"  {simd}",
                 "  for (int l = 0; l < LANES; l++) {", *(line[2:] for line in body), "  }", "}",
@@ -504,9 +533,11 @@ class _Printer:
                   "  const double t = steps[i]; (void)t;"]
         lines += ["  " + line for line in self.pointer_lines()]
         lines += ["  " + line for line in self.temp_pointer_lines()]
-        lines += ["  " + line for line in prologue]
+        lines += ["  " + line for line in prologue + self.hoist(row_nodes)]
         for q, op in totals:
             lines.append(f"  double tot{q}[LANES]; for (int l = 0; l < LANES; l++) tot{q}[l] = {_start(op)};")
+        if check:  # the non-finite test, lane by lane like the sums (no reduction across the lanes per block)
+            lines.append("  uint32_t seen[LANES]; for (int l = 0; l < LANES; l++) seen[l] = 0;")
         lines += ["  uint32_t found = 0;",
                   "  for (int64_t r = items[it].r0; r < items[it].r1; r++) {",
                   "    const int64_t lo = r * W, hi = lo + W < n ? lo + W : n;",
@@ -516,9 +547,12 @@ class _Printer:
         lines += [f"    T{self.temps[id(node)]}[r] = "
                   f"{_op(node.op, [self.between_value(a, {'b': 'b', 'r': 'r'}, []) for a in operands(node)], 'double', self.real)};"
                   for node in row_nodes]
+        self.hoisted.clear()
         if tail is not None:
             lines += ["    {", *("      " + line for line in self.row_walk(tail, False)), "    }"]
         lines.append("  }")
+        if check:
+            lines.append("  for (int l = 0; l < LANES; l++) found |= seen[l];")
         for q, op in totals:
             lines.append(f"  {{ double acc = {_start(op)}; for (int l = 0; l < LANES; l++) "
                          f"{_combine(op, 'acc', f'tot{q}[l]')} partial{q}[it] = acc; }}")
