@@ -262,6 +262,23 @@ static item_t *make_items(int nt, const int64_t *shape, int factored, int64_t *c
   return items;
 }
 
+/* Memory a kernel keeps from one call to the next, per thread: slot k is at least n doubles.  A multi-pass
+ * kernel's temporaries, partial sums and column partials (O(rows + columns) per tensor) are reused, not
+ * allocated, their pages faulted in and zeroed, on every step.  Each kernel library has its own slots. */
+#define SCRATCH_SLOTS 64
+static __thread double *scratch_at[SCRATCH_SLOTS];
+static __thread int64_t scratch_size[SCRATCH_SLOTS];
+
+static inline double *scratch(int slot, int64_t n) {
+  if (n < 1) n = 1;
+  if (scratch_size[slot] < n) {
+    free(scratch_at[slot]);
+    scratch_at[slot] = malloc(sizeof(double) * n);
+    scratch_size[slot] = scratch_at[slot] ? n : 0;
+  }
+  return scratch_at[slot];
+}
+
 /* NaN-propagating maximum, as torch.amax. */
 INLINE double max_nan(double a, double b) { return (a > b || a != a) ? a : b; }
 

@@ -33,6 +33,7 @@ C_LOAD = {torch.float32: "{}", torch.float64: "{}", torch.bfloat16: "bf16_to_f32
 C_STORE = {torch.float32: "(float)({})", torch.float64: "(double)({})", torch.bfloat16: "f32_to_bf16({})",
            torch.float16: "f32_to_f16((float)({}))"}
 DTYPE_NAMES = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16", torch.float16: "f16"}
+SCRATCH_SLOTS = 64  # as _prelude.h
 SIGNATURE = ("int nt, void *const *ptrs, const int64_t *shape, const double *steps, const double *scalars, "
              "const double *hyper, const double *globals, double *results, int threads")
 
@@ -366,8 +367,12 @@ class _Printer:
         used = [node for node in walk.operands if id(node) in direct]
         row_lines = [f"const {real} w{self.n(node)} = ({real})({self.row_value(node)});"
                      for node in used if node.axes in (ROWS, MATRIX)]
-        col_lines = [f"const {real} c{self.n(node)} = ({real})({self.col_value(node)});"
-                     for node in used if node.axes == COLS]
+        # a column temporary read per element as float: from its float copy (made once per pass, F<q>)
+        shadows = [self.temps[id(node)] for node in used if node.axes == COLS and id(node) in self.temps
+                   and real == "float"]
+        col_lines = [f"const {real} c{self.n(node)} = " + (
+            f"F{self.temps[id(node)]}[b * M + c];" if self.temps.get(id(node)) in shadows else
+            f"({real})({self.col_value(node)});") for node in used if node.axes == COLS]
         body = []
         for node in walk.elements:
             var = f"x{self.n(node)}"
@@ -406,7 +411,7 @@ class _Printer:
         hashes = ["const uint32_t h0 = sr_bits(j, seed);"] * bool(pairs)
         hashes += [f"const uint32_t h{p} = sr_more(h0, {p}u);" for p in pairs if p]
         return dict(rows=row_lines, cols=col_lines, loop=hashes + body + accumulate + stores, totals=totals,
-                    row_sums=rows, col_sums=cols, blocked=blocked)
+                    row_sums=rows, col_sums=cols, blocked=blocked, shadows=shadows)
 
     def row_value(self, node: Expr) -> str:
         index = {"b": "b", "r": "r"}
@@ -514,15 +519,28 @@ class _Printer:
         cols = [col for walk in walks for col in walk["col_sums"]]
         lines = ["{", "int64_t items_n = 0, parts_n = 0;",
                  f"item_t *items = make_items(nt, shape, {factored}, &items_n, &parts_n);"]
+        # partial sums in the kernel's scratch slots 1, 2, … (slot 0: the temporaries), malloc'd past the last
+        slots = {q: k + 1 for k, (q, _) in enumerate(totals + cols) if k + 1 < SCRATCH_SLOTS - 1}
+
+        def buffer(q, count):
+            return f"scratch({slots[q]}, {count})" if q in slots else f"malloc(sizeof(double) * ({count} ? {count} : 1))"
+
         for q, _ in totals:
-            lines.append(f"double *partial{q} = malloc(sizeof(double) * (items_n ? items_n : 1));")
+            lines.append(f"double *partial{q} = {buffer(q, 'items_n')};")
         for q, op in cols:
             start = "0.0" if op == "sum" else "-INFINITY"
-            lines.append(f"double *colpart{q} = malloc(sizeof(double) * (parts_n ? parts_n : 1));")
+            lines.append(f"double *colpart{q} = {buffer(q, 'parts_n')};")
             lines.append(f"for (int64_t p = 0; p < parts_n; p++) colpart{q}[p] = {start};")
             lines.append(f"for (int i = 0; i < nt; i++) {{ const int64_t B = shape[3 * i], M = shape[3 * i + 2]; "
                          f"double *T = tmp + toff[i * {len(self.plan.temporaries)} + {q}]; "
                          f"for (int64_t q = 0; q < B * M; q++) T[q] = {start}; }}")
+        shadows = sorted({q for walk in walks for q in walk["shadows"]})
+        ntemp = len(self.plan.temporaries)
+        if shadows:  # float copies of column temporaries, at the temporaries' offsets (scratch slot 63)
+            lines.append(f"float *ftmp = (float *)scratch({SCRATCH_SLOTS - 1}, tsize / 2 + 1);")
+            lines += [f"for (int i = 0; i < nt; i++) {{ const int64_t B = shape[3 * i], M = shape[3 * i + 2]; "
+                      f"const int64_t o = toff[i * {ntemp} + {q}]; for (int64_t q = 0; q < B * M; q++) "
+                      f"ftmp[o + q] = (float)tmp[o + q]; }}" for q in shadows]
         lines += ["#pragma omp parallel for schedule(dynamic, 1) num_threads(items_n >= 2 ? threads : 1)",
                   "for (int64_t it_ = 0; it_ < items_n; it_++) {",
                   f"  const int64_t it = {'items_n - 1 - it_' if backward else 'it_'};",
@@ -533,6 +551,7 @@ class _Printer:
                   "  const double t = steps[i]; (void)t;"]
         lines += ["  " + line for line in self.pointer_lines()]
         lines += ["  " + line for line in self.temp_pointer_lines()]
+        lines += [f"  const float *restrict F{q} = ftmp + toff[i * {ntemp} + {q}];" for q in shadows]
         lines += ["  " + line for line in prologue + self.hoist(row_nodes)]
         for q, op in totals:
             lines.append(f"  double tot{q}[LANES]; for (int l = 0; l < LANES; l++) tot{q}[l] = {_start(op)};")
@@ -563,7 +582,7 @@ class _Printer:
             lines.append(f"for (int64_t it = 0; it < items_n; ) {{ const int i = items[it].i; double acc = "
                          f"{'0.0' if op == 'sum' else '-INFINITY'}; for (; it < items_n && items[it].i == i; it++) "
                          + combine.format(q=q) + f" tmp[toff[i * {len(self.plan.temporaries)} + {q}]] = acc; }}")
-            lines.append(f"free(partial{q});")
+            lines.append("" if q in slots else f"free(partial{q});")
         for q, op in cols:
             combine = "T[b * M + c] += colpart{q}[p + c];" if op == "sum" else \
                 "T[b * M + c] = max_nan(T[b * M + c], colpart{q}[p + c]);"
@@ -572,7 +591,7 @@ class _Printer:
                          f"const int64_t b = items[it].r0 / N, p = items[it].part; "
                          f"double *T = tmp + toff[i * {len(self.plan.temporaries)} + {q}]; "
                          f"for (int64_t c = 0; c < M; c++) " + combine.format(q=q) + " }")
-            lines.append(f"free(colpart{q});")
+            lines.append("" if q in slots else f"free(colpart{q});")
         lines += ["free(items);", "}"]
         return [line for line in lines if line]
 
@@ -619,13 +638,16 @@ class _Printer:
                  "    const int64_t B = shape[3 * i], N = shape[3 * i + 1], M = shape[3 * i + 2]; (void)B; (void)N; (void)M;",
                  *[f"    toff[i * {ntemp} + {q}] = tsize; tsize += {extent};" for q, extent in enumerate(extents)],
                  "  }",
-                 "  double *tmp = calloc(tsize ? tsize : 1, sizeof(double));"]
+                 "  double *tmp = scratch(0, tsize);"]
+        if ntemp:  # (a tensor with no elements has no items: its per-tensor results are 0)
+            lines.append(f"  for (int i = 0; i < nt; i++) if (sizes[i] == 0) memset(tmp + toff[i * {ntemp}], 0, "
+                         f"sizeof(double) * ((i + 1 < nt ? toff[(i + 1) * {ntemp}] : tsize) - toff[i * {ntemp}]));")
         for phase in self.plan.phases:
             phase_lines = self.between(phase) if isinstance(phase, Between) else self.pass_lines(phase, phase is checked)
             lines += ["  " + line for line in phase_lines]
         lines += ["  " + line for line in self.vector_store_lines()]
         lines += ["  " + line for line in self.result_lines()]
-        lines += ["  free(tmp); free(toff); free(sizes);", "  return !bad;", "}"]
+        lines += ["  free(toff); free(sizes);", "  return !bad;", "}"]
         if blocked:
             lines += self.blocks(body_name)
         return '#include "_prelude.h"\n\n' + "\n".join(lines) + "\n"
