@@ -341,7 +341,8 @@ class _Printer:
         if phase.tail is not None:
             tail = self.walk_lines(phase.tail, False, self.float16_roles(phase.tail, False), reciprocal_names)
         # a pass that another pass over the same data follows (one that does not write the parameter) walks
-        # its items last to first, so that it ends where the next pass begins, in the cache
+        # its items last to first when they are more than the cache holds, so that it ends where the next pass
+        # begins, in the cache (in order otherwise: the prefetcher then streams each role from item to item)
         backward = "param" not in stored
         return self.item_pass(prologue + seeds + casts, main, phase.row_nodes, tail, check, backward)
 
@@ -541,9 +542,11 @@ class _Printer:
             lines += [f"for (int i = 0; i < nt; i++) {{ const int64_t B = shape[3 * i], M = shape[3 * i + 2]; "
                       f"const int64_t o = toff[i * {ntemp} + {q}]; for (int64_t q = 0; q < B * M; q++) "
                       f"ftmp[o + q] = (float)tmp[o + q]; }}" for q in shadows]
+        if backward:
+            lines.append("const int back = total_size(nt, sizes) > BACKWARD_MIN;")
         lines += ["#pragma omp parallel for schedule(dynamic, 1) num_threads(items_n >= 2 ? threads : 1)",
                   "for (int64_t it_ = 0; it_ < items_n; it_++) {",
-                  f"  const int64_t it = {'items_n - 1 - it_' if backward else 'it_'};",
+                  f"  const int64_t it = {'back ? items_n - 1 - it_ : it_' if backward else 'it_'};",
                   "  const int i = items[it].i;",
                   "  const int64_t B = shape[3 * i], N = shape[3 * i + 1], M = shape[3 * i + 2];",
                   "  (void)B; (void)N;",
