@@ -203,6 +203,7 @@ INLINE uint16_t f32_to_bf16_stochastic(float x, uint32_t random) {
  * rows, each with its own column partial sums (part >= 0, at offset `part` of the partial buffers); smaller
  * matrices go whole, several to an item (part = -1: column sums are written directly). */
 #define ITEM_WIDTH 16384
+#define PREFETCH 1024 /* elements ahead a pass's first walk over a row asks the cache for (prefetch never faults) */
 #define BACKWARD_MIN (1 << 22) /* elements past which a pass walks its items last to first (c.py: item_pass) */
 #define LANES 8 /* the partial sums of a row or an item: element j adds into lane (j - row start) % LANES */
 #define MAX_SPLIT 64

@@ -411,8 +411,11 @@ class _Printer:
         # one hash per element, shared by all its entries (sr_more derives lanes 2 and up from it)
         hashes = ["const uint32_t h0 = sr_bits(j, seed);"] * bool(pairs)
         hashes += [f"const uint32_t h{p} = sr_more(h0, {p}u);" for p in pairs if p]
+        read = [walk.reloads.get(id(node)) or node.args[0] for node in walk.elements
+                if id(node) in walk.reloads or node.op == "load"]
         return dict(rows=row_lines, cols=col_lines, loop=hashes + body + accumulate + stores, totals=totals,
-                    row_sums=rows, col_sums=cols, blocked=blocked, shadows=shadows)
+                    row_sums=rows, col_sums=cols, blocked=blocked, shadows=shadows,
+                    read=[role for role in dict.fromkeys(read) if role not in blocked])
 
     def row_value(self, node: Expr) -> str:
         index = {"b": "b", "r": "r"}
@@ -486,8 +489,9 @@ class _Printer:
         lines += ["  REPORT(found);" if check else "  (void)found;", "});"]
         return lines
 
-    def lane_loop(self, walk: dict, check: bool) -> list[str]:
-        """A walk's element loop over the row ``[lo, hi)``, LANES elements at a time."""
+    def lane_loop(self, walk: dict, check: bool, prefetch: bool = False) -> list[str]:
+        """A walk's element loop over the row ``[lo, hi)``, LANES elements at a time; with ``prefetch``, the
+        roles it reads are asked for PREFETCH elements ahead (a first walk over the row, from memory)."""
         # Element j adds into lane (j − lo) mod LANES, whatever the alignment of the data: the sums are the same
         # bits on every run, and the lanes vectorise.
         body = ["      const int64_t j = j0 + l; const int64_t c = j - lo; (void)c;"]
@@ -495,12 +499,13 @@ class _Printer:
         body += ["      " + line.replace("found |= ", "seen[l] |= ") for line in walk["loop"]]
         simd = "#pragma omp simd"
         # (a float16 block is a whole number of LANES long: every element keeps its lane)
-        loop = ["int64_t j0 = @JB@;", "for (; j0 + LANES <= @JE@; j0 += LANES) {", f"  {simd}",
+        ahead = [f"  __builtin_prefetch(&{role_var(role)}[j0 + PREFETCH]);" for role in walk["read"]] if prefetch else []
+        loop = ["int64_t j0 = @JB@;", "for (; j0 + LANES <= @JE@; j0 += LANES) {", *ahead, f"  {simd}",
                 "  for (int l = 0; l < LANES; l++) {", *(line[2:] for line in body), "  }", "}",
                 "for (int l = 0; j0 + l < @JE@; l++) {", *(line[4:] for line in body), "}"]
         return self.in_blocks(walk["blocked"], "lo", "hi", loop)
 
-    def row_walk(self, walk: dict, check: bool) -> list[str]:
+    def row_walk(self, walk: dict, check: bool, prefetch: bool = False) -> list[str]:
         """A walk over row r: its per-row values, column-partial pointers and row accumulators, the element
         loop, and the row sums finished."""
         lines = [f"double *restrict colp{q} = items[it].part >= 0 ? colpart{q} + items[it].part - b * M : T{q};"
@@ -508,7 +513,7 @@ class _Printer:
         lines += walk["rows"]
         lines += [f"double row{q}[LANES]; for (int l = 0; l < LANES; l++) row{q}[l] = {_start(op)};"
                   for q, op in walk["row_sums"]]
-        lines += self.lane_loop(walk, check)
+        lines += self.lane_loop(walk, check, prefetch)
         lines += [f"{{ double acc = {_start(op)}; for (int l = 0; l < LANES; l++) "
                   f"{_combine(op, 'acc', f'row{q}[l]')} T{q}[r] = acc; }}" for q, op in walk["row_sums"]]
         return lines
@@ -564,7 +569,7 @@ class _Printer:
                   "  for (int64_t r = items[it].r0; r < items[it].r1; r++) {",
                   "    const int64_t lo = r * W, hi = lo + W < n ? lo + W : n;",
                   f"    const int64_t b = {'r / N' if self.factored else '0'}; (void)b;"]
-        lines += ["    " + line for line in self.row_walk(main, check)]
+        lines += ["    " + line for line in self.row_walk(main, check, prefetch=True)]
         # the row's own values, from its sums just finished; then the tail walks the row again (in the cache)
         lines += [f"    T{self.temps[id(node)]}[r] = "
                   f"{_op(node.op, [self.between_value(a, {'b': 'b', 'r': 'r'}, []) for a in operands(node)], 'double', self.real)};"
