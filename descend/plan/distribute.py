@@ -25,10 +25,18 @@ def factors(node: Expr) -> list[Expr]:
 
 
 def product(items: Sequence[Expr]) -> Expr:
-    """The product of ``items``, element factors first (they are computed per element anyway)."""
-    ordered = sorted(items, key=lambda node: node.axes != ELEMENT)
-    result = ordered[0]
-    for item in ordered[1:]:
+    """The product of ``items``: the element factors', times the other factors' (one number per row, column,
+    matrix or tensor, multiplied together there, once, not per element)."""
+    groups = [_chain([item for item in items if item.axes == ELEMENT]),
+              _chain([item for item in items if item.axes != ELEMENT])]
+    return _chain([group for group in groups if group is not None])
+
+
+def _chain(items: Sequence[Expr]) -> Expr | None:
+    if not items:
+        return None
+    result = items[0]
+    for item in items[1:]:
         result = result.graph.node("mul", result, item)
     return result
 
