@@ -12,10 +12,13 @@ global reductions' totals; ``results[i*R + r]`` receives per-tensor results (the
 It returns 1 when every gradient it read was finite.
 
 Scalar nodes (per tensor) compute in double; the element loop computes in float32 (float64 for float64
-parameters), reads each tensor role once per pass and writes each output once, in the final pass.
-Sums are accumulated in double, item by item (``make_items`` in ``_prelude.h``), and the items' partial
-sums added in order: the same bits for any number of threads.  A pass over a single tensor list with no
-reductions (every elementwise chain) splits the concatenated elements evenly over the threads instead.
+parameters), reads each tensor role once per pass (prefetching ahead) and writes each output once, in the
+final pass; a pass with a tail (``Pass.tail``: a second walk over each row once its sums are known) reads
+the row again from the cache.  Sums are accumulated in double, item by item (``make_items`` in
+``_prelude.h``), and the items' partial sums added in order: the same bits for any number of threads.  A
+pass over a single tensor list with no reductions (every elementwise chain) splits the concatenated
+elements evenly over the threads instead.  Temporaries and partial sums live in per-thread scratch memory
+reused from call to call (``scratch`` in ``_prelude.h``).
 """
 from __future__ import annotations
 
