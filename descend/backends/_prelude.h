@@ -18,6 +18,10 @@
 
 static inline int threads_for(int64_t total, int threads) { return total < PARALLEL_MIN ? 1 : threads; }
 
+/* Below this many elements a multi-pass kernel's small tensors are all updated on one thread: waking the
+ * others costs more than their share (milliseconds, on a machine whose cores are busy). */
+#define BLOCKS_PARALLEL_MIN (8 * PARALLEL_MIN)
+
 static inline int64_t total_size(int nt, const int64_t *n) {
   int64_t total = 0;
   for (int i = 0; i < nt; i++) total += n[i];

@@ -257,7 +257,8 @@ class _Printer:
 
     def per_tensor(self, body: list[str], parallel: bool) -> list[str]:
         """``body`` for every tensor, with its shape, ``t``, temporaries and vector-state pointers."""
-        lines = ["#pragma omp parallel for schedule(dynamic) num_threads(nt >= 4 * threads ? threads : 1)"
+        lines = ["#pragma omp parallel for schedule(dynamic) "
+                 "num_threads(nt >= 4 * threads ? threads_for(total_size(nt, sizes), threads) : 1)"
                  if parallel else "", "for (int i = 0; i < nt; i++) {",
                  "  const int64_t B = shape[3 * i], N = shape[3 * i + 1], M = shape[3 * i + 2];",
                  "  const double t = steps[i];", "  (void)t; (void)B; (void)N; (void)M;",
@@ -552,7 +553,8 @@ class _Printer:
                       f"ftmp[o + q] = (float)tmp[o + q]; }}" for q in shadows]
         if backward:
             lines.append("const int back = total_size(nt, sizes) > BACKWARD_MIN;")
-        lines += ["#pragma omp parallel for schedule(dynamic, 1) num_threads(items_n >= 2 ? threads : 1)",
+        lines += ["#pragma omp parallel for schedule(dynamic, 1) "
+                  "num_threads(items_n >= 2 ? threads_for(total_size(nt, sizes), threads) : 1)",
                   "for (int64_t it_ = 0; it_ < items_n; it_++) {",
                   f"  const int64_t it = {'back ? items_n - 1 - it_ : it_' if backward else 'it_'};",
                   "  const int i = items[it].i;",
@@ -679,9 +681,12 @@ class _Printer:
                 "  for (int i = 0; i < nt; i++) total += shape[3 * i] * shape[3 * i + 1] * shape[3 * i + 2];",
                 "#define SMALL(i) (shape[3 * (i)] * shape[3 * (i) + 1] * shape[3 * (i) + 2] * 4 * threads <= total)",
                 "  int finite = 1, small = 0;",
-                "  for (int i = 0; i < nt; i++) small += SMALL(i);",
+                "  int64_t small_total = 0;",
+                "  for (int i = 0; i < nt; i++) if (SMALL(i)) small++, small_total += shape[3 * i] * shape[3 * i + 1] * "
+                "shape[3 * i + 2];",
                 "  if (small) {",
-                "    #pragma omp parallel for schedule(dynamic, 1) num_threads(small >= 2 ? threads : 1) "
+                "    #pragma omp parallel for schedule(dynamic, 1) "
+                "num_threads(small >= 2 && small_total >= BLOCKS_PARALLEL_MIN ? threads : 1) "
                 "reduction(& : finite)",
                 "    for (int i = 0; i < nt; i++)",
                 f"      if (SMALL(i)) finite &= {call.format('1')};",
