@@ -26,7 +26,19 @@ def factors(node: Expr) -> list[Expr]:
 
 def product(items: Sequence[Expr]) -> Expr:
     """The product of ``items``: the element factors', times the other factors' (one number per row, column,
-    matrix or tensor, multiplied together there, once, not per element)."""
+    matrix or tensor, multiplied together there, once, not per element); a square (every factor twice) as the
+    square of its root, as the formula squares ``u`` (``g²·a²`` would underflow float32 where ``g·a`` does not)."""
+    counts: dict[int, int] = {}
+    for item in items:
+        counts[id(item)] = counts.get(id(item), 0) + 1
+    if len(items) > 1 and all(count % 2 == 0 for count in counts.values()):
+        root, taken = [], {}
+        for item in items:
+            taken[id(item)] = taken.get(id(item), 0) + 1
+            if taken[id(item)] <= counts[id(item)] // 2:
+                root.append(item)
+        half = product(root)
+        return half.graph.node("mul", half, half)
     groups = [_chain([item for item in items if item.axes == ELEMENT]),
               _chain([item for item in items if item.axes != ELEMENT])]
     return _chain([group for group in groups if group is not None])

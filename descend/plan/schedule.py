@@ -115,8 +115,9 @@ def _regroup(stores, results):
         best = ready[id(node)]
         for order in distribute.ORDERS:
             candidate = distribute.regrouped(node, order)
-            if candidate is not None and readiness([candidate], tails=True)[id(candidate)] < best:
-                replaced[id(node)], best = candidate, readiness([candidate], tails=True)[id(candidate)]
+            at = readiness([candidate], tails=True)[id(candidate)] if candidate is not None else best
+            if at < best:
+                replaced[id(node)], best = candidate, at
     if not replaced:
         return stores, results
     new = distribute.substitute(roots, replaced)
