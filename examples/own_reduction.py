@@ -1,5 +1,6 @@
 """A step of your own that reduces: gradient centralization (Yong et al. 2020) as a `Reduction` step, an SGD
-built from it, and the two-pass C kernel descend generates for it (the row means, then the update). No C.
+built from it, and the C kernel descend generates for it: one pass over the data, which sums each row and
+then, the row still in the cache, walks it again to update it (its tail). No C.
 
     python examples/own_reduction.py
 """
@@ -52,7 +53,10 @@ if __name__ == "__main__":
     info = optimizer.kernel_info()[0]  # the first group's first parameter is a matrix
     print(f"CentralizedSGD: {info}")
     source = info.c_source(torch.float32).splitlines()
-    print("its first pass sums each row of u:", next(line.strip() for line in source if "row0[l] +=" in line))
+    print("its pass sums each row of u:", next(line.strip() for line in source if "row0[l] +=" in line))
+    row_mean = next(line.strip() for line in source if line.strip().startswith("T1[r] ="))
+    print("then, at the row's end, its mean:", row_mean)
+    print("and the tail updates the row:", next(line.strip() for line in source if line.strip().startswith("P[j] =")))
     _, reference, _ = train(lambda p: CentralizedSGD(p, lr=0.05, fused=False))
     _, by_hand, _ = train(lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9), centralize_by_hand=True)
     print(f"final loss {loss:.4f}")

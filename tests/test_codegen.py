@@ -378,3 +378,30 @@ def test_a_checkpoint_keeps_the_float32_state_of_16_bit_parameters_bit_for_bit()
     for key in ("exp_avg", "exp_avg_sq"):
         assert fresh.state[param][key].dtype == torch.float32
         assert torch.equal(fresh.state[param][key], optimizer.state[param][key])
+
+
+def test_adafactor_kernel_makes_two_passes_its_clipping_sum_riding_on_the_first_passs_second_walk_of_each_row():
+    from descend.plan.formula import COLS
+    from descend.plan.schedule import schedule
+
+    param = torch.nn.Parameter(torch.randn(64, 48))
+    info = descend.Adafactor([param]).kernel_info()[0]
+    segment = info.variant.pieces[0]
+    plain = schedule(segment.outputs, role_axes=segment.axes)
+    walked = schedule(segment.outputs, role_axes=segment.axes, tails=True)
+    # without a second walk over the rows Σu² (u = g·a_i·c_j·s) is known only after a pass of its own
+    assert len(plain.passes) == 3 and all(p.tail is None for p in plain.passes)
+    # with it: the first pass finishes each row's statistic a_i, then walks the row again for Σ_i g²a_i² per
+    # column; Σu² = s²·Σ_j c_j²·(those sums) between the passes; the second pass writes the update
+    first, update = walked.passes
+    assert first.tail is not None and [node.axes for node in first.tail.reductions] == [COLS]
+    assert not first.stores and [role for role, _ in update.stores] == ["param"]
+    assert info.passes == 2  # what the C kernel runs
+
+
+@pytest.mark.parametrize("make", [lambda p: descend.LAMB(p, lr=1e-3), lambda p: descend.LARS(p, lr=1e-3),
+                                  lambda p: descend.Adam(p, lr=1e-3, max_grad_norm=1.0)])
+def test_chains_whose_sums_have_no_row_or_column_factor_keep_their_passes(make):
+    param = torch.nn.Parameter(torch.randn(64, 48))
+    info = make([param]).kernel_info()[0]
+    assert info.passes == sum(len(s.passes) for s in info.variant.schedules if s is not None)

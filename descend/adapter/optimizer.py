@@ -341,7 +341,7 @@ class ChainOptimizer(Checkpoints, torch.optim.Optimizer):
             reason = self._reference_reason(group, variant, dtype, codec)
             if variant.pieces is None and reason and reason.startswith("its chain"):
                 warn_reference(type(self).__name__, reason)
-            passes = sum(len(s.passes) for s in variant.schedules if s is not None) if variant.pieces else 0
+            passes = cpu.passes(variant, dtype, codec) if variant.pieces else 0
             infos.append(KernelInfo(plan.steps, plan.kinds, "reference" if reason else "generated", reason,
                                     plan.slots, tuple(numbers), passes, variant, group.get("state_dtype")))
         return infos

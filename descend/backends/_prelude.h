@@ -18,6 +18,10 @@
 
 static inline int threads_for(int64_t total, int threads) { return total < PARALLEL_MIN ? 1 : threads; }
 
+/* Below this many elements a multi-pass kernel's small tensors are all updated on one thread: waking the
+ * others costs more than their share (milliseconds, on a machine whose cores are busy). */
+#define BLOCKS_PARALLEL_MIN (8 * PARALLEL_MIN)
+
 static inline int64_t total_size(int nt, const int64_t *n) {
   int64_t total = 0;
   for (int i = 0; i < nt; i++) total += n[i];
@@ -203,6 +207,8 @@ INLINE uint16_t f32_to_bf16_stochastic(float x, uint32_t random) {
  * rows, each with its own column partial sums (part >= 0, at offset `part` of the partial buffers); smaller
  * matrices go whole, several to an item (part = -1: column sums are written directly). */
 #define ITEM_WIDTH 16384
+#define PREFETCH 1024 /* elements ahead a pass's first walk over a row asks the cache for (prefetch never faults) */
+#define BACKWARD_MIN (1 << 22) /* elements past which a pass walks its items last to first (c.py: item_pass) */
 #define LANES 8 /* the partial sums of a row or an item: element j adds into lane (j - row start) % LANES */
 #define MAX_SPLIT 64
 _Static_assert(F16_BLOCK % LANES == 0, "a float16 block must keep every element in its reduction lane");
@@ -260,6 +266,23 @@ static item_t *make_items(int nt, const int64_t *shape, int factored, int64_t *c
   *count = used;
   *parts = part;
   return items;
+}
+
+/* Memory a kernel keeps from one call to the next, per thread: slot k is at least n doubles.  A multi-pass
+ * kernel's temporaries, partial sums and column partials (O(rows + columns) per tensor) are reused, not
+ * allocated, their pages faulted in and zeroed, on every step.  Each kernel library has its own slots. */
+#define SCRATCH_SLOTS 64
+static __thread double *scratch_at[SCRATCH_SLOTS];
+static __thread int64_t scratch_size[SCRATCH_SLOTS];
+
+static inline double *scratch(int slot, int64_t n) {
+  if (n < 1) n = 1;
+  if (scratch_size[slot] < n) {
+    free(scratch_at[slot]);
+    scratch_at[slot] = malloc(sizeof(double) * n);
+    scratch_size[slot] = scratch_at[slot] ? n : 0;
+  }
+  return scratch_at[slot];
 }
 
 /* NaN-propagating maximum, as torch.amax. */

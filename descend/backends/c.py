@@ -12,10 +12,13 @@ global reductions' totals; ``results[i*R + r]`` receives per-tensor results (the
 It returns 1 when every gradient it read was finite.
 
 Scalar nodes (per tensor) compute in double; the element loop computes in float32 (float64 for float64
-parameters), reads each tensor role once per pass and writes each output once, in the final pass.
-Sums are accumulated in double, item by item (``make_items`` in ``_prelude.h``), and the items' partial
-sums added in order: the same bits for any number of threads.  A pass over a single tensor list with no
-reductions (every elementwise chain) splits the concatenated elements evenly over the threads instead.
+parameters), reads each tensor role once per pass (prefetching ahead) and writes each output once, in the
+final pass; a pass with a tail (``Pass.tail``: a second walk over each row once its sums are known) reads
+the row again from the cache.  Sums are accumulated in double, item by item (``make_items`` in
+``_prelude.h``), and the items' partial sums added in order: the same bits for any number of threads.  A
+pass over a single tensor list with no reductions (every elementwise chain) splits the concatenated
+elements evenly over the threads instead.  Temporaries and partial sums live in per-thread scratch memory
+reused from call to call (``scratch`` in ``_prelude.h``).
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ C_LOAD = {torch.float32: "{}", torch.float64: "{}", torch.bfloat16: "bf16_to_f32
 C_STORE = {torch.float32: "(float)({})", torch.float64: "(double)({})", torch.bfloat16: "f32_to_bf16({})",
            torch.float16: "f32_to_f16((float)({}))"}
 DTYPE_NAMES = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16", torch.float16: "f16"}
+SCRATCH_SLOTS = 64  # as _prelude.h
 SIGNATURE = ("int nt, void *const *ptrs, const int64_t *shape, const double *steps, const double *scalars, "
              "const double *hyper, const double *globals, double *results, int threads")
 
@@ -108,8 +112,9 @@ class _Printer:
     def __init__(self, segment: Segment, plan: Schedule, layout: Layout, name: str):
         self.segment, self.plan, self.layout, self.name = segment, plan, layout, name
         self.real = "double" if compute_dtype(layout.param_dtype) == torch.float64 else "float"
-        self.order = segment.order
-        self.ids = {id(node): index for index, node in enumerate(self.order)}
+        self.ids = {id(node): index for index, node in enumerate(segment.order)}
+        for node in plan.order:  # nodes the schedule made (regrouped sums) are numbered after the segment's
+            self.ids.setdefault(id(node), len(self.ids))
         self.temps = {id(node): q for q, node in enumerate(plan.temporaries)}
         self.roles = segment.loads
         self.scalar_names = segment.scalars
@@ -118,6 +123,7 @@ class _Printer:
         self.lanes = dict(layout.lanes)
         self.eight_bit = dict(layout.blocks)
         self.width = len(self.roles) + len(self.eight_bit)  # pointers per tensor: the roles, then the 8-bit scales
+        self.hoisted: dict[int, str] = {}  # id(node) -> the name a per-tensor number is held in (hoist)
 
     # --- names ------------------------------------------------------------------------------------
 
@@ -157,6 +163,8 @@ class _Printer:
         """``node`` as a double expression inside a loop over the axes in ``index`` (b, r: a row, q: a column)."""
         if node.op in ("const", "hyper", "scalar"):
             return self.leaf(node)
+        if id(node) in self.hoisted:
+            return self.hoisted[id(node)]
         if id(node) in self.temps:
             return self.temp(node, self.vector_index(node.axes, index))
         if node.op == "load":  # vector state
@@ -165,6 +173,31 @@ class _Printer:
             return f"(double){C_LOAD[self.storage(role)].format(f'{role_var(role)}[{position}]')}"
         args = [self.between_value(a, index, lines) for a in operands(node)]
         return _op(node.op, args, "double", self.real)
+
+    def hoist(self, nodes) -> list[str]:
+        """The per-tensor numbers inside the vector expressions of ``nodes`` (``1 − t^c`` in a loop over the
+        rows), computed once per tensor before the loops: ``const double s<n> = …;`` lines, which
+        ``between_value`` then reads (until ``self.hoisted`` is cleared, where their scope ends)."""
+        found, seen = [], set()
+
+        def visit(node):
+            if id(node) in seen or id(node) in self.temps or node.op in ("const", "hyper", "scalar", "load"):
+                return
+            seen.add(id(node))
+            for operand in operands(node):
+                visit(operand)
+            if node.scalar:
+                found.append(node)
+
+        for node in nodes:
+            for operand in operands(node):
+                visit(operand)
+        lines = []
+        for node in found:  # operands first
+            args = [self.between_value(a, {}, []) for a in operands(node)]
+            lines.append(f"const double s{self.n(node)} = {_op(node.op, args, 'double', self.real)};")
+            self.hoisted[id(node)] = f"s{self.n(node)}"
+        return lines
 
     @staticmethod
     def vector_index(axes: frozenset, index: dict[str, str]) -> str:
@@ -179,7 +212,7 @@ class _Printer:
         raise ValueError("an element value in a between-phase")
 
     def between(self, phase: Between) -> list[str]:
-        body: list[str] = []
+        body: list[str] = self.hoist(phase.nodes)
         for node in phase.nodes:
             q = self.temps[id(node)]
             if node.op in ("sum", "amax"):  # a reduction of a vector
@@ -200,6 +233,7 @@ class _Printer:
             else:
                 body.append(f"for (int64_t q = 0; q < B * M; q++) {{ const int64_t b = q / M; (void)b; "
                             f"T{q}[q] = {value({'b': 'b', 'q': 'q'})}; }}")
+        self.hoisted.clear()
         return self.per_tensor(body, parallel=True)
 
     def vector_reduction(self, node: Expr, q: int) -> list[str]:
@@ -218,8 +252,9 @@ class _Printer:
         elif result == SCALAR:
             extent, index = _extent(source), {MATRIX: "b", ROWS: "r", COLS: "q"}[source]
             div = {MATRIX: "1", ROWS: "N", COLS: "M"}[source]
+            matrix = "" if source == MATRIX else f"const int64_t b = {index} / {div}; (void)b; "  # (b is the index)
             loop = (f"{{ double acc = {start}; for (int64_t {index} = 0; {index} < {extent}; {index}++) {{ "
-                    f"const int64_t b = {index} / {div}; (void)b; " + combine.format(
+                    + matrix + combine.format(
                         self.between_value(operand, {"b": "b", index: index}, [])) + f" }} T{q}[0] = acc; }}")
         else:
             raise ValueError(f"a reduction from {sorted(source)} to {sorted(result)}")
@@ -227,7 +262,8 @@ class _Printer:
 
     def per_tensor(self, body: list[str], parallel: bool) -> list[str]:
         """``body`` for every tensor, with its shape, ``t``, temporaries and vector-state pointers."""
-        lines = ["#pragma omp parallel for schedule(dynamic) num_threads(nt >= 4 * threads ? threads : 1)"
+        lines = ["#pragma omp parallel for schedule(dynamic) "
+                 "num_threads(nt >= 4 * threads ? threads_for(total_size(nt, sizes), threads) : 1)"
                  if parallel else "", "for (int i = 0; i < nt; i++) {",
                  "  const int64_t B = shape[3 * i], N = shape[3 * i + 1], M = shape[3 * i + 2];",
                  "  const double t = steps[i];", "  (void)t; (void)B; (void)N; (void)M;",
@@ -280,45 +316,85 @@ class _Printer:
 
     def pass_lines(self, phase: Pass, check: bool) -> list[str]:
         real = self.real
-        # the non-element values the element loop reads directly: scalars (per tensor), rows and per-matrix
-        # values (per row), columns (per element)
+        walks = [phase] + ([phase.tail] if phase.tail is not None else [])
+        # scalars (per tensor) the element loops read, cast once per tensor
+        scalars: dict[int, Expr] = {}
+        reciprocals = {}  # x / s with s per tensor: x · (1/s), the reciprocal once per tensor
+        for walk in walks:
+            for node in self.walk_operands(walk).values():
+                if node.axes == SCALAR:
+                    scalars[id(node)] = node
+            for node in walk.elements:
+                if id(node) not in walk.reloads and node.op == "div" and node.args[1].scalar:
+                    reciprocals.setdefault(id(node.args[1]), node.args[1])
+        prologue, seen = [], set()
+        for walk in walks:
+            for node in walk.prologue:
+                if id(node) not in seen:
+                    seen.add(id(node))
+                    prologue.append(f"const double d{self.n(node)} = "
+                                    f"{_op(node.op, [self.scalar_double(a) for a in operands(node)], 'double', real)};")
+        casts, cast = [], set()
+        for walk in walks:
+            for node in walk.operands:
+                if id(node) in scalars and id(node) not in cast:
+                    cast.add(id(node))
+                    casts.append(f"const {real} k{self.n(node)} = ({real})({self.scalar_double(node)});")
+        casts += [f"const {real} q{self.n(node)} = ({real})(1.0 / {self.scalar_double(node)});"
+                  for node in reciprocals.values()]
+        reciprocal_names = {key: f"q{self.n(node)}" for key, node in reciprocals.items()}
+        blocked = self.float16_roles(phase, check)
+        main = self.walk_lines(phase, check, blocked, reciprocal_names)
+        stored = [role for walk in walks for role, _ in walk.stores]
+        pairs = sorted({self.lanes[role] // 2 for role in stored
+                        if role in self.lanes and self.storage(role) == torch.bfloat16})
+        seeds = ["const uint32_t seed = sr_seed(t);"] * bool(pairs)
+        if not self.factored and not phase.reductions:
+            return self.slice_pass(prologue + seeds + casts, main["loop"], check, blocked)
+        tail = None
+        if phase.tail is not None:
+            tail = self.walk_lines(phase.tail, False, self.float16_roles(phase.tail, False), reciprocal_names)
+        # a pass that another pass over the same data follows (one that does not write the parameter) walks
+        # its items last to first when they are more than the cache holds, so that it ends where the next pass
+        # begins, in the cache (in order otherwise: the prefetcher then streams each role from item to item)
+        backward = "param" not in stored
+        return self.item_pass(prologue + seeds + casts, main, phase.row_nodes, tail, check, backward)
+
+    def walk_operands(self, walk: Pass) -> dict[int, Expr]:
+        """The non-element values a walk's element loop reads directly."""
         direct: dict[int, Expr] = {}
-        computed = [node for node in phase.elements if id(node) not in phase.reloads]
-        for node in computed:
-            for operand in operands(node):
-                if not is_element(operand):
-                    direct[id(operand)] = operand
-        for _, node in phase.stores:
+        for node in walk.elements:
+            if id(node) not in walk.reloads:
+                for operand in operands(node):
+                    if not is_element(operand):
+                        direct[id(operand)] = operand
+        for _, node in walk.stores:
             if not is_element(node):
                 direct[id(node)] = node
-        used = [node for node in phase.operands if id(node) in direct]
-        prologue = [f"const double d{self.n(node)} = "
-                    f"{_op(node.op, [self.scalar_double(a) for a in operands(node)], 'double', self.real)};"
-                    for node in phase.prologue]
-        casts = [f"const {real} k{self.n(node)} = ({real})({self.scalar_double(node)});"
-                 for node in used if node.axes == SCALAR]
-        reciprocals = {}  # x / s with s per tensor: x · (1/s), the reciprocal once per tensor
-        for node in computed:
-            if node.op == "div" and node.args[1].scalar and id(node.args[1]) not in reciprocals:
-                reciprocals[id(node.args[1])] = f"q{self.n(node.args[1])}"
-                casts.append(f"const {real} q{self.n(node.args[1])} = ({real})(1.0 / "
-                             f"{self.scalar_double(node.args[1])});")
+        return direct
+
+    def walk_lines(self, walk: Pass, check: bool, blocked: dict, reciprocals: dict) -> dict:
+        """One walk over the elements (a pass, or its tail): the per-row and per-column values it reads
+        (``rows``, ``cols``: lines), its element loop (``loop``), its reductions (``totals``, ``row_sums``,
+        ``col_sums``: (temporary, op)) and the float16 roles it blocks (``blocked``)."""
+        real = self.real
+        direct = self.walk_operands(walk)
+        used = [node for node in walk.operands if id(node) in direct]
         row_lines = [f"const {real} w{self.n(node)} = ({real})({self.row_value(node)});"
                      for node in used if node.axes in (ROWS, MATRIX)]
-        col_lines = [f"const {real} c{self.n(node)} = ({real})({self.col_value(node)});"
-                     for node in used if node.axes == COLS]
+        # a column temporary read per element as float: from its float copy (made once per pass, F<q>)
+        shadows = [self.temps[id(node)] for node in used if node.axes == COLS and id(node) in self.temps
+                   and real == "float"]
+        col_lines = [f"const {real} c{self.n(node)} = " + (
+            f"F{self.temps[id(node)]}[b * M + c];" if self.temps.get(id(node)) in shadows else
+            f"({real})({self.col_value(node)});") for node in used if node.axes == COLS]
         body = []
-        grad_loaded = False
-        blocked = self.float16_roles(phase, check)
-        for node in phase.elements:
+        for node in walk.elements:
             var = f"x{self.n(node)}"
-            if id(node) in phase.reloads:  # stored by an earlier pass, exactly as computed
-                role = phase.reloads[id(node)]
-                body.append(f"const {real} {var} = {self.element_load(role, blocked)};")
+            if id(node) in walk.reloads:  # stored by an earlier pass, exactly as computed
+                body.append(f"const {real} {var} = {self.element_load(walk.reloads[id(node)], blocked)};")
             elif node.op == "load":
-                role = node.args[0]
-                grad_loaded = grad_loaded or role == "grad"
-                body.append(f"const {real} {var} = {self.element_load(role, blocked)};")
+                body.append(f"const {real} {var} = {self.element_load(node.args[0], blocked)};")
             elif node.op == "div" and id(node.args[1]) in reciprocals:
                 body.append(f"const {real} {var} = ({self.element_operand(node.args[0])} * "
                             f"{reciprocals[id(node.args[1])]});")
@@ -327,37 +403,33 @@ class _Printer:
         if check:
             grad = self.element_load("grad", blocked)
             body.insert(0, f"found |= nonfinite_{'f64' if real == 'double' else 'f32'}(({real}){grad});")
-        accumulate, row_accumulators, total_accumulators, col_accumulators = [], [], [], []
-        for node in phase.reductions:
+        accumulate, rows, totals, cols = [], [], [], []
+        for node in walk.reductions:
             q = self.temps[id(node)]
             value = f"(double){self.element_operand(node.args[0])}"
             add = "{acc} += {v};" if node.op == "sum" else "{acc} = max_nan({acc}, {v});"
             if node.axes == SCALAR:
-                total_accumulators.append((q, node.op))
+                totals.append((q, node.op))
                 accumulate.append(add.format(acc=f"tot{q}[l]", v=value))
             elif node.axes == ROWS:
-                row_accumulators.append((q, node.op))
+                rows.append((q, node.op))
                 accumulate.append(add.format(acc=f"row{q}[l]", v=value))
             elif node.axes == COLS:
-                col_accumulators.append((q, node.op))
+                cols.append((q, node.op))
                 accumulate.append(add.format(acc=f"colp{q}[b * M + c]", v=value))
             else:
                 raise ValueError(f"an element reduction to {sorted(node.axes)}")
-        stores = [self.store_line(role, node, blocked) for role, node in phase.stores]
-        pairs = sorted({self.lanes[role] // 2 for role, _ in phase.stores
+        stores = [self.store_line(role, node, blocked) for role, node in walk.stores]
+        pairs = sorted({self.lanes[role] // 2 for role, _ in walk.stores
                         if role in self.lanes and self.storage(role) == torch.bfloat16})
         # one hash per element, shared by all its entries (sr_more derives lanes 2 and up from it)
         hashes = ["const uint32_t h0 = sr_bits(j, seed);"] * bool(pairs)
         hashes += [f"const uint32_t h{p} = sr_more(h0, {p}u);" for p in pairs if p]
-        seeds = ["const uint32_t seed = sr_seed(t);"] * bool(pairs)
-        element_loop = hashes + body + accumulate + stores
-        if not self.factored and not phase.reductions:
-            return self.slice_pass(prologue + seeds + casts, element_loop, check, blocked)
-        # a pass that another pass over the same data follows (one that does not write the parameter) walks
-        # its items last to first, so that it ends where the next pass begins, in the cache
-        backward = not any(role == "param" for role, _ in phase.stores)
-        return self.item_pass(prologue + seeds + casts, row_lines, col_lines, element_loop, check,
-                              total_accumulators, row_accumulators, col_accumulators, backward, blocked)
+        read = [walk.reloads.get(id(node)) or node.args[0] for node in walk.elements
+                if id(node) in walk.reloads or node.op == "load"]
+        return dict(rows=row_lines, cols=col_lines, loop=hashes + body + accumulate + stores, totals=totals,
+                    row_sums=rows, col_sums=cols, blocked=blocked, shadows=shadows,
+                    read=[role for role in dict.fromkeys(read) if role not in blocked])
 
     def row_value(self, node: Expr) -> str:
         index = {"b": "b", "r": "r"}
@@ -444,23 +516,70 @@ class _Printer:
         lines += ["  REPORT(found);" if check else "  (void)found;", "});"]
         return lines
 
-    def item_pass(self, prologue, row_lines, col_lines, element_loop, check, totals, rows, cols,
-                  backward: bool = False, blocked: dict | None = None) -> list[str]:
+    def lane_loop(self, walk: dict, check: bool, prefetch: bool = False) -> list[str]:
+        """A walk's element loop over the row ``[lo, hi)``, LANES elements at a time; with ``prefetch``, the
+        roles it reads are asked for PREFETCH elements ahead (a first walk over the row, from memory)."""
+        # Element j adds into lane (j − lo) mod LANES, whatever the alignment of the data: the sums are the same
+        # bits on every run, and the lanes vectorise.
+        body = ["      const int64_t j = j0 + l; const int64_t c = j - lo; (void)c;"]
+        body += ["      " + line for line in walk["cols"]]
+        body += ["      " + line.replace("found |= ", "seen[l] |= ") for line in walk["loop"]]
+        simd = "#pragma omp simd"
+        # (a float16 block is a whole number of LANES long: every element keeps its lane)
+        ahead = [f"  __builtin_prefetch(&{role_var(role)}[j0 + PREFETCH]);" for role in walk["read"]] if prefetch else []
+        loop = ["int64_t j0 = @JB@;", "for (; j0 + LANES <= @JE@; j0 += LANES) {", *ahead, f"  {simd}",
+                "  for (int l = 0; l < LANES; l++) {", *(line[2:] for line in body), "  }", "}",
+                "for (int l = 0; j0 + l < @JE@; l++) {", *(line[4:] for line in body), "}"]
+        return self.in_blocks(walk["blocked"], "lo", "hi", loop)
+
+    def row_walk(self, walk: dict, check: bool, prefetch: bool = False) -> list[str]:
+        """A walk over row r: its per-row values, column-partial pointers and row accumulators, the element
+        loop, and the row sums finished."""
+        lines = [f"double *restrict colp{q} = items[it].part >= 0 ? colpart{q} + items[it].part - b * M : T{q};"
+                 for q, _ in walk["col_sums"]]
+        lines += walk["rows"]
+        lines += [f"double row{q}[LANES]; for (int l = 0; l < LANES; l++) row{q}[l] = {_start(op)};"
+                  for q, op in walk["row_sums"]]
+        lines += self.lane_loop(walk, check, prefetch)
+        lines += [f"{{ double acc = {_start(op)}; for (int l = 0; l < LANES; l++) "
+                  f"{_combine(op, 'acc', f'row{q}[l]')} T{q}[r] = acc; }}" for q, op in walk["row_sums"]]
+        return lines
+
+    def item_pass(self, prologue, main, row_nodes, tail, check, backward: bool = False) -> list[str]:
         factored = 1 if self.factored else 0
+        walks = [main] + ([tail] if tail is not None else [])
+        totals = [total for walk in walks for total in walk["totals"]]
+        cols = [col for walk in walks for col in walk["col_sums"]]
         lines = ["{", "int64_t items_n = 0, parts_n = 0;",
                  f"item_t *items = make_items(nt, shape, {factored}, &items_n, &parts_n);"]
+        # partial sums in the kernel's scratch slots 1, 2, … (slot 0: the temporaries), malloc'd past the last
+        slots = {q: k + 1 for k, (q, _) in enumerate(totals + cols) if k + 1 < SCRATCH_SLOTS - 1}
+
+        def buffer(q, count):
+            return f"scratch({slots[q]}, {count})" if q in slots else f"malloc(sizeof(double) * ({count} ? {count} : 1))"
+
         for q, _ in totals:
-            lines.append(f"double *partial{q} = malloc(sizeof(double) * (items_n ? items_n : 1));")
+            lines.append(f"double *partial{q} = {buffer(q, 'items_n')};")
         for q, op in cols:
             start = "0.0" if op == "sum" else "-INFINITY"
-            lines.append(f"double *colpart{q} = malloc(sizeof(double) * (parts_n ? parts_n : 1));")
+            lines.append(f"double *colpart{q} = {buffer(q, 'parts_n')};")
             lines.append(f"for (int64_t p = 0; p < parts_n; p++) colpart{q}[p] = {start};")
             lines.append(f"for (int i = 0; i < nt; i++) {{ const int64_t B = shape[3 * i], M = shape[3 * i + 2]; "
                          f"double *T = tmp + toff[i * {len(self.plan.temporaries)} + {q}]; "
                          f"for (int64_t q = 0; q < B * M; q++) T[q] = {start}; }}")
-        lines += ["#pragma omp parallel for schedule(dynamic, 1) num_threads(items_n >= 2 ? threads : 1)",
+        shadows = sorted({q for walk in walks for q in walk["shadows"]})
+        ntemp = len(self.plan.temporaries)
+        if shadows:  # float copies of column temporaries, at the temporaries' offsets (scratch slot 63)
+            lines.append(f"float *ftmp = (float *)scratch({SCRATCH_SLOTS - 1}, tsize / 2 + 1);")
+            lines += [f"for (int i = 0; i < nt; i++) {{ const int64_t B = shape[3 * i], M = shape[3 * i + 2]; "
+                      f"const int64_t o = toff[i * {ntemp} + {q}]; for (int64_t q = 0; q < B * M; q++) "
+                      f"ftmp[o + q] = (float)tmp[o + q]; }}" for q in shadows]
+        if backward:
+            lines.append("const int back = total_size(nt, sizes) > BACKWARD_MIN;")
+        lines += ["#pragma omp parallel for schedule(dynamic, 1) "
+                  "num_threads(items_n >= 2 ? threads_for(total_size(nt, sizes), threads) : 1)",
                   "for (int64_t it_ = 0; it_ < items_n; it_++) {",
-                  f"  const int64_t it = {'items_n - 1 - it_' if backward else 'it_'};",
+                  f"  const int64_t it = {'back ? items_n - 1 - it_ : it_' if backward else 'it_'};",
                   "  const int i = items[it].i;",
                   "  const int64_t B = shape[3 * i], N = shape[3 * i + 1], M = shape[3 * i + 2];",
                   "  (void)B; (void)N;",
@@ -468,33 +587,27 @@ class _Printer:
                   "  const double t = steps[i]; (void)t;"]
         lines += ["  " + line for line in self.pointer_lines()]
         lines += ["  " + line for line in self.temp_pointer_lines()]
-        lines += ["  " + line for line in prologue]
+        lines += [f"  const float *restrict F{q} = ftmp + toff[i * {ntemp} + {q}];" for q in shadows]
+        lines += ["  " + line for line in prologue + self.hoist(row_nodes)]
         for q, op in totals:
             lines.append(f"  double tot{q}[LANES]; for (int l = 0; l < LANES; l++) tot{q}[l] = {_start(op)};")
+        if check:  # the non-finite test, lane by lane like the sums (no reduction across the lanes per block)
+            lines.append("  uint32_t seen[LANES]; for (int l = 0; l < LANES; l++) seen[l] = 0;")
         lines += ["  uint32_t found = 0;",
                   "  for (int64_t r = items[it].r0; r < items[it].r1; r++) {",
                   "    const int64_t lo = r * W, hi = lo + W < n ? lo + W : n;",
                   f"    const int64_t b = {'r / N' if self.factored else '0'}; (void)b;"]
-        for q, _ in cols:
-            lines.append(f"    double *restrict colp{q} = items[it].part >= 0 ? colpart{q} + items[it].part - b * M : T{q};")
-        lines += ["    " + line for line in row_lines]
-        for q, op in rows:
-            lines.append(f"    double row{q}[LANES]; for (int l = 0; l < LANES; l++) row{q}[l] = {_start(op)};")
-        # Element j adds into lane (j − lo) mod LANES, whatever the alignment of the data: the sums are the same
-        # bits on every run, and the lanes vectorise.
-        body = ["      const int64_t j = j0 + l; const int64_t c = j - lo; (void)c;"]
-        body += ["      " + line for line in col_lines]
-        body += ["      " + line for line in element_loop]
-        simd = "#pragma omp simd" + (" reduction(| : found)" if check else "")
-        # (a float16 block is a whole number of LANES long: every element keeps its lane)
-        loop = ["int64_t j0 = @JB@;", "for (; j0 + LANES <= @JE@; j0 += LANES) {", f"  {simd}",
-                "  for (int l = 0; l < LANES; l++) {", *(line[2:] for line in body), "  }", "}",
-                "for (int l = 0; j0 + l < @JE@; l++) {", *(line[4:] for line in body), "}"]
-        lines += ["    " + line for line in self.in_blocks(blocked or {}, "lo", "hi", loop)]
-        for q, op in rows:
-            lines.append(f"    {{ double acc = {_start(op)}; for (int l = 0; l < LANES; l++) "
-                         f"{_combine(op, 'acc', f'row{q}[l]')} T{q}[r] = acc; }}")
+        lines += ["    " + line for line in self.row_walk(main, check, prefetch=True)]
+        # the row's own values, from its sums just finished; then the tail walks the row again (in the cache)
+        lines += [f"    T{self.temps[id(node)]}[r] = "
+                  f"{_op(node.op, [self.between_value(a, {'b': 'b', 'r': 'r'}, []) for a in operands(node)], 'double', self.real)};"
+                  for node in row_nodes]
+        self.hoisted.clear()
+        if tail is not None:
+            lines += ["    {", *("      " + line for line in self.row_walk(tail, False)), "    }"]
         lines.append("  }")
+        if check:
+            lines.append("  for (int l = 0; l < LANES; l++) found |= seen[l];")
         for q, op in totals:
             lines.append(f"  {{ double acc = {_start(op)}; for (int l = 0; l < LANES; l++) "
                          f"{_combine(op, 'acc', f'tot{q}[l]')} partial{q}[it] = acc; }}")
@@ -505,7 +618,7 @@ class _Printer:
             lines.append(f"for (int64_t it = 0; it < items_n; ) {{ const int i = items[it].i; double acc = "
                          f"{'0.0' if op == 'sum' else '-INFINITY'}; for (; it < items_n && items[it].i == i; it++) "
                          + combine.format(q=q) + f" tmp[toff[i * {len(self.plan.temporaries)} + {q}]] = acc; }}")
-            lines.append(f"free(partial{q});")
+            lines.append("" if q in slots else f"free(partial{q});")
         for q, op in cols:
             combine = "T[b * M + c] += colpart{q}[p + c];" if op == "sum" else \
                 "T[b * M + c] = max_nan(T[b * M + c], colpart{q}[p + c]);"
@@ -514,7 +627,7 @@ class _Printer:
                          f"const int64_t b = items[it].r0 / N, p = items[it].part; "
                          f"double *T = tmp + toff[i * {len(self.plan.temporaries)} + {q}]; "
                          f"for (int64_t c = 0; c < M; c++) " + combine.format(q=q) + " }")
-            lines.append(f"free(colpart{q});")
+            lines.append("" if q in slots else f"free(colpart{q});")
         lines += ["free(items);", "}"]
         return [line for line in lines if line]
 
@@ -561,13 +674,16 @@ class _Printer:
                  "    const int64_t B = shape[3 * i], N = shape[3 * i + 1], M = shape[3 * i + 2]; (void)B; (void)N; (void)M;",
                  *[f"    toff[i * {ntemp} + {q}] = tsize; tsize += {extent};" for q, extent in enumerate(extents)],
                  "  }",
-                 "  double *tmp = calloc(tsize ? tsize : 1, sizeof(double));"]
+                 "  double *tmp = scratch(0, tsize);"]
+        if ntemp:  # (a tensor with no elements has no items: its per-tensor results are 0)
+            lines.append(f"  for (int i = 0; i < nt; i++) if (sizes[i] == 0) memset(tmp + toff[i * {ntemp}], 0, "
+                         f"sizeof(double) * ((i + 1 < nt ? toff[(i + 1) * {ntemp}] : tsize) - toff[i * {ntemp}]));")
         for phase in self.plan.phases:
             phase_lines = self.between(phase) if isinstance(phase, Between) else self.pass_lines(phase, phase is checked)
             lines += ["  " + line for line in phase_lines]
         lines += ["  " + line for line in self.vector_store_lines()]
         lines += ["  " + line for line in self.result_lines()]
-        lines += ["  free(tmp); free(toff); free(sizes);", "  return !bad;", "}"]
+        lines += ["  free(toff); free(sizes);", "  return !bad;", "}"]
         if blocked:
             lines += self.blocks(body_name)
         signs = set(self.eight_bit.values())
@@ -589,9 +705,12 @@ class _Printer:
                 "  for (int i = 0; i < nt; i++) total += shape[3 * i] * shape[3 * i + 1] * shape[3 * i + 2];",
                 "#define SMALL(i) (shape[3 * (i)] * shape[3 * (i) + 1] * shape[3 * (i) + 2] * 4 * threads <= total)",
                 "  int finite = 1, small = 0;",
-                "  for (int i = 0; i < nt; i++) small += SMALL(i);",
+                "  int64_t small_total = 0;",
+                "  for (int i = 0; i < nt; i++) if (SMALL(i)) small++, small_total += shape[3 * i] * shape[3 * i + 1] * "
+                "shape[3 * i + 2];",
                 "  if (small) {",
-                "    #pragma omp parallel for schedule(dynamic, 1) num_threads(small >= 2 ? threads : 1) "
+                "    #pragma omp parallel for schedule(dynamic, 1) "
+                "num_threads(small >= 2 && small_total >= BLOCKS_PARALLEL_MIN ? threads : 1) "
                 "reduction(& : finite)",
                 "    for (int i = 0; i < nt; i++)",
                 f"      if (SMALL(i)) finite &= {call.format('1')};",

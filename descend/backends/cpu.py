@@ -56,18 +56,17 @@ def exact_roles(segment: Segment, layout: Layout) -> frozenset:
 
 
 def for_layout(segment: Segment, plan: Schedule, layout: Layout) -> Schedule:
-    """``plan``, or where it makes several passes and some state is stored exactly, the schedule that writes
-    that state in the first pass able to (cached)."""
+    """``plan``, or where it makes several passes, the schedule the C kernels run (cached): one whose passes
+    walk each row a second time once its reductions are known (``schedule(..., tails=True)``), and that
+    writes the state stored exactly in the first pass able to."""
     if len(plan.passes) < 2:
         return plan
     early = exact_roles(segment, layout)
-    if not early:
-        return plan
     key = (id(plan), early)
     found = _early.get(key)
     if found is None:
         with _lock:
-            found = _early[key] = (plan, schedule(segment.outputs, role_axes=segment.axes, early=early))
+            found = _early[key] = (plan, schedule(segment.outputs, role_axes=segment.axes, early=early, tails=True))
     return found[1]
 
 
@@ -123,6 +122,12 @@ def ready(variant: Variant, param_dtype: torch.dtype, codec) -> None:
         segment = variant.pieces[0]
         layout = layouts(variant, param_dtype, codec)[0]
         program(segment, global_stage.schedule, replace(layout, check_grad=False), f"share{stage}")
+
+
+def passes(variant: Variant, param_dtype: torch.dtype, codec) -> int:
+    """How many passes over the data the C kernels of ``variant`` make (``KernelInfo.passes``)."""
+    return sum(len(for_layout(piece, plan, layout).passes) for piece, plan, layout in
+               zip(variant.pieces, variant.schedules, layouts(variant, param_dtype, codec)) if layout is not None)
 
 
 def c_source(variant: Variant, param_dtype: torch.dtype, codec, index: int = 0) -> str:
@@ -335,5 +340,5 @@ def contributions(work: Work, stage: int) -> dict[str, float]:
             for k, part in enumerate(global_stage.parts)}
 
 
-__all__ = ["available", "update", "contributions", "check_buffers", "c_source", "ready", "layouts",
+__all__ = ["available", "update", "contributions", "check_buffers", "c_source", "passes", "ready", "layouts",
            "KernelUnavailable", "DTYPES", "SIGNATURE"]

@@ -18,19 +18,30 @@ pass that takes the norms, and the update pass reads them instead of the gradien
 Element nodes are computed in the passes; scalar nodes that read only leaves in each pass's per-tensor
 prologue (as a single-pass kernel does); every other non-element node in a between-phase, into a
 temporary.  Vector state (Adafactor's row and column statistics) is written from its temporary at the end.
+
+With ``tails`` (the C kernels, which walk a factored tensor row by row), a row's own reductions are known
+as soon as the pass has walked the row: what reads only them, per row or per element of that row, is
+computed in the same pass, in a second walk over the row (the pass's *tail*) while the row is in the
+cache, instead of in a later pass.  Readiness then counts *sweeps*: sweep 2k is pass k's walk, 2k+1 its
+tail.  And a sum of a product is regrouped where that makes it ready earlier (descend.plan.distribute):
+Adafactor's ``Σu²`` (``u = g·a_i·c_j·s``) becomes ``s²·Σ_j c_j²·Σ_i g²a_i²``, whose column sums the first
+pass's tail accumulates, so that its clipping needs no pass of its own.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .formula import ELEMENT, REDUCTIONS, SCALAR, Expr, operands, topological
+from . import distribute
+from .formula import ELEMENT, REDUCTIONS, ROWS, SCALAR, Expr, operands, topological
 
 
 @dataclass
 class Pass:
     """A sweep over the elements: ``elements`` computed per element (in order), ``reductions`` accumulated,
-    ``stores`` written (the final pass only), ``prologue`` the leaf-only scalars computed per tensor."""
+    ``stores`` written (the final pass only), ``prologue`` the leaf-only scalars computed per tensor;
+    ``row_nodes`` the per-row values computed at the end of each row (from its reductions), and ``tail`` the
+    second walk over the row that reads them (a Pass itself), where the schedule has them."""
 
     index: int
     elements: list[Expr] = field(default_factory=list)
@@ -39,6 +50,8 @@ class Pass:
     prologue: list[Expr] = field(default_factory=list)
     operands: list[Expr] = field(default_factory=list)  # every non-element value the pass reads
     reloads: dict[int, str] = field(default_factory=dict)  # id(node) -> the role an earlier pass stored it in
+    row_nodes: list[Expr] = field(default_factory=list)
+    tail: Pass | None = None
 
 
 @dataclass
@@ -60,6 +73,7 @@ class Schedule:
     vector_stores: list[tuple[str, Expr]]
     results: list[Expr]
     factored: bool  # whether any node varies along rows or columns (the kernels then walk row by row)
+    order: list[Expr] = field(default_factory=list)  # every node, operands first (regrouped sums included)
 
     @property
     def passes(self) -> list[Pass]:
@@ -74,17 +88,40 @@ def _element_reduction(node: Expr) -> bool:
     return node.op in REDUCTIONS and is_element(node.args[0])
 
 
-def readiness(roots: Sequence[Expr]) -> dict[int, int]:
-    """``ready[id(node)]`` for every node the roots depend on."""
+def readiness(roots: Sequence[Expr], tails: bool = False) -> dict[int, int]:
+    """``ready[id(node)]``, the sweep that can compute it (``// 2``: its pass or between-phase), for every node
+    the roots depend on."""
     ready: dict[int, int] = {}
     for node in topological(roots):
         if node.op in ("load", "hyper", "scalar", "const"):
             ready[id(node)] = 0
         elif _element_reduction(node):
-            ready[id(node)] = ready[id(node.args[0])] + 1
+            at = ready[id(node.args[0])]
+            row_local = tails and at % 2 == 0 and node.axes == ROWS  # a row's sum, known when its walk ends
+            ready[id(node)] = at + 1 if row_local else at // 2 * 2 + 2
         else:
-            ready[id(node)] = max(ready[id(a)] for a in operands(node))
+            at = max(ready[id(a)] for a in operands(node))
+            # in a tail only rows and their elements: a statistic of all rows waits for the next between-phase
+            ready[id(node)] = at + 1 if at % 2 and not is_element(node) and node.axes != ROWS else at
     return ready
+
+
+def _regroup(stores, results):
+    """``stores`` and ``results`` with every sum of a product that regrouping makes ready earlier regrouped."""
+    roots = [node for _, node in stores] + list(results)
+    ready = readiness(roots, tails=True)
+    replaced: dict[int, Expr] = {}
+    for node in topological(roots):
+        best = ready[id(node)]
+        for order in distribute.ORDERS:
+            candidate = distribute.regrouped(node, order)
+            at = readiness([candidate], tails=True)[id(candidate)] if candidate is not None else best
+            if at < best:
+                replaced[id(node)], best = candidate, at
+    if not replaced:
+        return stores, results
+    new = distribute.substitute(roots, replaced)
+    return [(role, new[id(node)]) for role, node in stores], [new[id(node)] for node in results]
 
 
 def _split_matrix_sums(roots: Sequence[Expr]) -> None:
@@ -104,7 +141,7 @@ def _reads_shape(node: Expr) -> bool:
 
 
 def schedule(stores: Sequence[tuple[str, Expr]], results: Sequence[Expr] = (), role_axes: dict | None = None,
-             early: frozenset = frozenset()) -> Schedule:
+             early: frozenset = frozenset(), tails: bool = False) -> Schedule:
     """The schedule that writes ``stores`` (``(role, node)``: the parameter, state entries; ``role_axes``
     tells which roles are vectors) and computes ``results`` (per-tensor scalars, e.g. a global reduction's
     contributions).
@@ -112,10 +149,16 @@ def schedule(stores: Sequence[tuple[str, Expr]], results: Sequence[Expr] = (), r
     ``early`` names state roles that may be written in the first pass that can compute their new value,
     when that pass sweeps the data anyway (it accumulates a reduction) and no later pass reads their old
     value: the later passes then load the new value instead of recomputing it (and read no input it needed).
-    The caller names only roles stored exactly as computed (no rounding), so the numbers do not change."""
+    The caller names only roles stored exactly as computed (no rounding), so the numbers do not change.
+
+    ``tails``: passes may walk each row twice (see the module's docstring), and sums are regrouped where that
+    makes them ready earlier."""
     roots = [node for _, node in stores] + list(results)
     _split_matrix_sums(roots)
-    ready = readiness(roots)
+    if tails:
+        stores, results = _regroup(stores, results)
+        roots = [node for _, node in stores] + list(results)
+    ready = readiness(roots, tails)
     element_stores = [(role, node) for role, node in stores if (role_axes or {}).get(role, ELEMENT) == ELEMENT]
     final = max([ready[id(node)] for _, node in element_stores], default=-1)
     found = _phases(stores, results, role_axes, ready, {})
@@ -152,13 +195,13 @@ def _phases(stores, results, role_axes, ready, stored_at):
     vector_stores = [(role, node) for role, node in stores if role_axes.get(role, ELEMENT) != ELEMENT]
     final = max([ready[id(node)] for _, node in element_stores], default=-1)
     last_between = max([ready[id(node)] for node in roots], default=0)
-    phase_count = max(final + 1, last_between + 1)
+    sweep_count = max(final + 1, last_between + 1) // 2 * 2 + 2  # whole passes, each a walk and a tail
 
-    # what each phase must compute: walk back from the roots, phase by phase
-    passes = {k: Pass(k) for k in range(phase_count)}
-    betweens = {k: Between(k) for k in range(phase_count)}
-    element_needed: dict[int, set[int]] = {k: set() for k in range(phase_count)}
-    reloaded: dict[int, dict[int, str]] = {k: {} for k in range(phase_count)}
+    # what each sweep must compute: walk back from the roots, sweep by sweep (2k: pass k's walk, 2k+1: its tail)
+    passes = {k: Pass(k // 2) for k in range(sweep_count)}
+    betweens = {k: Between(k // 2) for k in range(sweep_count)}  # (odd k: the row nodes of pass k // 2)
+    element_needed: dict[int, set[int]] = {k: set() for k in range(sweep_count)}
+    reloaded: dict[int, dict[int, str]] = {k: {} for k in range(sweep_count)}
     temporaries: dict[int, Expr] = {}
     scheduled: set[int] = set()
 
@@ -215,21 +258,28 @@ def _phases(stores, results, role_axes, ready, stored_at):
     for node in results:
         need_value(node)
 
+    def finished(k: int) -> Pass:
+        step = passes[k]
+        step.elements = [n for n in order if id(n) in element_needed[k] and is_element(n)]
+        step.prologue = [n for n in order if id(n) in element_needed[k] and n.scalar
+                         and id(n) not in temporaries and n.op not in ("hyper", "scalar", "const", "load")]
+        step.operands = [n for n in order if id(n) in element_needed[k] and not is_element(n)]
+        step.reductions = [n for n in order if n in step.reductions]
+        step.reloads = reloaded[k]
+        return step
+
     phases: list = []
-    for k in range(phase_count):
+    for k in range(0, sweep_count, 2):
         between = betweens[k]
         between.nodes = [n for n in order if n in between.nodes]
         if between.nodes:
             phases.append(between)
-        step = passes[k]
-        if step.reductions or step.stores:
-            step.elements = [n for n in order if id(n) in element_needed[k] and is_element(n)]
-            step.prologue = [n for n in order if id(n) in element_needed[k] and n.scalar
-                             and id(n) not in temporaries and n.op not in ("hyper", "scalar", "const", "load")]
-            step.operands = [n for n in order if id(n) in element_needed[k] and not is_element(n)]
-            step.reductions = [n for n in order if n in step.reductions]
-            step.reloads = reloaded[k]
+        step, tail = passes[k], passes[k + 1]
+        row_nodes = [n for n in order if n in betweens[k + 1].nodes]
+        if step.reductions or step.stores or tail.reductions or tail.stores:
+            finished(k).row_nodes = row_nodes
+            step.tail = finished(k + 1) if tail.reductions or tail.stores else None
             phases.append(step)
     temps = [n for n in order if id(n) in temporaries]
     factored = any(not is_element(n) and n.axes != SCALAR for n in order) or any(_reads_shape(n) for n in order)
-    return passes, element_needed, Schedule(phases, temps, vector_stores, list(results), factored)
+    return passes, element_needed, Schedule(phases, temps, vector_stores, list(results), factored, order)
